@@ -1,0 +1,152 @@
+//! Array headers: dtype word, name word, ndim, dims, as little-endian int64.
+
+use crate::codec::chunk::word;
+use crate::dtype::DType;
+use crate::error::{escape, Error, Result};
+use crate::tensor::{Shape, TensorRef, TensorView};
+use crate::MAX_NDIM;
+
+/// Bytes in the header payload of an array of `ndim` dimensions.
+pub(crate) const fn header_len(ndim: usize) -> usize {
+    8 * (3 + ndim)
+}
+
+/// The longest header payload tenstore accepts.
+pub(crate) const MAX_HEADER_LEN: usize = header_len(MAX_NDIM);
+
+/// A header, parsed and checked, borrowing its payload.
+#[derive(Clone, Copy)]
+pub(crate) struct Header<'a> {
+    pub dtype: DType,
+    pub name: &'a str,
+    /// `8 * ndim` bytes of dimensions, each checked non-negative.
+    pub dims: &'a [u8],
+    /// `product(dims) * itemsize`, checked not to overflow.
+    pub nbytes: u64,
+}
+
+/// A word holding NUL-padded ASCII, as `&str`: ASCII bytes other than NUL,
+/// then only NULs.
+fn ascii_word(w: &[u8]) -> Option<&str> {
+    let end = w.iter().position(|&b| b == 0).unwrap_or(w.len());
+    let (text, pad) = w.split_at(end);
+    if text.is_ascii() && pad.iter().all(|&b| b == 0) {
+        std::str::from_utf8(text).ok()
+    } else {
+        None
+    }
+}
+
+/// Parses and checks a header payload of tensor number `tensor`.
+pub(crate) fn parse_header(tensor: usize, h: &[u8]) -> Result<Header<'_>> {
+    if h.len() < header_len(0) || h.len() % 8 != 0 {
+        return Err(Error::BadHeaderLength {
+            tensor,
+            len: h.len() as u64,
+        });
+    }
+    let field = |name: &'static str, w: &[u8]| Error::BadWord {
+        tensor,
+        field: name,
+        raw: escape(w),
+    };
+    let code = ascii_word(&h[..8]).ok_or_else(|| field("dtype", &h[..8]))?;
+    let dtype = DType::from_code(code).ok_or_else(|| Error::UnknownDtype {
+        tensor,
+        code: code.to_owned(),
+    })?;
+    let name = ascii_word(&h[8..16]).ok_or_else(|| field("name", &h[8..16]))?;
+    let ndim = i64::from_le_bytes(word(&h[16..24]));
+    let room = (h.len() - header_len(0)) / 8;
+    if usize::try_from(ndim).ok().filter(|&n| n == room && n <= MAX_NDIM).is_none() {
+        return Err(Error::BadNdim {
+            tensor,
+            ndim,
+            room: room as u64,
+        });
+    }
+    let dims = &h[24..];
+    let mut nbytes = dtype.itemsize() as u64;
+    let mut overflow = false;
+    for (axis, w) in dims.chunks_exact(8).enumerate() {
+        let dim = i64::from_le_bytes(word(w));
+        if dim < 0 {
+            return Err(Error::NegativeDim { tensor, axis, dim });
+        }
+        // Keep checking later dims for negatives even once the product
+        // overflows, so the first real fault is the one reported.
+        match nbytes.checked_mul(dim as u64) {
+            Some(n) => nbytes = n,
+            None => overflow = true,
+        }
+    }
+    if overflow || usize::try_from(nbytes).is_err() || nbytes > isize::MAX as u64 {
+        return Err(Error::ShapeOverflow { tensor });
+    }
+    Ok(Header {
+        dtype,
+        name,
+        dims,
+        nbytes,
+    })
+}
+
+impl<'a> Header<'a> {
+    /// Pairs the header with its data payload, checking the length.
+    pub(crate) fn with_data(self, tensor: usize, data: &'a [u8]) -> Result<TensorView<'a>> {
+        if data.len() as u64 != self.nbytes {
+            return Err(Error::DataLength {
+                tensor,
+                dtype: self.dtype,
+                expected: self.nbytes,
+                actual: data.len() as u64,
+            });
+        }
+        Ok(TensorView::from_checked(
+            self.name,
+            self.dtype,
+            Shape::from_checked_le(self.dims),
+            data,
+        ))
+    }
+}
+
+/// Decodes one tensor from its header and data payloads: what a multipart
+/// message carries per tensor.
+pub fn decode_pair<'a>(tensor: usize, header: &'a [u8], data: &'a [u8]) -> Result<TensorView<'a>> {
+    parse_header(tensor, header)?.with_data(tensor, data)
+}
+
+/// A dtype from its header word, for payloads already checked.
+fn dtype_of_word(w: &[u8]) -> Option<DType> {
+    DType::from_code(ascii_word(w)?)
+}
+
+/// Rebuilds a view from a header and data payload that
+/// [`parse_header`] and [`Header::with_data`] have accepted before. Cheaper
+/// than checking again; returns `None` rather than panicking if the
+/// payloads are not what was checked.
+pub(crate) fn view_of_checked<'a>(h: &'a [u8], data: &'a [u8]) -> Option<TensorView<'a>> {
+    let dtype = dtype_of_word(h.get(..8)?)?;
+    let name = ascii_word(h.get(8..16)?)?;
+    let dims = h.get(24..)?;
+    Some(TensorView::from_checked(
+        name,
+        dtype,
+        Shape::from_checked_le(dims),
+        data,
+    ))
+}
+
+/// Writes the header payload of `t` into `out`, which must be
+/// `header_len(t.shape().len())` bytes.
+pub(crate) fn write_header(t: &TensorRef<'_>, out: &mut [u8]) {
+    let mut w = [0u8; 8];
+    w[..t.dtype().code().len()].copy_from_slice(t.dtype().code().as_bytes());
+    out[..8].copy_from_slice(&w);
+    let mut w = [0u8; 8];
+    w[..t.name().len()].copy_from_slice(t.name().as_bytes());
+    out[8..16].copy_from_slice(&w);
+    out[16..24].copy_from_slice(&(t.shape().len() as u64).to_le_bytes());
+    t.shape().write_le(&mut out[24..]);
+}

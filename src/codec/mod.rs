@@ -1,0 +1,20 @@
+//! The tenbin codec: chunks, headers, buffers and frame lists.
+//!
+//! It knows nothing of files, databases or sockets: it turns tensors into
+//! bytes and bytes into borrowed views.
+
+mod chunk;
+mod decode;
+mod encode;
+mod frames;
+mod header;
+
+pub use chunk::{decode_chunks, encode_chunks, MAGIC};
+pub use decode::{decode_buffer, Iter, TensorBuf, Tensors};
+pub use encode::{encode_buffer, encode_into, encoded_len};
+pub(crate) use encode::encode_to;
+pub use frames::{decode_list, encode_list};
+pub use header::decode_pair;
+
+pub(crate) use chunk::{check_padding, chunk_len_u64, pad_len, parse_prefix, PREFIX};
+pub(crate) use header::{parse_header, Header, MAX_HEADER_LEN};
