@@ -110,7 +110,9 @@ pub enum Error {
     },
 
     /// The data chunk's length differs from what dtype and shape require.
-    #[error("tensor {tensor}: data is {actual} bytes, but dtype {dtype} and its shape need {expected}")]
+    #[error(
+        "tensor {tensor}: data is {actual} bytes, but dtype {dtype} and its shape need {expected}"
+    )]
     DataLength {
         /// Index of the tensor.
         tensor: usize,
@@ -158,7 +160,9 @@ pub enum Error {
     },
 
     /// Raw data whose length disagrees with its dtype and shape.
-    #[error("raw tensor data is {actual} bytes, but dtype {dtype} and the given shape need {expected}")]
+    #[error(
+        "raw tensor data is {actual} bytes, but dtype {dtype} and the given shape need {expected}"
+    )]
     RawLength {
         /// The dtype given.
         dtype: DType,
@@ -221,7 +225,9 @@ pub enum Error {
     TooLarge,
 
     /// A multipart message with an odd number of frames.
-    #[error("multipart message has {frames} frames; it needs a header and a data frame per tensor")]
+    #[error(
+        "multipart message has {frames} frames; it needs a header and a data frame per tensor"
+    )]
     OddFrames {
         /// Number of frames received.
         frames: usize,
@@ -229,7 +235,9 @@ pub enum Error {
 
     /// A file name without the `.ten` extension, refused as the reference
     /// does unless told not to check.
-    #[error("{path:?}: file name should end in .ten (pass check_extension: false to skip this check)")]
+    #[error(
+        "{path:?}: file name should end in .ten (pass check_extension: false to skip this check)"
+    )]
     Extension {
         /// The path given.
         path: PathBuf,

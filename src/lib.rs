@@ -69,7 +69,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 #[cfg(target_endian = "big")]
-compile_error!("tenstore reads and writes little-endian data in place and supports little-endian targets only");
+compile_error!(
+    "tenstore reads and writes little-endian data in place and supports little-endian targets only"
+);
 
 pub mod codec;
 pub mod dtype;

@@ -26,7 +26,9 @@ fn tensor_len(t: &TensorRef<'_>) -> Option<usize> {
 pub fn encoded_len<T: AsTensorRef>(tensors: &[T]) -> Result<usize> {
     tensors
         .iter()
-        .try_fold(0usize, |acc, t| acc.checked_add(tensor_len(&t.as_tensor_ref())?))
+        .try_fold(0usize, |acc, t| {
+            acc.checked_add(tensor_len(&t.as_tensor_ref())?)
+        })
         .ok_or(Error::TooLarge)
 }
 
@@ -54,7 +56,10 @@ fn write_data<W: Write + ?Sized>(t: &TensorRef<'_>, out: &mut W) -> io::Result<(
 
 /// Encodes `tensors` into any writer, in one pass, with no intermediate
 /// buffer: the engine behind every encoder.
-pub(crate) fn encode_to<T: AsTensorRef, W: Write + ?Sized>(tensors: &[T], out: &mut W) -> io::Result<()> {
+pub(crate) fn encode_to<T: AsTensorRef, W: Write + ?Sized>(
+    tensors: &[T],
+    out: &mut W,
+) -> io::Result<()> {
     for t in tensors {
         let t = t.as_tensor_ref();
         write_head(&t, out)?;

@@ -58,7 +58,11 @@ pub(crate) fn parse_header(tensor: usize, h: &[u8]) -> Result<Header<'_>> {
     let name = ascii_word(&h[8..16]).ok_or_else(|| field("name", &h[8..16]))?;
     let ndim = i64::from_le_bytes(word(&h[16..24]));
     let room = (h.len() - header_len(0)) / 8;
-    if usize::try_from(ndim).ok().filter(|&n| n == room && n <= MAX_NDIM).is_none() {
+    if usize::try_from(ndim)
+        .ok()
+        .filter(|&n| n == room && n <= MAX_NDIM)
+        .is_none()
+    {
         return Err(Error::BadNdim {
             tensor,
             ndim,

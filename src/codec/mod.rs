@@ -11,8 +11,8 @@ mod header;
 
 pub use chunk::{decode_chunks, encode_chunks, MAGIC};
 pub use decode::{decode_buffer, Iter, TensorBuf, Tensors};
-pub use encode::{encode_buffer, encode_into, encoded_len};
 pub(crate) use encode::encode_to;
+pub use encode::{encode_buffer, encode_into, encoded_len};
 pub use frames::{decode_list, encode_list};
 pub use header::decode_pair;
 

@@ -72,15 +72,26 @@ pub fn save_with<P: AsRef<Path>, T: AsTensorRef>(
     let path = path.as_ref();
     check_extension(path, options)?;
     let (tmp, file) = create_beside(path)?;
-    let written = write_file(file, tensors, options, &tmp)
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e)));
+    let written = write_file(file, tensors, options, &tmp).and_then(|()| {
+        fs::rename(&tmp, path).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", tmp.display(), path.display()),
+                e,
+            )
+        })
+    });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written
 }
 
-fn write_file<T: AsTensorRef>(file: File, tensors: &[T], options: &FileOptions, tmp: &Path) -> Result<()> {
+fn write_file<T: AsTensorRef>(
+    file: File,
+    tensors: &[T],
+    options: &FileOptions,
+    tmp: &Path,
+) -> Result<()> {
     let ctx = |e| Error::io(format!("writing {}", tmp.display()), e);
     let mut w = BufWriter::with_capacity(1 << 16, file);
     encode_to(tensors, &mut w).map_err(ctx)?;
@@ -98,7 +109,10 @@ fn create_beside(path: &Path) -> Result<(PathBuf, File)> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let stem = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()));
@@ -145,7 +159,10 @@ pub unsafe fn load<P: AsRef<Path>>(path: P) -> Result<TensorBuf<MappedFile>> {
 /// # Safety
 ///
 /// As for [`load`].
-pub unsafe fn load_with<P: AsRef<Path>>(path: P, options: &FileOptions) -> Result<TensorBuf<MappedFile>> {
+pub unsafe fn load_with<P: AsRef<Path>>(
+    path: P,
+    options: &FileOptions,
+) -> Result<TensorBuf<MappedFile>> {
     let path = path.as_ref();
     check_extension(path, options)?;
     let ctx = |e| Error::io(format!("loading {}", path.display()), e);

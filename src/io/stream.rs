@@ -43,7 +43,10 @@ pub fn write<W: Write + ?Sized, T: AsTensorRef>(stream: &mut W, tensors: &[T]) -
 /// buffer, a data length must equal what the header's dtype and shape need,
 /// and data buffers grow only as the bytes really arrive.
 pub fn read<R: Read + ?Sized>(stream: &mut R, n: usize) -> Result<Vec<Tensor>> {
-    let mut rd = Reader { inner: stream, offset: 0 };
+    let mut rd = Reader {
+        inner: stream,
+        offset: 0,
+    };
     let mut out = Vec::new();
     while out.len() < n {
         let Some((offset, hlen)) = rd.prefix()? else {
@@ -99,7 +102,15 @@ impl<R: Read + ?Sized> Reader<'_, R> {
                 Ok(0) => break,
                 Ok(k) => got += k,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("reading a tenbin stream at byte {}", self.offset + got as u64), e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!(
+                            "reading a tenbin stream at byte {}",
+                            self.offset + got as u64
+                        ),
+                        e,
+                    ))
+                }
             }
         }
         self.offset += got as u64;
@@ -194,7 +205,11 @@ impl<R: Read + ?Sized> Reader<'_, R> {
                         byte,
                     });
                 }
-                AnyArray::Bool(shaped(header.dtype, &dims, bytes.into_iter().map(|b| b == 1).collect())?)
+                AnyArray::Bool(shaped(
+                    header.dtype,
+                    &dims,
+                    bytes.into_iter().map(|b| b == 1).collect(),
+                )?)
             }
         })
     }

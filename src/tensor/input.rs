@@ -52,7 +52,10 @@ pub(crate) enum Source<'a> {
 /// An array that can write its elements' bytes in C order.
 pub(crate) trait Strided {
     /// Calls `sink` with consecutive runs of the element bytes, in C order.
-    fn write_c_order(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()>;
+    fn write_c_order(
+        &self,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
 }
 
 impl<S, D, T> Strided for ArrayBase<S, D>
@@ -61,7 +64,10 @@ where
     D: Dimension,
     T: Element,
 {
-    fn write_c_order(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    fn write_c_order(
+        &self,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         // Gather into a small stack buffer and hand it on in runs.
         const RUN: usize = 8192;
         let mut buf = [0u8; RUN];

@@ -6,8 +6,8 @@ mod owned;
 mod shape;
 mod view;
 
-pub use input::{AsTensorRef, TensorRef};
 pub(crate) use input::Source;
+pub use input::{AsTensorRef, TensorRef};
 pub use owned::{AnyArray, Tensor};
 pub use shape::{Dims, Shape};
 pub use view::TensorView;

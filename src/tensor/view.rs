@@ -70,7 +70,12 @@ impl<'a> TensorView<'a> {
                 actual: data.len() as u64,
             });
         }
-        Ok(TensorView::from_checked(name, dtype, Shape::from(shape), data))
+        Ok(TensorView::from_checked(
+            name,
+            dtype,
+            Shape::from(shape),
+            data,
+        ))
     }
 
     /// A view whose parts the caller has already checked.
@@ -144,14 +149,14 @@ impl<'a> TensorView<'a> {
     fn cast_error(&self, e: CheckedCastError) -> Error {
         match e {
             CheckedCastError::InvalidBitPattern => self.bad_bool(),
-            CheckedCastError::PodCastError(PodCastError::TargetAlignmentGreaterAndInputNotAligned) => {
-                Error::Misaligned {
-                    name: self.name.to_owned(),
-                    dtype: self.dtype,
-                    addr: self.data.as_ptr() as usize,
-                    align: self.dtype.align(),
-                }
-            }
+            CheckedCastError::PodCastError(
+                PodCastError::TargetAlignmentGreaterAndInputNotAligned,
+            ) => Error::Misaligned {
+                name: self.name.to_owned(),
+                dtype: self.dtype,
+                addr: self.data.as_ptr() as usize,
+                align: self.dtype.align(),
+            },
             // Lengths are multiples of the item size by construction; report
             // the impossible case rather than panic.
             CheckedCastError::PodCastError(_) => self.length_error(),
@@ -163,7 +168,8 @@ impl<'a> TensorView<'a> {
     fn length_error(&self) -> Error {
         Error::RawLength {
             dtype: self.dtype,
-            expected: (self.shape.num_elements() as u64).saturating_mul(self.dtype.itemsize() as u64),
+            expected: (self.shape.num_elements() as u64)
+                .saturating_mul(self.dtype.itemsize() as u64),
             actual: self.data.len() as u64,
         }
     }

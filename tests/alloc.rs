@@ -1,0 +1,165 @@
+//! Allocation accounting: decoding allocates nothing per tensor, and no
+//! length field makes a decoder allocate more than what really arrived.
+//!
+//! This binary counts allocations through a global allocator, per thread,
+//! so that the test harness's own threads do not disturb the counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use ndarray::{Array1, Array2, Array3};
+use tenstore::{encode_buffer, read_all, TensorRef, Tensors};
+
+struct Counting;
+
+thread_local! {
+    // Const-initialised cells without destructors: touching them never
+    // allocates, so the allocator can use them.
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// counters are thread-local cells and never affect what is returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|a| a.set(a.get() + 1));
+        let live = LIVE.with(|l| {
+            l.set(l.get() + layout.size() as isize);
+            l.get()
+        });
+        PEAK.with(|p| p.set(p.get().max(live)));
+        // SAFETY: the caller's layout contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Memory freed on another thread than it was allocated on makes a
+        // thread's count go down only; the tests measure single threads.
+        LIVE.with(|l| l.set(l.get() - layout.size() as isize));
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result, the number of allocations it made and
+/// the peak of live bytes above what was live before.
+fn measure<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let before = ALLOCS.with(Cell::get);
+    let r = f();
+    let allocs = ALLOCS.with(Cell::get) - before;
+    let peak = (PEAK.with(Cell::get) - base) as usize;
+    (r, allocs, peak)
+}
+
+#[test]
+fn parsing_and_viewing_a_sample_allocates_nothing() {
+    let image = Array3::<u8>::from_elem((3, 64, 64), 9);
+    let logits = Array1::<f32>::from_elem(10, 0.5);
+    let label = Array1::<i64>::from_elem(1, 3);
+    let bytes = encode_buffer(&[
+        TensorRef::from_array("image", &image).unwrap(),
+        TensorRef::from_array("logits", &logits).unwrap(),
+        TensorRef::from_array("label", &label).unwrap(),
+    ])
+    .unwrap();
+
+    let (sum, allocs, _) = measure(|| {
+        let s = Tensors::parse(&bytes).unwrap();
+        let image = s.get_by_name("image").unwrap().array::<u8>().unwrap();
+        let logits = s.get_by_name("logits").unwrap().array::<f32>().unwrap();
+        let label = s.get(2).unwrap().as_slice::<i64>().unwrap();
+        image[[2, 63, 63]] as f64 + logits.sum() as f64 + label[0] as f64
+    });
+    assert_eq!(sum, 9.0 + 5.0 + 3.0);
+    assert_eq!(allocs, 0, "parse, lookup and views must not allocate");
+}
+
+#[test]
+fn a_view_of_up_to_four_dims_allocates_nothing() {
+    let a = Array2::<f64>::from_elem((4, 4), 1.0);
+    let bytes = encode_buffer(&[TensorRef::from_array("a", &a).unwrap()]).unwrap();
+    let (total, allocs, _) = measure(|| {
+        Tensors::parse(&bytes)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .array::<f64>()
+            .unwrap()
+            .sum()
+    });
+    assert_eq!(total, 16.0);
+    assert_eq!(allocs, 0);
+}
+
+/// A header for a u1 array of `n` elements followed by a data chunk that
+/// declares `n` bytes but carries only `carried`.
+fn lying_stream(n: u64, carried: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(b"~TenBin~");
+    v.extend_from_slice(&32u64.to_le_bytes());
+    v.extend_from_slice(b"u1\0\0\0\0\0\0x\0\0\0\0\0\0\0");
+    v.extend_from_slice(&1u64.to_le_bytes());
+    v.extend_from_slice(&n.to_le_bytes());
+    v.resize(16 + 64, 0);
+    v.extend_from_slice(b"~TenBin~");
+    v.extend_from_slice(&n.to_le_bytes());
+    v.resize(v.len() + carried, 7);
+    v
+}
+
+#[test]
+fn a_stream_that_claims_gigabytes_costs_what_arrived() {
+    let stream = lying_stream(1 << 40, 1000);
+    let (r, _, peak) = measure(|| read_all(&mut stream.as_slice()));
+    assert!(
+        matches!(
+            r,
+            Err(tenstore::Error::Truncated {
+                offset: 80,
+                available: 1016,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(
+        peak <= 2 << 20,
+        "peak allocation {peak} bytes for 1000 bytes of input"
+    );
+}
+
+#[test]
+fn a_buffer_that_claims_gigabytes_allocates_nothing() {
+    let buf = lying_stream(1 << 40, 1000);
+    let (r, allocs, _) = measure(|| Tensors::parse(&buf).map(|t| t.len()));
+    assert!(
+        matches!(r, Err(tenstore::Error::Truncated { offset: 80, .. })),
+        "{r:?}"
+    );
+    assert_eq!(allocs, 0);
+}
+
+#[test]
+fn stream_allocation_grows_with_the_data() {
+    // 8 MiB really there: the reader may allocate about that (doubling), not
+    // more than twice.
+    let n = 8 << 20;
+    let mut stream = lying_stream(n as u64, n);
+    stream.resize(stream.len() + tenstore_pad(n), 0);
+    let (r, _, peak) = measure(|| read_all(&mut stream.as_slice()));
+    let tensors = r.unwrap();
+    assert_eq!(tensors[0].shape(), &[n]);
+    assert!(peak >= n, "the counter sees the data buffer ({peak} bytes)");
+    assert!(peak <= 2 * n, "peak {peak} for {n} bytes");
+}
+
+fn tenstore_pad(n: usize) -> usize {
+    (64 - n % 64) % 64
+}
