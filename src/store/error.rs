@@ -1,0 +1,110 @@
+//! The store layer's error type.
+
+use std::path::PathBuf;
+
+/// Result alias for the store layer.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong opening, writing or reading a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The path holds no store and creation was not asked for.
+    #[error("{path}: no tenstore here (no LMDB data.mdb or shard files); pass create to make a new store")]
+    NotAStore {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The store's metadata names a format this version cannot read.
+    #[error(
+        "{path}: store format {found:?} is not supported by this tenstore (it reads {expected:?})"
+    )]
+    Format {
+        /// The metadata file.
+        path: PathBuf,
+        /// What the file says.
+        found: String,
+        /// What this version reads.
+        expected: String,
+    },
+
+    /// A key that cannot be stored: empty, or longer than the backend allows.
+    #[error("key of {len} bytes cannot be stored: keys are 1 to {max} bytes")]
+    BadKey {
+        /// Length of the key given.
+        len: usize,
+        /// The longest key the backend stores.
+        max: usize,
+    },
+
+    /// No sample under this key.
+    #[error("no sample with key {key:?}")]
+    NotFound {
+        /// The key, escaped.
+        key: String,
+    },
+
+    /// A stored value, or input to store, that is not valid tenbin.
+    #[error("sample {key:?}: {source}")]
+    Codec {
+        /// The key of the sample, escaped.
+        key: String,
+        /// What is wrong with its bytes.
+        #[source]
+        source: crate::Error,
+    },
+
+    /// The map is full and could not grow because transactions of this
+    /// process stayed open.
+    #[error("the store's map is full and cannot grow while this process keeps {readers} read snapshot(s) open for more than {waited_ms} ms: drop or refresh readers before writing")]
+    GrowBlocked {
+        /// Transactions still open.
+        readers: usize,
+        /// How long the writer waited.
+        waited_ms: u64,
+    },
+
+    /// An error from LMDB, with what was being done.
+    #[error("{context}: {source}")]
+    Lmdb {
+        /// What was being done.
+        context: String,
+        /// LMDB's error.
+        #[source]
+        source: heed::Error,
+    },
+
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn lmdb(context: impl Into<String>, source: heed::Error) -> Self {
+        StoreError::Lmdb {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn codec(key: &[u8], source: crate::Error) -> Self {
+        StoreError::Codec {
+            key: crate::error::escape(key),
+            source,
+        }
+    }
+}

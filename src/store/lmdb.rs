@@ -1,0 +1,565 @@
+//! The LMDB backend: each sample is one value in LMDB's main database, the
+//! tenbin buffer of its tensors, under its key.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
+
+use crate::codec::{encode_to, encoded_len, Tensors};
+use crate::store::error::{Result, StoreError};
+use crate::store::gate::{Gate, Pass};
+use crate::store::meta::Meta;
+use crate::store::Sample;
+use crate::tensor::AsTensorRef;
+
+/// LMDB's longest key (its default build).
+pub const MAX_KEY_LEN: usize = 511;
+
+/// How to open an [`LmdbStore`].
+#[derive(Clone, Debug)]
+pub struct LmdbOptions {
+    /// Make the directory and the environment if they do not exist.
+    /// Default: `false` (opening a path with no store is an error).
+    pub create: bool,
+    /// The map size to start with, in bytes; it grows by doubling when
+    /// full. Default: 1 GiB. A larger existing map is kept.
+    pub map_size: usize,
+    /// Do not flush to disk at each commit (LMDB's `MDB_NOSYNC`): much
+    /// faster bulk loads; a crash may lose the last commits (never
+    /// corrupts the store). Call [`LmdbStore::sync`] to make them durable.
+    /// Default: `false` (each write is durable when it returns).
+    pub no_sync: bool,
+    /// Open for reading only.
+    pub read_only: bool,
+    /// How long a writer that needs to grow the map waits for this
+    /// process's open read snapshots to end. Default: 10 s.
+    pub grow_patience: Duration,
+    /// Most read snapshots open at once across all processes. Default 254.
+    pub max_readers: u32,
+}
+
+impl Default for LmdbOptions {
+    fn default() -> Self {
+        LmdbOptions {
+            create: false,
+            map_size: 1 << 30,
+            no_sync: false,
+            read_only: false,
+            grow_patience: Duration::from_secs(10),
+            max_readers: 254,
+        }
+    }
+}
+
+/// A sample store in an LMDB environment.
+///
+/// The value under each key is exactly the tenbin buffer of the sample's
+/// tensors, so Python's `lmdb` with `webdataset.tenbin.decode_buffer` reads
+/// it with nothing else; store metadata lives in `tenstore.json` beside
+/// `data.mdb`, outside the keyspace. A plain LMDB environment whose values
+/// are tenbin buffers opens as a store too.
+///
+/// Cloning is cheap and shares the environment (LMDB allows one open
+/// environment per file per process).
+///
+/// ```
+/// use ndarray::array;
+/// use tenstore::store::{LmdbOptions, LmdbStore};
+/// use tenstore::TensorRef;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = LmdbStore::open(dir.path(), &LmdbOptions { create: true, ..Default::default() })?;
+/// let label = array![3i64];
+/// store.put(b"sample-0", &[TensorRef::from_array("label", &label)?])?;
+///
+/// let reader = store.reader()?;
+/// let sample = reader.get(b"sample-0")?.expect("just written");
+/// assert_eq!(sample.get_by_name("label").unwrap().to_vec::<i64>()?, [3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct LmdbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: Env<WithoutTls>,
+    db: Database<Bytes, Bytes>,
+    path: PathBuf,
+    gate: Gate,
+    /// One writer at a time in this process (LMDB serialises processes).
+    writer: Mutex<()>,
+    options: LmdbOptions,
+}
+
+/// What [`LmdbStore::stats`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LmdbStats {
+    /// Number of samples.
+    pub samples: u64,
+    /// Bytes of the pages the samples occupy (branch, leaf and overflow).
+    pub bytes: u64,
+    /// Current size of the memory map.
+    pub map_size: u64,
+    /// LMDB page size.
+    pub page_size: u32,
+    /// Pages in use by the main database.
+    pub pages: u64,
+    /// Pages in the environment up to the last one used (data and free).
+    pub last_page: u64,
+}
+
+fn is_map_full(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Lmdb {
+            source: heed::Error::Mdb(MdbError::MapFull),
+            ..
+        }
+    )
+}
+
+fn is_map_resized(e: &heed::Error) -> bool {
+    matches!(e, heed::Error::Mdb(MdbError::MapResized))
+}
+
+/// Checks a key before it reaches LMDB.
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(StoreError::BadKey {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+impl LmdbStore {
+    /// Opens (or with `create`, makes) the store in directory `path`.
+    ///
+    /// A path that holds no `data.mdb` is refused unless `create` is set.
+    ///
+    /// The store's files must be changed only through LMDB (tenstore,
+    /// Python's `lmdb`, any LMDB client): LMDB's lock file coordinates them
+    /// all. Truncating or rewriting `data.mdb` by other means while a store
+    /// is open makes readers fault, as with any memory-mapped database.
+    pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
+        let path = path.as_ref();
+        let exists = path.join("data.mdb").is_file();
+        if !exists && !(options.create && !options.read_only) {
+            return Err(StoreError::NotAStore {
+                path: path.to_owned(),
+            });
+        }
+        if !exists {
+            std::fs::create_dir_all(path)
+                .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
+        }
+        Meta::check_or_create(path, "lmdb", options.create && !options.read_only)?;
+
+        let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
+        env_options
+            .map_size(page_multiple(options.map_size))
+            .max_readers(options.max_readers);
+        let mut flags = EnvFlags::empty();
+        if options.no_sync {
+            flags |= EnvFlags::NO_SYNC;
+        }
+        if options.read_only {
+            flags |= EnvFlags::READ_ONLY;
+        }
+        // SAFETY: NO_SYNC trades durability of the last commits for speed
+        // (a crash can lose them; LMDB stays consistent), which the option
+        // documents; READ_ONLY only restricts what the handle may do.
+        unsafe {
+            env_options.flags(flags);
+        }
+        // SAFETY: LMDB memory-maps data.mdb; the map stays valid as long as
+        // the file is changed only through LMDB, whose lock file
+        // serialises writers and tracks readers across processes. That is
+        // this function's documented contract for the store's files, and
+        // tenstore itself never touches them by other means.
+        let env = unsafe { env_options.open(path) }.map_err(|e| {
+            StoreError::lmdb(format!("opening LMDB environment {}", path.display()), e)
+        })?;
+        let db = if options.read_only {
+            let txn = env
+                .read_txn()
+                .map_err(|e| StoreError::lmdb("starting a read transaction", e))?;
+            let db = env
+                .open_database::<Bytes, Bytes>(&txn, None)
+                .map_err(|e| StoreError::lmdb("opening the main database", e))?;
+            db.ok_or_else(|| StoreError::NotAStore {
+                path: path.to_owned(),
+            })?
+        } else {
+            let mut txn = env
+                .write_txn()
+                .map_err(|e| StoreError::lmdb("starting a write transaction", e))?;
+            let db = env
+                .create_database::<Bytes, Bytes>(&mut txn, None)
+                .map_err(|e| StoreError::lmdb("opening the main database", e))?;
+            txn.commit()
+                .map_err(|e| StoreError::lmdb("committing", e))?;
+            db
+        };
+        Ok(LmdbStore {
+            inner: Arc::new(Inner {
+                env,
+                db,
+                path: path.to_owned(),
+                gate: Gate::default(),
+                writer: Mutex::new(()),
+                options: options.clone(),
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stores `tensors` under `key`, replacing any sample there. The buffer
+    /// is encoded straight into the space LMDB reserves for the value.
+    pub fn put<T: AsTensorRef>(&self, key: &[u8], tensors: &[T]) -> Result<()> {
+        self.put_batch(&[(key, tensors)])
+    }
+
+    /// Stores many samples in one transaction: all or none of them.
+    pub fn put_batch<K, S, T>(&self, samples: &[(K, S)]) -> Result<()>
+    where
+        K: AsRef<[u8]>,
+        S: AsRef<[T]>,
+        T: AsTensorRef,
+    {
+        let mut lens = Vec::with_capacity(samples.len());
+        for (key, tensors) in samples {
+            check_key(key.as_ref())?;
+            lens.push(
+                encoded_len(tensors.as_ref()).map_err(|e| StoreError::codec(key.as_ref(), e))?,
+            );
+        }
+        self.write(|txn, db| {
+            for ((key, tensors), &len) in samples.iter().zip(&lens) {
+                let key = key.as_ref();
+                db.put_reserved(txn, key, len, |space| encode_to(tensors.as_ref(), space))
+                    .map_err(|e| {
+                        StoreError::lmdb(
+                            format!("writing sample {:?}", key.escape_ascii().to_string()),
+                            e,
+                        )
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores already-encoded tenbin buffers, checking each first.
+    pub fn put_encoded<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, samples: &[(K, V)]) -> Result<()> {
+        for (key, value) in samples {
+            check_key(key.as_ref())?;
+            Tensors::parse(value.as_ref()).map_err(|e| StoreError::codec(key.as_ref(), e))?;
+        }
+        self.write(|txn, db| {
+            for (key, value) in samples {
+                db.put(txn, key.as_ref(), value.as_ref())
+                    .map_err(|e| StoreError::lmdb("writing a sample", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the samples under `keys`; returns how many there were.
+    pub fn delete<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
+        let mut removed = 0;
+        self.write(|txn, db| {
+            removed = 0;
+            for key in keys {
+                if db
+                    .delete(txn, key.as_ref())
+                    .map_err(|e| StoreError::lmdb("deleting a sample", e))?
+                {
+                    removed += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Flushes committed writes to disk: what makes `no_sync` writes
+    /// durable.
+    pub fn sync(&self) -> Result<()> {
+        self.inner
+            .env
+            .force_sync()
+            .map_err(|e| StoreError::lmdb("syncing to disk", e))
+    }
+
+    /// A read snapshot: it sees every sample committed before it was made,
+    /// and nothing after, until [`LmdbReader::refresh`].
+    pub fn reader(&self) -> Result<LmdbReader<'_>> {
+        let (txn, pass) = self.begin(|env| env.read_txn())?;
+        Ok(LmdbReader {
+            txn,
+            _pass: pass,
+            store: self,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> Result<u64> {
+        self.reader()?.len()
+    }
+
+    /// Whether the store holds no sample.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> Result<LmdbStats> {
+        let reader = self.reader()?;
+        let stat = self
+            .inner
+            .db
+            .stat(&reader.txn)
+            .map_err(|e| StoreError::lmdb("reading database statistics", e))?;
+        let info = self.inner.env.info();
+        let pages = (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64;
+        Ok(LmdbStats {
+            samples: stat.entries as u64,
+            bytes: pages * u64::from(stat.page_size),
+            map_size: info.map_size as u64,
+            page_size: stat.page_size,
+            pages,
+            last_page: info.last_page_number as u64 + 1,
+        })
+    }
+
+    /// Starts a transaction through the gate, adopting a map that another
+    /// process grew when LMDB asks for it.
+    fn begin<'s, X>(
+        &'s self,
+        start: impl Fn(&'s Env<WithoutTls>) -> heed::Result<X>,
+    ) -> Result<(X, Pass<'s>)> {
+        loop {
+            let pass = self.inner.gate.enter();
+            match start(&self.inner.env) {
+                Ok(txn) => return Ok((txn, pass)),
+                Err(e) if is_map_resized(&e) => {
+                    drop(pass);
+                    self.resize(0)?;
+                }
+                Err(e) => return Err(StoreError::lmdb("starting a transaction", e)),
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction and commits, growing the map and
+    /// starting again as often as LMDB reports it full.
+    fn write(
+        &self,
+        mut f: impl FnMut(&mut RwTxn<'_>, &Database<Bytes, Bytes>) -> Result<()>,
+    ) -> Result<()> {
+        let _writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let full = {
+                let (mut txn, _pass) = self.begin(|env| env.write_txn())?;
+                match f(&mut txn, &self.inner.db) {
+                    Err(e) if is_map_full(&e) => true,
+                    Err(e) => return Err(e),
+                    Ok(()) => match txn.commit() {
+                        Ok(()) => return Ok(()),
+                        Err(heed::Error::Mdb(MdbError::MapFull)) => true,
+                        Err(e) => return Err(StoreError::lmdb("committing", e)),
+                    },
+                }
+                // The transaction (aborted if not committed) ends before
+                // the pass that lets it be open.
+            };
+            debug_assert!(full);
+            let size = self.inner.env.info().map_size;
+            let doubled = size.checked_mul(2).ok_or_else(|| {
+                StoreError::io(
+                    "growing the map",
+                    std::io::Error::other("the map cannot grow past the address space"),
+                )
+            })?;
+            self.resize(doubled)?;
+        }
+    }
+
+    /// Changes the map size (0: adopt the size another process set) with no
+    /// transaction of this process open.
+    fn resize(&self, size: usize) -> Result<()> {
+        let patience = self.inner.options.grow_patience;
+        let env = &self.inner.env;
+        let outcome = self.inner.gate.exclusive(patience, || {
+            // SAFETY: `Gate::exclusive` runs this only while no transaction
+            // of this process is open, and every transaction of this
+            // environment is begun through the gate (`begin`), which is
+            // what LMDB requires of `mdb_env_set_mapsize`.
+            unsafe { env.resize(size) }
+        });
+        match outcome {
+            Ok(r) => r.map_err(|e| StoreError::lmdb("growing the map", e)),
+            Err(readers) => Err(StoreError::GrowBlocked {
+                readers,
+                waited_ms: patience.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+/// Rounds up to a multiple of the 4 KiB page, at least one page.
+fn page_multiple(size: usize) -> usize {
+    const PAGE: usize = 4096;
+    size.max(PAGE).div_ceil(PAGE) * PAGE
+}
+
+/// A read snapshot of an [`LmdbStore`]: `Send`, so each loader thread can
+/// hold its own. Samples it hands out borrow it.
+pub struct LmdbReader<'s> {
+    txn: RoTxn<'s, WithoutTls>,
+    _pass: Pass<'s>,
+    store: &'s LmdbStore,
+}
+
+impl<'s> LmdbReader<'s> {
+    /// The sample under `key`, its tensors zero-copy views over LMDB's
+    /// pages. Allocates nothing.
+    ///
+    /// Views are zero-copy (`TensorView::array`) when the value's address
+    /// suits the element type: LMDB puts values larger than about 2 KB on
+    /// their own pages, 16 bytes into the page, so every dtype views in
+    /// place; small values sit at any even address, where `cow_array`
+    /// copies the multi-byte types.
+    ///
+    /// The sample borrows both the snapshot and `key` (it hands the key
+    /// back without copying it).
+    pub fn get<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
+        match self.get_raw(key)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(Sample::new(
+                key,
+                Tensors::parse(value).map_err(|e| StoreError::codec(key, e))?,
+            ))),
+        }
+    }
+
+    /// Like [`get`](Self::get), but a missing key is an error.
+    pub fn require<'r>(&'r self, key: &'r [u8]) -> Result<Sample<'r>> {
+        self.get(key)?.ok_or_else(|| StoreError::NotFound {
+            key: crate::error::escape(key),
+        })
+    }
+
+    /// The stored bytes under `key`, unchecked.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        check_key(key)?;
+        self.store
+            .inner
+            .db
+            .get(&self.txn, key)
+            .map_err(|e| StoreError::lmdb("reading a sample", e))
+    }
+
+    /// Number of samples in this snapshot.
+    pub fn len(&self) -> Result<u64> {
+        self.store
+            .inner
+            .db
+            .len(&self.txn)
+            .map_err(|e| StoreError::lmdb("counting samples", e))
+    }
+
+    /// Whether this snapshot holds no sample.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Every sample, in key order.
+    pub fn iter(&self) -> Result<Entries<'_>> {
+        let it = self
+            .store
+            .inner
+            .db
+            .iter(&self.txn)
+            .map_err(|e| StoreError::lmdb("listing samples", e))?;
+        Ok(Entries(Box::new(it)))
+    }
+
+    /// The samples whose keys start with `prefix`, in key order.
+    pub fn iter_prefix(&self, prefix: &[u8]) -> Result<Entries<'_>> {
+        let it = self
+            .store
+            .inner
+            .db
+            .prefix_iter(&self.txn, prefix)
+            .map_err(|e| StoreError::lmdb("listing samples", e))?;
+        Ok(Entries(Box::new(it)))
+    }
+
+    /// The samples whose keys are after `start` (`Included` or `Excluded`),
+    /// in key order.
+    pub fn iter_from(&self, start: Bound<&[u8]>) -> Result<Entries<'_>> {
+        let range = (start, Bound::Unbounded);
+        let it = self
+            .store
+            .inner
+            .db
+            .range(&self.txn, &range)
+            .map_err(|e| StoreError::lmdb("listing samples", e))?;
+        Ok(Entries(Box::new(it)))
+    }
+
+    /// Replaces this snapshot with a new one that sees every commit so far.
+    pub fn refresh(&mut self) -> Result<()> {
+        let (txn, pass) = self.store.begin(|env| env.read_txn())?;
+        self.txn = txn;
+        self._pass = pass;
+        Ok(())
+    }
+}
+
+/// Samples of a snapshot in key order, checked as they come.
+pub struct Entries<'r>(Box<dyn Iterator<Item = heed::Result<(&'r [u8], &'r [u8])>> + 'r>);
+
+impl<'r> Entries<'r> {
+    /// Only the keys (values are not touched).
+    pub fn keys(self) -> impl Iterator<Item = Result<&'r [u8]>> + 'r {
+        self.0.map(|r| {
+            r.map(|(k, _)| k)
+                .map_err(|e| StoreError::lmdb("listing keys", e))
+        })
+    }
+
+    /// Keys and stored bytes, unchecked.
+    pub fn raw(self) -> impl Iterator<Item = Result<(&'r [u8], &'r [u8])>> + 'r {
+        self.0
+            .map(|r| r.map_err(|e| StoreError::lmdb("listing samples", e)))
+    }
+}
+
+impl<'r> Iterator for Entries<'r> {
+    type Item = Result<Sample<'r>>;
+
+    fn next(&mut self) -> Option<Result<Sample<'r>>> {
+        Some(match self.0.next()? {
+            Ok((k, v)) => Tensors::parse(v)
+                .map(|t| Sample::new(k, t))
+                .map_err(|e| StoreError::codec(k, e)),
+            Err(e) => Err(StoreError::lmdb("listing samples", e)),
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! Sample stores: keys mapped to lists of named tensors, read back as
+//! zero-copy views.
+//!
+//! - [`LmdbStore`]: samples in an LMDB environment (via heed), for random
+//!   access, updates and deletes.
+
+mod error;
+mod gate;
+pub mod lmdb;
+mod meta;
+mod sample;
+
+pub use error::{Result, StoreError};
+pub use lmdb::{Entries, LmdbOptions, LmdbReader, LmdbStats, LmdbStore};
+pub use meta::{FORMAT_VERSION, META_FILE};
+pub use sample::Sample;

@@ -1,0 +1,357 @@
+//! The LMDB store through the library: round trips, listing, map growth,
+//! snapshots and concurrency.
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use half::{bf16, f16};
+use ndarray::{Array, ArrayD, IxDyn};
+use num_complex::Complex;
+use tenstore::store::{LmdbOptions, LmdbReader, LmdbStore, StoreError};
+use tenstore::{DType, Element, Tensor, TensorRef};
+
+fn create(dir: &std::path::Path) -> LmdbStore {
+    LmdbStore::open(
+        dir,
+        &LmdbOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn sample(i: usize) -> Vec<Tensor> {
+    let image = ArrayD::from_shape_fn(IxDyn(&[3, 8, 8]), |d| {
+        ((d[0] * 64 + d[1] * 8 + d[2] + i) % 256) as u8
+    });
+    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
+    let label = Array::from_elem(1, i as i64).into_dyn();
+    vec![
+        Tensor::new("image", image).unwrap(),
+        Tensor::new("logits", logits).unwrap(),
+        Tensor::new("label", label).unwrap(),
+    ]
+}
+
+fn check(reader: &LmdbReader<'_>, i: usize) {
+    let key = format!("s{i:05}");
+    let s = reader.require(key.as_bytes()).unwrap();
+    assert_eq!(s.key(), key.as_bytes());
+    let expected = sample(i);
+    assert_eq!(s.len(), 3);
+    for (view, t) in s.iter().zip(&expected) {
+        assert_eq!(view.to_tensor().unwrap(), *t, "sample {i}");
+    }
+}
+
+#[test]
+fn every_dtype_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    fn t<T: Element>(name: &str, v: Vec<T>) -> Tensor {
+        let n = v.len();
+        Tensor::new(name, ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap()).unwrap()
+    }
+    let tensors = vec![
+        t("f2", vec![f16::from_f32(1.5), f16::from_f32(-2.0)]),
+        t("f4", vec![1.5f32, -2.0]),
+        t("f8", vec![1.5f64, -2.0]),
+        t("i1", vec![-1i8, 2]),
+        t("i2", vec![-1i16, 2]),
+        t("i4", vec![-1i32, 2]),
+        t("i8", vec![i64::MIN, i64::MAX]),
+        t("u1", vec![0u8, 255]),
+        t("u2", vec![0u16, 65535]),
+        t("u4", vec![0u32, u32::MAX]),
+        t("u8", vec![0u64, u64::MAX]),
+        t("b1", vec![true, false]),
+        t("bf16", vec![bf16::from_f32(0.25), bf16::from_f32(8.0)]),
+        t("c8", vec![Complex::new(1.0f32, -1.0)]),
+        t("c16", vec![Complex::new(1.0f64, -1.0)]),
+    ];
+    assert_eq!(tensors.len(), DType::ALL.len());
+    store.put(b"all", &tensors).unwrap();
+    let reader = store.reader().unwrap();
+    let s = reader.require(b"all").unwrap();
+    let back: Vec<Tensor> = s.iter().map(|v| v.to_tensor().unwrap()).collect();
+    assert_eq!(back, tensors);
+    // The stored value is exactly the tenbin buffer.
+    assert_eq!(s.as_bytes(), tenstore::encode_buffer(&tensors).unwrap());
+}
+
+#[test]
+fn put_get_overwrite_delete_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    let samples: Vec<(String, Vec<Tensor>)> = (0..50)
+        .rev()
+        .map(|i| (format!("s{i:05}"), sample(i)))
+        .collect();
+    store.put_batch(&samples).unwrap();
+    assert_eq!(store.len().unwrap(), 50);
+    {
+        let r = store.reader().unwrap();
+        for i in 0..50 {
+            check(&r, i);
+        }
+        let keys: Vec<Vec<u8>> = r
+            .iter()
+            .unwrap()
+            .keys()
+            .map(|k| k.unwrap().to_vec())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "keys come in order");
+        assert_eq!(keys.len(), 50);
+        let prefixed: Vec<_> = r
+            .iter_prefix(b"s0001")
+            .unwrap()
+            .keys()
+            .map(|k| k.unwrap().to_vec())
+            .collect();
+        assert_eq!(
+            prefixed,
+            (10..20)
+                .map(|i| format!("s{i:05}").into_bytes())
+                .collect::<Vec<_>>()
+        );
+        let after: Vec<_> = r
+            .iter_from(Bound::Excluded(b"s00047"))
+            .unwrap()
+            .map(|s| s.unwrap().key().to_vec())
+            .collect();
+        assert_eq!(after, [b"s00048".to_vec(), b"s00049".to_vec()]);
+        assert!(r.get(b"nope").unwrap().is_none());
+        assert!(matches!(
+            r.require(b"nope"),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    store.put(b"s00003", &sample(7)).unwrap();
+    assert_eq!(
+        store.delete(&[b"s00004".as_slice(), b"missing"]).unwrap(),
+        1
+    );
+    let r = store.reader().unwrap();
+    assert_eq!(r.len().unwrap(), 49);
+    assert!(r.get(b"s00004").unwrap().is_none());
+    let replaced = r.require(b"s00003").unwrap();
+    assert_eq!(
+        replaced
+            .get_by_name("label")
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap(),
+        [7]
+    );
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.samples, 49);
+    let one = tenstore::encode_buffer(&sample(0)).unwrap().len() as u64;
+    assert!(
+        stats.bytes >= 49 * one && stats.map_size >= stats.bytes,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn bad_keys_and_names_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    let long = vec![b'k'; 512];
+    assert!(matches!(
+        store.put(&long, &sample(0)),
+        Err(StoreError::BadKey { len: 512, max: 511 })
+    ));
+    assert!(matches!(
+        store.put(b"", &sample(0)),
+        Err(StoreError::BadKey { len: 0, .. })
+    ));
+    // A batch with one bad key writes nothing.
+    let batch = vec![(b"ok".to_vec(), sample(1)), (long.clone(), sample(2))];
+    assert!(store.put_batch(&batch).is_err());
+    assert_eq!(store.len().unwrap(), 0);
+    // Encoded values are checked before they are stored.
+    assert!(matches!(
+        store.put_encoded(&[(b"x", b"garbage")]),
+        Err(StoreError::Codec { .. })
+    ));
+    assert_eq!(store.len().unwrap(), 0);
+    let one = ndarray::arr1(&[1u8]);
+    let name = TensorRef::from_array("too-long-name", &one);
+    assert!(matches!(name, Err(tenstore::Error::BadName { .. })));
+}
+
+#[test]
+fn opening_needs_a_store_unless_creating() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing");
+    assert!(matches!(
+        LmdbStore::open(&missing, &LmdbOptions::default()),
+        Err(StoreError::NotAStore { .. })
+    ));
+    assert!(!missing.exists());
+    let store = create(&missing);
+    store.put(b"a", &sample(0)).unwrap();
+    assert!(missing.join("data.mdb").is_file());
+    let meta = std::fs::read_to_string(missing.join("tenstore.json")).unwrap();
+    assert!(
+        meta.contains("\"backend\": \"lmdb\"") && meta.contains("\"version\": 1"),
+        "{meta}"
+    );
+    // The metadata is outside the keyspace.
+    assert_eq!(store.len().unwrap(), 1);
+}
+
+#[test]
+fn the_map_grows_instead_of_filling_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            create: true,
+            map_size: 64 << 10,
+            no_sync: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let start = store.stats().unwrap().map_size;
+    let big = ArrayD::from_shape_fn(IxDyn(&[256, 1024]), |d| (d[0] * 7 + d[1]) as u8);
+    for i in 0..40 {
+        store
+            .put(
+                format!("big{i:03}").as_bytes(),
+                &[TensorRef::from_array("x", &big).unwrap()],
+            )
+            .unwrap();
+    }
+    let batch: Vec<(String, Vec<Tensor>)> =
+        (0..200).map(|i| (format!("s{i:05}"), sample(i))).collect();
+    store.put_batch(&batch).unwrap();
+    store.sync().unwrap();
+    let stats = store.stats().unwrap();
+    assert!(
+        stats.map_size >= 40 * 256 * 1024 && start <= 64 << 10,
+        "{start} -> {stats:?}"
+    );
+    let r = store.reader().unwrap();
+    for i in 0..40 {
+        let key = format!("big{i:03}");
+        assert_eq!(
+            r.require(key.as_bytes())
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .array::<u8>()
+                .unwrap(),
+            big.view()
+        );
+    }
+    for i in 0..200 {
+        check(&r, i);
+    }
+}
+
+#[test]
+fn growth_waits_for_open_snapshots_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            create: true,
+            map_size: 64 << 10,
+            grow_patience: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let big = ArrayD::<u8>::zeros(IxDyn(&[1 << 20]));
+    let reader = store.reader().unwrap();
+    let e = store
+        .put(b"big", &[TensorRef::from_array("x", &big).unwrap()])
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::GrowBlocked { readers: 1, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("drop or refresh readers"));
+    assert_eq!(reader.len().unwrap(), 0);
+    drop(reader);
+    store
+        .put(b"big", &[TensorRef::from_array("x", &big).unwrap()])
+        .unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+}
+
+#[test]
+fn snapshots_are_isolated_until_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    store.put(b"s00000", &sample(0)).unwrap();
+    let mut r = store.reader().unwrap();
+    store.put(b"s00001", &sample(1)).unwrap();
+    assert_eq!(r.len().unwrap(), 1);
+    assert!(r.get(b"s00001").unwrap().is_none());
+    r.refresh().unwrap();
+    assert_eq!(r.len().unwrap(), 2);
+    check(&r, 1);
+}
+
+#[test]
+fn reader_threads_see_only_whole_samples_while_a_writer_writes() {
+    fn assert_send<T: Send>() {}
+    assert_send::<LmdbReader<'static>>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            create: true,
+            map_size: 1 << 20,
+            no_sync: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let store = &store;
+            let done = done.clone();
+            scope.spawn(move || {
+                let mut seen = 0;
+                loop {
+                    // One last pass after the writer is done.
+                    let finished = done.load(Ordering::Acquire);
+                    let r = store.reader().unwrap();
+                    let n = r.len().unwrap() as usize;
+                    for s in r.iter().unwrap() {
+                        let s = s.unwrap();
+                        let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
+                        check(&r, i);
+                        seen += 1;
+                    }
+                    assert!(n <= 300);
+                    if finished {
+                        break;
+                    }
+                }
+                assert!(seen > 0);
+            });
+        }
+        for chunk in (0..300).collect::<Vec<_>>().chunks(10) {
+            let batch: Vec<(String, Vec<Tensor>)> = chunk
+                .iter()
+                .map(|&i| (format!("s{i:05}"), sample(i)))
+                .collect();
+            store.put_batch(&batch).unwrap();
+        }
+        done.store(true, Ordering::Release);
+    });
+    let r = store.reader().unwrap();
+    assert_eq!(r.len().unwrap(), 300);
+}
