@@ -150,7 +150,7 @@ impl LmdbStore {
     pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
         let path = path.as_ref();
         let exists = path.join("data.mdb").is_file();
-        if !exists && !(options.create && !options.read_only) {
+        if !exists && (!options.create || options.read_only) {
             return Err(StoreError::NotAStore {
                 path: path.to_owned(),
             });
@@ -533,7 +533,10 @@ impl<'s> LmdbReader<'s> {
 }
 
 /// Samples of a snapshot in key order, checked as they come.
-pub struct Entries<'r>(Box<dyn Iterator<Item = heed::Result<(&'r [u8], &'r [u8])>> + 'r>);
+pub struct Entries<'r>(Box<dyn Iterator<Item = heed::Result<KeyValue<'r>>> + 'r>);
+
+/// A key and its stored bytes.
+type KeyValue<'r> = (&'r [u8], &'r [u8]);
 
 impl<'r> Entries<'r> {
     /// Only the keys (values are not touched).
