@@ -115,24 +115,17 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn demo_writes_a_file_that_reads_back() {
+fn demo_fills_a_store_and_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("demo.ten");
-    let out = tenstore(&["demo", "--samples", "20", "--out", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let store = dir.path().join("store");
+    let out = tenstore(&["demo", "--store", store.to_str().unwrap(), "--samples", "20", "--reads", "100"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("wrote 20 samples (60 tensors"), "{text}");
-    assert!(
-        text.contains("checked all 20 samples: every value matches"),
-        "{text}"
-    );
-    let bytes = std::fs::read(&path).unwrap();
-    let views = tenstore::decode_buffer(&bytes).unwrap();
-    assert_eq!(views.len(), 60);
-    assert_eq!(views[3].name(), "image");
-    assert_eq!(views[5].as_slice::<i64>().unwrap(), &[1]);
+    assert!(text.contains("wrote 20 samples (0.3 MB)"), "{text}");
+    assert!(text.contains("read 100 random samples"), "{text}");
+    assert!(text.contains("checked every value of 100 of the samples read: all match"), "{text}");
+    let ls = tenstore(&["ls", store.to_str().unwrap()]);
+    let keys = String::from_utf8(ls.stdout).unwrap();
+    assert_eq!(keys.lines().count(), 20);
+    assert_eq!(keys.lines().next(), Some("sample-00000000"));
 }

@@ -292,6 +292,25 @@ impl LmdbStore {
         Ok(removed)
     }
 
+    /// Removes the samples under `keys`, all or none: if any key is
+    /// missing, nothing is removed and the error names it.
+    pub fn delete_exact<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
+        self.write(|txn, db| {
+            for key in keys {
+                let key = key.as_ref();
+                if !db
+                    .delete(txn, key)
+                    .map_err(|e| StoreError::lmdb("deleting a sample", e))?
+                {
+                    return Err(StoreError::NotFound {
+                        key: crate::error::escape(key),
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Flushes committed writes to disk: what makes `no_sync` writes
     /// durable.
     pub fn sync(&self) -> Result<()> {

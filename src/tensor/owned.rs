@@ -78,6 +78,12 @@ impl AnyArray {
         dispatch!(self, a => bytes(a))
     }
 
+    /// The array with its axes in reverse order (a transpose), as a view
+    /// made owned; [`Tensor::from_any`] puts it back in standard layout.
+    pub fn reversed_axes(self) -> AnyArray {
+        dispatch!(self, a => Element::into_any(a.reversed_axes()))
+    }
+
     fn standard<T: Element>(array: ArrayD<T>) -> AnyArray {
         let array = if array.is_standard_layout() {
             array

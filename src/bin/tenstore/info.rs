@@ -1,24 +1,29 @@
-//! `tenstore info FILE.ten`: what a file holds.
+//! `tenstore info FILE.ten | STORE`: what a file or a store holds.
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::report::{table, TensorInfo};
+use crate::stores;
+use crate::CliResult;
 
-/// List the tensors of a .ten file: name, dtype, shape, size and the
-/// sha256 of each tensor's data bytes.
+/// Describe a .ten file or a store.
 ///
-/// The file is read as a stream, one tensor at a time, so memory use is
-/// that of the largest tensor. A malformed file is reported with the byte
-/// offset or tensor index of the fault and exit status 1.
+/// For a .ten file: its tensors (name, dtype, shape, size, sha256 of the
+/// data bytes), read as a stream one tensor at a time. `--json` prints
+/// {"path", "tensors": [{"name", "dtype", "shape", "nbytes", "sha256"}]}.
+///
+/// For a store directory: backend, sample count, bytes used, map size.
+/// `--json` prints {"path", "backend", "samples", "bytes", "map_size",
+/// "page_size", "pages"}.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .ten file.
+    /// A .ten file or a store directory.
     path: PathBuf,
-    /// Print one JSON object: {"path", "tensors": [{"name", "dtype", "shape", "nbytes", "sha256"}]}.
+    /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -29,21 +34,73 @@ struct FileInfo {
     tensors: Vec<TensorInfo>,
 }
 
-pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let file = File::open(&args.path).map_err(|e| format!("{}: {e}", args.path.display()))?;
+#[derive(Serialize)]
+struct StoreInfo {
+    path: String,
+    backend: &'static str,
+    samples: u64,
+    bytes: u64,
+    map_size: u64,
+    page_size: u32,
+    pages: u64,
+}
+
+pub fn run(args: Args) -> CliResult {
+    if args.path.is_dir() {
+        store_info(&args.path, args.json)
+    } else {
+        file_info(&args.path, args.json)
+    }
+}
+
+fn store_info(path: &Path, json: bool) -> CliResult {
+    let store = stores::open_read(path)?;
+    let stats = store.stats()?;
+    let info = StoreInfo {
+        path: path.display().to_string(),
+        backend: "lmdb",
+        samples: stats.samples,
+        bytes: stats.bytes,
+        map_size: stats.map_size,
+        page_size: stats.page_size,
+        pages: stats.pages,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        println!("{}: lmdb store", info.path);
+        println!("samples   {}", info.samples);
+        println!(
+            "bytes     {} ({:.1} MB in {} pages of {} bytes)",
+            info.bytes,
+            info.bytes as f64 / 1e6,
+            info.pages,
+            info.page_size
+        );
+        println!(
+            "map size  {} ({:.1} MB)",
+            info.map_size,
+            info.map_size as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn file_info(path: &Path, json: bool) -> CliResult {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut stream = BufReader::with_capacity(1 << 16, file);
     let mut tensors = Vec::new();
     loop {
         let next =
-            tenstore::read(&mut stream, 1).map_err(|e| format!("{}: {e}", args.path.display()))?;
+            tenstore::read(&mut stream, 1).map_err(|e| format!("{}: {e}", path.display()))?;
         let Some(t) = next.first() else { break };
         tensors.push(TensorInfo::of(&t.view()));
     }
     let info = FileInfo {
-        path: args.path.display().to_string(),
+        path: path.display().to_string(),
         tensors,
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&info)?);
     } else {
         let bytes: usize = info.tensors.iter().map(|t| t.nbytes).sum();

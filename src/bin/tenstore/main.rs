@@ -1,15 +1,32 @@
 //! The `tenstore` command line: a thin layer over the library, one module
 //! per subcommand.
+//!
+//! Exit status: 0 on success, 1 when the operation failed (a missing key,
+//! bad input, a damaged file), 2 for usage errors. Errors are one line on
+//! stderr.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod export;
+mod filename;
+mod get;
+mod import;
 mod info;
+mod inputs;
+mod ls;
+mod progress;
+mod put;
 mod report;
+mod rm;
+mod stores;
 
 /// Store and inspect tensors in webdataset's tenbin format.
+///
+/// A STORE is a directory holding an LMDB environment; `--create` on
+/// `put` or `import` makes a new one.
 #[derive(Parser)]
 #[command(name = "tenstore", version, about, long_about = None)]
 struct Cli {
@@ -19,20 +36,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Put(put::Args),
+    Get(get::Args),
+    Ls(ls::Args),
+    Rm(rm::Args),
     Info(info::Args),
+    Import(import::Args),
+    Export(export::Args),
     Demo(demo::Args),
 }
+
+/// What every subcommand returns.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Put(args) => put::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Rm(args) => rm::run(args),
         Command::Info(args) => info::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tenstore: error: {e}");
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("tenstore: error: {msg}");
             ExitCode::from(1)
         }
     }

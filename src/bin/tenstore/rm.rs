@@ -1,0 +1,26 @@
+//! `tenstore rm STORE KEY...`
+
+use std::path::PathBuf;
+
+use crate::stores;
+use crate::CliResult;
+
+/// Remove samples. If any KEY is missing, nothing is removed and the
+/// command fails.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store directory.
+    store: PathBuf,
+    /// Keys to remove.
+    #[arg(required = true)]
+    keys: Vec<String>,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let store = stores::open(&args.store, false)?;
+    let keys: Vec<&[u8]> = args.keys.iter().map(|k| stores::key_bytes(k)).collect();
+    store
+        .delete_exact(&keys)
+        .map_err(|e| format!("{e}; nothing was removed"))?;
+    Ok(())
+}
