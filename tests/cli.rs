@@ -118,12 +118,27 @@ fn usage_errors_exit_2() {
 fn demo_fills_a_store_and_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let out = tenstore(&["demo", "--store", store.to_str().unwrap(), "--samples", "20", "--reads", "100"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tenstore(&[
+        "demo",
+        "--store",
+        store.to_str().unwrap(),
+        "--samples",
+        "20",
+        "--reads",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("wrote 20 samples (0.3 MB)"), "{text}");
     assert!(text.contains("read 100 random samples"), "{text}");
-    assert!(text.contains("checked every value of 100 of the samples read: all match"), "{text}");
+    assert!(
+        text.contains("checked every value of 100 of the samples read: all match"),
+        "{text}"
+    );
     let ls = tenstore(&["ls", store.to_str().unwrap()]);
     let keys = String::from_utf8(ls.stdout).unwrap();
     assert_eq!(keys.lines().count(), 20);

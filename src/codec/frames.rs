@@ -53,7 +53,7 @@ pub fn encode_list<T: AsTensorRef>(tensors: &[T]) -> Vec<Cow<'_, [u8]>> {
 /// a header whose ndim disagrees with its length, or a data frame of the
 /// wrong length is an error.
 pub fn decode_list<F: AsRef<[u8]>>(frames: &[F]) -> Result<Vec<TensorView<'_>>> {
-    if frames.len() % 2 != 0 {
+    if !frames.len().is_multiple_of(2) {
         return Err(Error::OddFrames {
             frames: frames.len(),
         });

@@ -39,7 +39,7 @@ fn ascii_word(w: &[u8]) -> Option<&str> {
 
 /// Parses and checks a header payload of tensor number `tensor`.
 pub(crate) fn parse_header(tensor: usize, h: &[u8]) -> Result<Header<'_>> {
-    if h.len() < header_len(0) || h.len() % 8 != 0 {
+    if h.len() < header_len(0) || !h.len().is_multiple_of(8) {
         return Err(Error::BadHeaderLength {
             tensor,
             len: h.len() as u64,

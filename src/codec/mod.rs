@@ -16,5 +16,5 @@ pub use encode::{encode_buffer, encode_into, encoded_len};
 pub use frames::{decode_list, encode_list};
 pub use header::decode_pair;
 
-pub(crate) use chunk::{check_padding, chunk_len_u64, pad_len, parse_prefix, PREFIX};
+pub(crate) use chunk::{check_padding, chunk_len_u64, pad_len, parse_prefix, read_chunk, PREFIX};
 pub(crate) use header::{parse_header, Header, MAX_HEADER_LEN};

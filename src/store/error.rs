@@ -55,6 +55,35 @@ pub enum StoreError {
         source: crate::Error,
     },
 
+    /// A stored sample whose bytes are damaged.
+    #[error("sample {key:?} is damaged: {what}")]
+    Corrupt {
+        /// The key, escaped.
+        key: String,
+        /// What is wrong.
+        what: String,
+    },
+
+    /// Another process holds the store's writer lock.
+    #[error("store {path} is locked by pid {pid} (one writer at a time); readers need no lock")]
+    Locked {
+        /// The store.
+        path: PathBuf,
+        /// The process holding the lock, as it recorded itself.
+        pid: String,
+    },
+
+    /// A tensor name the store reserves for its own records.
+    #[error("tensor name {name:?} is reserved by the shard store's record layout")]
+    ReservedName {
+        /// The name.
+        name: String,
+    },
+
+    /// An operation this backend does not have.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// The map is full and could not grow because transactions of this
     /// process stayed open.
     #[error("the store's map is full and cannot grow while this process keeps {readers} read snapshot(s) open for more than {waited_ms} ms: drop or refresh readers before writing")]

@@ -9,8 +9,10 @@ mod gate;
 pub mod lmdb;
 mod meta;
 mod sample;
+pub mod shard;
 
 pub use error::{Result, StoreError};
 pub use lmdb::{Entries, LmdbOptions, LmdbReader, LmdbStats, LmdbStore};
 pub use meta::{FORMAT_VERSION, META_FILE};
 pub use sample::Sample;
+pub use shard::{Durability, RecoveryReport, ShardOptions, ShardReader, ShardStats, ShardStore};

@@ -131,7 +131,7 @@ impl<'a> TensorView<'a> {
     /// Whether the data address suits a zero-copy view of the dtype's
     /// element type.
     pub fn is_aligned(&self) -> bool {
-        (self.data.as_ptr() as usize) % self.dtype.align() == 0
+        (self.data.as_ptr() as usize).is_multiple_of(self.dtype.align())
     }
 
     fn check_type<T: Element>(&self) -> Result<()> {

@@ -1,0 +1,166 @@
+//! Shard store readers: owned snapshots that lend zero-copy samples.
+
+use std::ops::Bound;
+
+use crate::store::error::{Result, StoreError};
+use crate::store::shard::index::Entry;
+use crate::store::shard::snapshot::Snapshot;
+use crate::store::Sample;
+
+/// A read snapshot of a [`ShardStore`](super::ShardStore). It owns its
+/// maps (`Send`, `'static`): each loader thread can hold its own, and
+/// samples it hands out borrow it. Every tensor views without a copy:
+/// payloads are 16-byte aligned within a shard.
+#[derive(Clone)]
+pub struct ShardReader {
+    pub(crate) snap: Snapshot,
+}
+
+impl ShardReader {
+    /// The sample under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
+        self.snap.get(key)
+    }
+
+    /// Like [`get`](Self::get), but a missing key is an error.
+    pub fn require(&self, key: &[u8]) -> Result<Sample<'_>> {
+        self.get(key)?.ok_or_else(|| StoreError::NotFound {
+            key: crate::error::escape(key),
+        })
+    }
+
+    /// Number of samples in this snapshot.
+    pub fn len(&self) -> usize {
+        self.snap.len()
+    }
+
+    /// Whether this snapshot holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every sample in write order: the fast path for an epoch (the maps
+    /// are read front to back).
+    pub fn iter(&self) -> ShardEntries<'_> {
+        ShardEntries {
+            snap: &self.snap,
+            inner: Box::new(self.snap.entries()),
+        }
+    }
+
+    /// Samples in key order, starting at `start`.
+    pub fn iter_from(&self, start: Bound<&[u8]>) -> ShardEntries<'_> {
+        ShardEntries {
+            snap: &self.snap,
+            inner: Box::new(self.snap.sorted_from(start)),
+        }
+    }
+
+    /// Samples whose keys start with `prefix`, in key order.
+    pub fn iter_prefix<'r>(&'r self, prefix: &'r [u8]) -> ShardEntries<'r> {
+        ShardEntries {
+            snap: &self.snap,
+            inner: Box::new(
+                self.snap
+                    .sorted_from(Bound::Included(prefix))
+                    .take_while(move |e| e.key.starts_with(prefix)),
+            ),
+        }
+    }
+
+    /// Every sample in an order shuffled by `seed` (the same seed gives the
+    /// same order for the same snapshot).
+    pub fn iter_shuffled(&self, seed: u64) -> ShardEntries<'_> {
+        let mut order: Vec<&Entry> = self.snap.entries().collect();
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        for i in (1..order.len()).rev() {
+            // splitmix64
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            order.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        ShardEntries {
+            snap: &self.snap,
+            inner: Box::new(order.into_iter()),
+        }
+    }
+
+    /// A new snapshot that sees every sample committed since this one
+    /// (remapping shards that grew; reloading after a compaction).
+    pub fn refresh(&mut self) -> Result<()> {
+        self.snap = self.snap.refresh()?;
+        Ok(())
+    }
+
+    /// What loading stepped around (torn sidecar tails, records past the
+    /// end of their shard).
+    pub fn load_report(&self) -> &super::LoadReport {
+        &self.snap.report
+    }
+
+    /// Checks every live sample: its bytes against the committed crc32c,
+    /// its key array and its tenbin structure. Returns one line per
+    /// problem.
+    pub fn verify(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (no, at) in &self.snap.report.torn_sidecars {
+            problems.push(format!("sidecar {no:06}.idx: records stop being valid at byte {at}; later records are ignored"));
+        }
+        if self.snap.report.out_of_bounds > 0 {
+            problems.push(format!(
+                "{} committed records point past the end of their shard",
+                self.snap.report.out_of_bounds
+            ));
+        }
+        for e in self.snap.entries() {
+            let Some(bytes) = self.snap.record(&e.loc) else {
+                problems.push(format!(
+                    "sample {:?}: record outside its shard",
+                    e.key.escape_ascii().to_string()
+                ));
+                continue;
+            };
+            let crc = crc32c::crc32c(bytes);
+            if crc != e.loc.crc {
+                problems.push(format!(
+                    "sample {:?}: checksum {crc:08x} differs from the committed {:08x}",
+                    e.key.escape_ascii().to_string(),
+                    e.loc.crc
+                ));
+                continue;
+            }
+            if let Err(what) = super::snapshot::split_record(bytes, &e.key) {
+                problems.push(format!(
+                    "sample {:?}: {what}",
+                    e.key.escape_ascii().to_string()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Samples of a shard snapshot, in the order asked for.
+pub struct ShardEntries<'r> {
+    snap: &'r Snapshot,
+    inner: Box<dyn Iterator<Item = &'r Entry> + 'r>,
+}
+
+impl<'r> ShardEntries<'r> {
+    /// Only the keys.
+    pub fn keys(self) -> impl Iterator<Item = &'r [u8]> + 'r {
+        self.inner.map(|e| &*e.key)
+    }
+}
+
+impl<'r> Iterator for ShardEntries<'r> {
+    type Item = Result<Sample<'r>>;
+
+    fn next(&mut self) -> Option<Result<Sample<'r>>> {
+        let e = self.inner.next()?;
+        Some(self.snap.sample_of(e))
+    }
+}

@@ -1,0 +1,310 @@
+//! Read snapshots of a shard store: the manifest, the sidecars and a
+//! memory map per shard, frozen at one moment.
+
+use std::fs::File;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use memmap2::Mmap;
+
+use crate::codec::Tensors;
+use crate::store::error::{Result, StoreError};
+use crate::store::lmdb::MAX_KEY_LEN;
+use crate::store::shard::index::{Entry, Index, Loc};
+use crate::store::shard::layout::{
+    decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, MANIFEST,
+};
+use crate::store::Sample;
+
+/// One shard as a snapshot sees it.
+#[derive(Clone)]
+struct ShardView {
+    no: u32,
+    map: Option<Arc<Mmap>>,
+    /// Sidecar bytes already read (a valid prefix).
+    idx_read: u64,
+}
+
+/// Damage a snapshot found and stepped around while loading.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Sidecars whose records stop being valid before their end: shard
+    /// number and the offset of the first bad byte. Records after it are
+    /// not visible.
+    pub torn_sidecars: Vec<(u32, u64)>,
+    /// Committed records that point past the end of their shard (a shard
+    /// truncated by hand): not visible.
+    pub out_of_bounds: u64,
+}
+
+/// A frozen view of a shard store: every sample committed before it was
+/// taken, none after.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<ShardView>,
+    index: Arc<Index>,
+    sorted: Arc<OnceLock<Vec<u32>>>,
+    pub report: LoadReport,
+    verify: bool,
+}
+
+/// The bytes of a file from `start` on.
+fn read_from(path: &Path, start: u64) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let ctx = |e| StoreError::io(format!("reading {}", path.display()), e);
+    let mut file = File::open(path).map_err(ctx)?;
+    file.seek(SeekFrom::Start(start)).map_err(ctx)?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).map_err(ctx)?;
+    Ok(out)
+}
+
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Format {
+                path,
+                found: format!("unreadable manifest ({e})"),
+                expected: "a JSON manifest of shard numbers".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Maps a shard file read-only (nothing for an empty file).
+pub(crate) fn map_shard(path: &Path) -> Result<Option<Arc<Mmap>>> {
+    let file =
+        File::open(path).map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: shard files are only ever appended to while they are in the
+    // manifest, and a snapshot reads only the committed ranges its sidecars
+    // name, which were written before those sidecar records and which no
+    // writer ever shortens or rewrites (recovery truncates only bytes past
+    // the last committed record; compaction writes new files and unlinks
+    // the old ones, which keeps mapped pages alive). Changing shard files
+    // by other means breaks the store's documented contract.
+    let map = unsafe { Mmap::map(&file) }
+        .map_err(|e| StoreError::io(format!("mapping {}", path.display()), e))?;
+    Ok(Some(Arc::new(map)))
+}
+
+impl Snapshot {
+    /// Loads a snapshot of the store in `dir`.
+    pub fn load(dir: &Path, verify: bool) -> Result<Snapshot> {
+        let empty = Snapshot {
+            dir: dir.to_owned(),
+            manifest: Manifest::default(),
+            shards: Vec::new(),
+            index: Arc::new(Index::default()),
+            sorted: Arc::new(OnceLock::new()),
+            report: LoadReport::default(),
+            verify,
+        };
+        empty.refresh()
+    }
+
+    /// A snapshot that also sees everything committed since this one.
+    /// Shards are re-read only from where this snapshot stopped; a
+    /// compaction (new manifest generation) means a full reload.
+    pub fn refresh(&self) -> Result<Snapshot> {
+        // A compaction may delete shards between reading the manifest and
+        // opening them; then the manifest has changed: read it again.
+        let mut attempts = 0;
+        loop {
+            match self.try_refresh() {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 8 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_refresh(&self) -> Result<Snapshot> {
+        let Some(manifest) = read_manifest(&self.dir)? else {
+            return Err(StoreError::NotAStore {
+                path: self.dir.clone(),
+            });
+        };
+        // A sidecar shorter than what was read was cut back by a writer's
+        // recovery: read everything again.
+        let not_shorter = |v: &ShardView| {
+            std::fs::metadata(self.dir.join(idx_name(v.no))).is_ok_and(|m| m.len() >= v.idx_read)
+        };
+        let incremental = manifest.generation == self.manifest.generation
+            && self.shards.len() <= manifest.shards.len()
+            && self
+                .shards
+                .iter()
+                .zip(&manifest.shards)
+                .all(|(v, &n)| v.no == n && not_shorter(v));
+        let (mut shards, mut index, mut report) = if incremental {
+            (self.shards.clone(), None, self.report.clone())
+        } else {
+            (Vec::new(), Some(Index::default()), LoadReport::default())
+        };
+        for (pos, &no) in manifest.shards.iter().enumerate() {
+            if pos == shards.len() {
+                shards.push(ShardView {
+                    no,
+                    map: None,
+                    idx_read: 0,
+                });
+            }
+            let view = &mut shards[pos];
+            let bytes = read_from(&self.dir.join(idx_name(no)), view.idx_read)?;
+            if bytes.is_empty() {
+                continue;
+            }
+            let (records, valid, stop) = decode_idx(&bytes, view.idx_read, MAX_KEY_LEN);
+            // A torn record may be a write in progress: what counts is the
+            // latest read.
+            report.torn_sidecars.retain(|&(n, _)| n != no);
+            if let IdxStop::Torn(at) = stop {
+                report.torn_sidecars.push((no, at));
+            }
+            view.idx_read = valid;
+            if records.is_empty() {
+                continue;
+            }
+            let end = records
+                .iter()
+                .map(|r| r.offset.saturating_add(r.len))
+                .max()
+                .unwrap_or(0);
+            if view.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
+                view.map = map_shard(&self.dir.join(shard_name(no)))?;
+            }
+            let mapped = view.map.as_ref().map_or(0, |m| m.len() as u64);
+            // Copy the index only when something new arrived.
+            let index = index.get_or_insert_with(|| (*self.index).clone());
+            for r in records {
+                if r.offset.checked_add(r.len).is_none_or(|e| e > mapped) {
+                    report.out_of_bounds += 1;
+                    continue;
+                }
+                index.apply(pos, r);
+            }
+        }
+        let (index, sorted) = match index {
+            Some(i) => (Arc::new(i), Arc::new(OnceLock::new())),
+            None => (self.index.clone(), self.sorted.clone()),
+        };
+        Ok(Snapshot {
+            dir: self.dir.clone(),
+            manifest,
+            shards,
+            index,
+            sorted,
+            report,
+            verify: self.verify,
+        })
+    }
+
+    /// Number of live samples.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes of live records.
+    pub fn live_bytes(&self) -> u64 {
+        self.index.live_bytes
+    }
+
+    /// The manifest this snapshot was taken at.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The record bytes at `loc`, bounds-checked.
+    pub fn record(&self, loc: &Loc) -> Option<&[u8]> {
+        let map = self.shards.get(loc.shard)?.map.as_ref()?;
+        let start = usize::try_from(loc.offset).ok()?;
+        let end = start.checked_add(usize::try_from(loc.len).ok()?)?;
+        map.get(start..end)
+    }
+
+    /// The sample of an index entry.
+    pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            key: crate::error::escape(&e.key),
+            what,
+        };
+        let bytes = self
+            .record(&e.loc)
+            .ok_or_else(|| corrupt("its record lies outside its shard".into()))?;
+        if self.verify {
+            let crc = crc32c::crc32c(bytes);
+            if crc != e.loc.crc {
+                return Err(corrupt(format!(
+                    "checksum {crc:08x} differs from the committed {:08x}",
+                    e.loc.crc
+                )));
+            }
+        }
+        split_record(bytes, &e.key).map_err(corrupt)
+    }
+
+    /// The sample under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
+        match self.index.get(key) {
+            None => Ok(None),
+            Some(e) => self.sample_of(e).map(Some),
+        }
+    }
+
+    /// Live entries in write order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.index.live()
+    }
+
+    /// Live entries in key order, from `start`.
+    pub fn sorted_from(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Entry> + '_ {
+        let order = self.sorted.get_or_init(|| self.index.sorted());
+        let key_of = |i: &u32| &*self.index.entries[*i as usize].key;
+        let first = match start {
+            Bound::Unbounded => 0,
+            Bound::Included(k) => order.partition_point(|i| key_of(i) < k),
+            Bound::Excluded(k) => order.partition_point(|i| key_of(i) <= k),
+        };
+        order[first..]
+            .iter()
+            .map(|&i| &self.index.entries[i as usize])
+    }
+}
+
+/// Splits a record into its key array and its tensors, checking that the
+/// key array is there and holds `key`.
+pub(crate) fn split_record<'a>(
+    bytes: &'a [u8],
+    key: &[u8],
+) -> std::result::Result<Sample<'a>, String> {
+    let kal = key_array_len(key.len());
+    let head = bytes
+        .get(..kal)
+        .ok_or("its record is shorter than its key array")?;
+    let head = Tensors::parse(head).map_err(|e| format!("its key array: {e}"))?;
+    let key_view = head.get(0).ok_or("its record has no key array")?;
+    if key_view.name() != KEY_NAME || key_view.data() != key {
+        return Err(format!(
+            "its record opens with {:?}, not its key array",
+            key_view.name()
+        ));
+    }
+    let tensors = Tensors::parse(&bytes[kal..]).map_err(|e| e.to_string())?;
+    Ok(Sample::new(key_view.data(), tensors))
+}

@@ -1,0 +1,437 @@
+//! The shard store through the library: round trips, orders, deletes,
+//! rolls, compaction, recovery and reindexing.
+
+use std::fs;
+use std::ops::Bound;
+use std::path::Path;
+
+use ndarray::{Array, ArrayD, IxDyn};
+use tenstore::store::{Durability, ShardOptions, ShardStore, StoreError};
+use tenstore::{Tensor, TensorRef};
+
+fn options() -> ShardOptions {
+    ShardOptions {
+        create: true,
+        ..Default::default()
+    }
+}
+
+fn sample(i: usize) -> Vec<Tensor> {
+    let image = ArrayD::from_shape_fn(IxDyn(&[3, 4, 4]), |d| {
+        ((d[0] * 16 + d[1] * 4 + d[2] + i) % 256) as u8
+    });
+    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
+    let label = Array::from_elem(1, i as i64).into_dyn();
+    vec![
+        Tensor::new("image", image).unwrap(),
+        Tensor::new("logits", logits).unwrap(),
+        Tensor::new("label", label).unwrap(),
+    ]
+}
+
+fn key(i: usize) -> String {
+    format!("k{i:05}")
+}
+
+fn put_range(store: &ShardStore, range: std::ops::Range<usize>) {
+    let batch: Vec<(String, Vec<Tensor>)> = range.map(|i| (key(i), sample(i))).collect();
+    store.put_batch(&batch).unwrap();
+}
+
+fn check(reader: &tenstore::store::ShardReader, i: usize) {
+    let s = reader.require(key(i).as_bytes()).unwrap();
+    assert_eq!(s.key(), key(i).as_bytes());
+    let back: Vec<Tensor> = s.iter().map(|v| v.to_tensor().unwrap()).collect();
+    assert_eq!(back, sample(i), "sample {i}");
+    // Zero copy: every payload in a shard is 16-byte aligned.
+    for v in s.iter() {
+        assert_eq!(v.data().as_ptr() as usize % 16, 0);
+    }
+}
+
+#[test]
+fn samples_round_trip_in_every_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    // Written out of key order.
+    let order = [5, 3, 9, 1, 7, 0, 2, 8, 4, 6];
+    let batch: Vec<(String, Vec<Tensor>)> = order.iter().map(|&i| (key(i), sample(i))).collect();
+    store.put_batch(&batch).unwrap();
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 10);
+    for i in 0..10 {
+        check(&r, i);
+    }
+    let written: Vec<Vec<u8>> = r.iter().map(|s| s.unwrap().key().to_vec()).collect();
+    assert_eq!(
+        written,
+        order
+            .iter()
+            .map(|&i| key(i).into_bytes())
+            .collect::<Vec<_>>()
+    );
+    let sorted: Vec<Vec<u8>> = r
+        .iter_from(Bound::Unbounded)
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(
+        sorted,
+        (0..10).map(|i| key(i).into_bytes()).collect::<Vec<_>>()
+    );
+    let after: Vec<Vec<u8>> = r
+        .iter_from(Bound::Excluded(b"k00007"))
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(after, [b"k00008".to_vec(), b"k00009".to_vec()]);
+    let prefixed: Vec<Vec<u8>> = r.iter_prefix(b"k0000").keys().map(<[u8]>::to_vec).collect();
+    assert_eq!(prefixed.len(), 10);
+    let a: Vec<Vec<u8>> = r.iter_shuffled(42).keys().map(<[u8]>::to_vec).collect();
+    let b: Vec<Vec<u8>> = r.iter_shuffled(42).keys().map(<[u8]>::to_vec).collect();
+    let c: Vec<Vec<u8>> = r.iter_shuffled(43).keys().map(<[u8]>::to_vec).collect();
+    assert_eq!(a, b, "same seed, same order");
+    assert_ne!(a, c, "another seed, another order");
+    let mut a_sorted = a.clone();
+    a_sorted.sort();
+    assert_eq!(a_sorted, sorted, "a permutation of every key");
+}
+
+#[test]
+fn overwrites_deletes_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = ShardStore::open(dir.path(), &options()).unwrap();
+        put_range(&store, 0..20);
+        store.put(key(3).as_bytes(), &sample(103)).unwrap();
+        store.delete_exact(&[key(4)]).unwrap();
+        let e = store.delete_exact(&[key(5), "missing".into()]).unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+        let r = store.reader().unwrap();
+        assert_eq!(r.len(), 19);
+        assert!(r.get(key(4).as_bytes()).unwrap().is_none());
+        check(&r, 5);
+    }
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    assert!(store.recovery().is_clean(), "{:?}", store.recovery());
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 19);
+    let replaced = r.require(key(3).as_bytes()).unwrap();
+    assert_eq!(
+        replaced
+            .get_by_name("label")
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap(),
+        [103]
+    );
+    assert!(r.get(key(4).as_bytes()).unwrap().is_none());
+    // The overwritten key now comes where it was last written.
+    assert_eq!(r.iter().last().unwrap().unwrap().key(), key(3).as_bytes());
+    assert!(r.verify().is_empty());
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = ShardStore::open(dir.path(), &options()).unwrap();
+    let e = match ShardStore::open(dir.path(), &ShardOptions::default()) {
+        Err(e) => e,
+        Ok(_) => panic!("a second writer opened"),
+    };
+    assert!(
+        e.to_string()
+            .contains(&format!("locked by pid {}", std::process::id())),
+        "{e}"
+    );
+    // Readers need no lock.
+    let ro = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ro.reader().unwrap().len(), 0);
+    assert!(ro.put(b"x", &sample(0)).is_err());
+}
+
+#[test]
+fn shards_roll_and_snapshots_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            shard_limit: 4096,
+            ..options()
+        },
+    )
+    .unwrap();
+    put_range(&store, 0..10);
+    let mut r = store.reader().unwrap();
+    put_range(&store, 10..40);
+    assert_eq!(r.len(), 10, "a snapshot does not see later samples");
+    r.refresh().unwrap();
+    assert_eq!(r.len(), 40);
+    for i in 0..40 {
+        check(&r, i);
+    }
+    let stats = store.stats().unwrap();
+    assert!(stats.shards > 5, "{stats:?}");
+    for n in 1..=stats.shards {
+        let shard = dir.path().join(format!("{n:06}.ten"));
+        assert!(fs::metadata(&shard).unwrap().len() <= 4096 + 1024);
+    }
+}
+
+#[test]
+fn compaction_drops_dead_samples_while_old_snapshots_keep_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            shard_limit: 8192,
+            ..options()
+        },
+    )
+    .unwrap();
+    put_range(&store, 0..30);
+    put_range(&store, 0..10); // overwrite
+    let dead: Vec<String> = (10..20).map(key).collect();
+    store.delete_exact(&dead).unwrap();
+    let old = store.reader().unwrap();
+    let before = store.stats().unwrap();
+    let (b, a) = store.compact().unwrap();
+    assert!(a < b, "{b} -> {a}");
+    let after = store.stats().unwrap();
+    assert_eq!(after.samples, 20);
+    assert_eq!(
+        after.shard_bytes, after.live_bytes,
+        "no dead bytes after compaction"
+    );
+    assert!(before.shard_bytes > after.shard_bytes);
+    // The old snapshot still reads its (unlinked) shards.
+    for i in 0..30 {
+        if !(10..20).contains(&i) {
+            check(&old, i);
+        }
+    }
+    let r = store.reader().unwrap();
+    for i in (0..10).chain(20..30) {
+        check(&r, i);
+    }
+    put_range(&store, 30..35);
+    drop(store);
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    assert!(store.recovery().is_clean());
+    assert_eq!(store.reader().unwrap().len(), 25);
+}
+
+fn last_shard(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("MANIFEST")).unwrap()).unwrap();
+    let n = m["shards"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    (
+        dir.join(format!("{n:06}.ten")),
+        dir.join(format!("{n:06}.idx")),
+    )
+}
+
+#[test]
+fn torn_tails_are_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = ShardStore::open(dir.path(), &options()).unwrap();
+        put_range(&store, 0..10);
+    }
+    let (shard, idx) = last_shard(dir.path());
+    // An uncommitted record half-written, and half a sidecar record.
+    let mut bytes = fs::read(&shard).unwrap();
+    bytes.extend_from_slice(&tenstore::encode_buffer(&sample(99)).unwrap()[..100]);
+    fs::write(&shard, &bytes).unwrap();
+    let mut ib = fs::read(&idx).unwrap();
+    ib.extend_from_slice(b"PUT \x05\0\0\0garbage");
+    fs::write(&idx, &ib).unwrap();
+
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    let rep = store.recovery().clone();
+    assert_eq!(rep.shard_bytes_dropped, 100, "{rep:?}");
+    assert_eq!(rep.sidecar_bytes_dropped, 15, "{rep:?}");
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 10);
+    for i in 0..10 {
+        check(&r, i);
+    }
+    // Appending continues after the cut.
+    put_range(&store, 10..12);
+    let r = store.reader().unwrap();
+    check(&r, 11);
+}
+
+#[test]
+fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = ShardStore::open(dir.path(), &options()).unwrap();
+        put_range(&store, 0..10);
+    }
+    let (shard, idx) = last_shard(dir.path());
+    // Flip a data byte of sample 2: the crc catches it.
+    let r = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .reader()
+    .unwrap();
+    let image = r.require(key(2).as_bytes()).unwrap().get(0).unwrap();
+    let offset = image.data().as_ptr() as usize
+        - r.iter().next().unwrap().unwrap().as_bytes().as_ptr() as usize;
+    drop(r);
+    let mut bytes = fs::read(&shard).unwrap();
+    // `offset` is relative to sample 0's tensors, which start after its key array.
+    let base = 16 + 64 + 16 + 64;
+    bytes[base + offset] ^= 0xFF;
+    fs::write(&shard, &bytes).unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            verify_reads: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    let problems = r.verify();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("k00002") && problems[0].contains("checksum"),
+        "{problems:?}"
+    );
+    assert!(matches!(
+        r.get(key(2).as_bytes()),
+        Err(StoreError::Corrupt { .. })
+    ));
+    check(&r, 3);
+    drop(store);
+
+    // Damage sidecar record 5: records 0-4 stay visible.
+    let mut ib = fs::read(&idx).unwrap();
+    let rec = 32 + 8; // fixed part plus a 6-byte key padded to 8
+    ib[16 + 5 * rec + 9] ^= 1;
+    fs::write(&idx, &ib).unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(r.load_report().torn_sidecars.len(), 1);
+    assert!(r
+        .verify()
+        .iter()
+        .any(|p| p.contains("records stop being valid")));
+}
+
+#[test]
+fn reindex_rebuilds_lost_sidecars_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = ShardStore::open(
+            dir.path(),
+            &ShardOptions {
+                shard_limit: 4096,
+                ..options()
+            },
+        )
+        .unwrap();
+        put_range(&store, 0..30);
+        store.delete_exact(&[key(7)]).unwrap();
+        store.put(key(8).as_bytes(), &sample(108)).unwrap();
+    }
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "idx") || p.file_name().unwrap() == "MANIFEST" {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    assert!(ShardStore::open(dir.path(), &ShardOptions::default()).is_err());
+    let report = ShardStore::reindex(dir.path()).unwrap();
+    assert!(report.len() > 3);
+    assert!(
+        report.iter().all(|&(_, _, dropped)| dropped == 0),
+        "{report:?}"
+    );
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 29);
+    assert!(
+        r.get(key(7).as_bytes()).unwrap().is_none(),
+        "the tombstone survives reindexing"
+    );
+    assert_eq!(
+        r.require(key(8).as_bytes())
+            .unwrap()
+            .get_by_name("label")
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap(),
+        [108]
+    );
+    assert!(r.verify().is_empty());
+}
+
+#[test]
+fn reserved_names_and_bad_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            durability: Durability::Sample,
+            ..options()
+        },
+    )
+    .unwrap();
+    let x = ndarray::arr1(&[1u8]);
+    let e = store
+        .put(b"k", &[TensorRef::from_array("__key__", &x).unwrap()])
+        .unwrap_err();
+    assert!(matches!(e, StoreError::ReservedName { .. }), "{e}");
+    assert!(matches!(
+        store.put(b"", &sample(0)),
+        Err(StoreError::BadKey { .. })
+    ));
+    assert_eq!(store.reader().unwrap().len(), 0);
+    store.put(b"k", &sample(1)).unwrap();
+    assert_eq!(store.reader().unwrap().len(), 1);
+}
+
+#[test]
+fn shards_are_plain_tenbin_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    put_range(&store, 0..3);
+    store.flush().unwrap();
+    let bytes = fs::read(dir.path().join("000001.ten")).unwrap();
+    let views = tenstore::decode_buffer(&bytes).unwrap();
+    assert_eq!(views.len(), 12);
+    assert_eq!(views[0].name(), "__key__");
+    assert_eq!(views[0].data(), b"k00000");
+    assert_eq!(views[1].name(), "image");
+    assert_eq!(views[4].data(), b"k00001");
+}
