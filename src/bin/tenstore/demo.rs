@@ -48,7 +48,7 @@ pub fn run(args: Args) -> CliResult {
         .store
         .clone()
         .unwrap_or_else(|| tmp.path().join("demo-store"));
-    let store = stores::open(&dir, true)?;
+    let store = stores::open(&dir, true, None)?;
 
     let t = Instant::now();
     let mut bytes = 0usize;

@@ -9,7 +9,7 @@ use crate::CliResult;
 
 /// Write one KEY.ten file per sample into DIR (made if missing).
 ///
-/// Each file holds the sample's stored tenbin buffer byte for byte. Keys
+/// Each file holds the sample's tenbin buffer byte for byte. Keys
 /// become file names with every byte other than letters, digits, `-`, `_`
 /// and inner `.` written as %XX, so no key can name a file outside DIR.
 #[derive(clap::Args)]
@@ -26,8 +26,9 @@ pub fn run(args: Args) -> CliResult {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let mut progress = Progress::new();
     let (mut samples, mut bytes) = (0u64, 0u64);
-    for entry in reader.iter()?.raw() {
-        let (key, value) = entry?;
+    for sample in reader.samples(tenstore::store::Order::Key)? {
+        let sample = sample?;
+        let (key, value) = (sample.key(), sample.as_bytes());
         let path = args.dir.join(safe_file_name(key, ".ten")?);
         std::fs::write(&path, value).map_err(|e| format!("{}: {e}", path.display()))?;
         samples += 1;

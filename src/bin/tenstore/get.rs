@@ -15,7 +15,9 @@ use crate::CliResult;
 /// By default a table of its tensors; `--json` prints
 /// {"key", "tensors": [{"name", "dtype", "shape", "nbytes", "sha256"}]};
 /// `-o FILE.ten` (or `-o -` for stdout) writes the stored tenbin buffer
-/// byte for byte; `--npy DIR` writes one NAME.npy per tensor.
+/// byte for byte (for a shard store, the sample's tensors without its key
+/// array: the bytes `put` was given); `--npy DIR` writes one NAME.npy per
+/// tensor.
 #[derive(clap::Args)]
 pub struct Args {
     /// The store directory.
@@ -42,7 +44,7 @@ struct SampleInfo {
 pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
-    let sample = reader.require(stores::key_bytes(&args.key))?;
+    let sample = reader.require(args.key.as_bytes())?;
     if let Some(out) = &args.output {
         if out.as_os_str() == "-" {
             let mut stdout = std::io::stdout().lock();

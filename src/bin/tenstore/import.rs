@@ -12,7 +12,9 @@ use crate::stores;
 use crate::CliResult;
 
 /// Load many samples at once from .ten and .npy files, directories of
-/// them, and webdataset tar shards (.tar, .tar.gz, .tgz).
+/// them, webdataset tar shards (.tar, .tar.gz, .tgz), and other stores
+/// (of either backend: `tenstore import NEW OLD` converts). Samples are
+/// written in input order.
 ///
 /// A file or tar member is named KEY.FIELD: KEY is its name up to the first
 /// dot (for tar members, with the member's directory, as webdataset's
@@ -35,6 +37,9 @@ pub struct Args {
     /// Make the store if it does not exist.
     #[arg(long)]
     create: bool,
+    /// Backend of a new store: lmdb (default) or ten (append-only shards).
+    #[arg(long, value_parser = stores::parse_backend, requires = "create")]
+    backend: Option<tenstore::store::Backend>,
     /// Samples per write transaction.
     #[arg(long, default_value_t = 512)]
     batch: usize,
@@ -55,7 +60,16 @@ pub fn run(args: Args) -> CliResult {
     let mut check = Tally::default();
     each_sample(&sources, &mut check, &mut |_, _| Ok(()))?;
 
-    let store = stores::open(&args.store, args.create)?;
+    for source in &sources {
+        if let Source::Store(path) = source {
+            if same_dir(path, &args.store) {
+                return Err(
+                    format!("{}: cannot import a store into itself", path.display()).into(),
+                );
+            }
+        }
+    }
+    let store = stores::open(&args.store, args.create, args.backend)?;
     let mut progress = Progress::new();
     let mut batch: Vec<(String, Vec<Tensor>)> = Vec::new();
     let mut written = Tally::default();
@@ -69,6 +83,7 @@ pub fn run(args: Args) -> CliResult {
         Ok(())
     })?;
     store.put_batch(&batch)?;
+    store.flush()?;
     progress.update(written.samples, written.bytes);
     progress.finish();
     println!(
@@ -90,10 +105,18 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
-/// One input: a file to take as is, or a tar shard.
+/// One input: a file to take as is, a tar shard, or a store.
 enum Source {
     File(PathBuf),
     Tar(PathBuf),
+    Store(PathBuf),
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn is_tar(path: &Path) -> bool {
@@ -106,7 +129,9 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<Source>, Box<dyn std::error::Error>>
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.is_dir() {
+        if meta.is_dir() && tenstore::store::Backend::detect(path).is_some() {
+            out.push(Source::Store(path.clone()));
+        } else if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?
                 .map(|e| e.map(|e| e.path()))
@@ -214,6 +239,24 @@ fn each_sample(
                 }
                 let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 g.add(key, field, &path.display().to_string(), &bytes)?;
+            }
+            Source::Store(path) => {
+                let store = stores::open_read(path)?;
+                let reader = store.reader()?;
+                for sample in reader.samples(tenstore::store::Order::Written)? {
+                    let sample = sample.map_err(|e| format!("{}: {e}", path.display()))?;
+                    g.flush()?;
+                    let tensors: Vec<Tensor> = sample
+                        .iter()
+                        .map(|v| v.to_tensor())
+                        .collect::<Result<_, _>>()?;
+                    g.tally.tensors += tensors.len() as u64;
+                    g.tally.bytes += tensors
+                        .iter()
+                        .map(|t| t.view().nbytes() as u64)
+                        .sum::<u64>();
+                    g.current = Some((String::from_utf8_lossy(sample.key()).into_owned(), tensors));
+                }
             }
             Source::Tar(path) => {
                 let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -16,9 +16,9 @@ use crate::CliResult;
 /// data bytes), read as a stream one tensor at a time. `--json` prints
 /// {"path", "tensors": [{"name", "dtype", "shape", "nbytes", "sha256"}]}.
 ///
-/// For a store directory: backend, sample count, bytes used, map size.
-/// `--json` prints {"path", "backend", "samples", "bytes", "map_size",
-/// "page_size", "pages"}.
+/// For a store directory: backend, sample count, bytes used, and the map
+/// size (LMDB) or shard count (ten). `--json` prints {"path", "backend",
+/// "samples", "bytes", "map_size", "shards"}.
 #[derive(clap::Args)]
 pub struct Args {
     /// A .ten file or a store directory.
@@ -41,8 +41,7 @@ struct StoreInfo {
     samples: u64,
     bytes: u64,
     map_size: u64,
-    page_size: u32,
-    pages: u64,
+    shards: u64,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -58,30 +57,30 @@ fn store_info(path: &Path, json: bool) -> CliResult {
     let stats = store.stats()?;
     let info = StoreInfo {
         path: path.display().to_string(),
-        backend: "lmdb",
+        backend: stats.backend.name(),
         samples: stats.samples,
         bytes: stats.bytes,
         map_size: stats.map_size,
-        page_size: stats.page_size,
-        pages: stats.pages,
+        shards: stats.shards,
     };
     if json {
         println!("{}", serde_json::to_string(&info)?);
     } else {
-        println!("{}: lmdb store", info.path);
+        println!("{}: {} store", info.path, info.backend);
         println!("samples   {}", info.samples);
         println!(
-            "bytes     {} ({:.1} MB in {} pages of {} bytes)",
+            "bytes     {} ({:.1} MB)",
             info.bytes,
-            info.bytes as f64 / 1e6,
-            info.pages,
-            info.page_size
+            info.bytes as f64 / 1e6
         );
-        println!(
-            "map size  {} ({:.1} MB)",
-            info.map_size,
-            info.map_size as f64 / 1e6
-        );
+        match stats.backend {
+            tenstore::store::Backend::Lmdb => println!(
+                "map size  {} ({:.1} MB)",
+                info.map_size,
+                info.map_size as f64 / 1e6
+            ),
+            tenstore::store::Backend::Ten => println!("shards    {}", info.shards),
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::CliResult;
 /// List keys, one per line, in key order.
 ///
 /// With PREFIX only keys starting with it. `--long` adds, tab-separated,
-/// the sample's tensor count and its stored size in bytes.
+/// the sample's tensor count and the size of its tenbin buffer in bytes.
 #[derive(clap::Args)]
 pub struct Args {
     /// The store directory.
@@ -24,21 +24,22 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
-    let entries = match &args.prefix {
-        Some(p) => reader.iter_prefix(p.as_bytes())?,
-        None => reader.iter()?,
-    };
+    let prefix = args.prefix.as_deref().unwrap_or("").as_bytes();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for entry in entries.raw() {
-        let (key, value) = entry?;
-        let key = String::from_utf8_lossy(key);
+    for key in reader.keys(prefix, None)? {
+        let key = key?;
         let written = if args.long {
-            let tensors =
-                tenstore::Tensors::parse(value).map_err(|e| format!("sample {key:?}: {e}"))?;
-            writeln!(out, "{key}\t{}\t{}", tensors.len(), value.len())
+            let sample = reader.require(key)?;
+            writeln!(
+                out,
+                "{}\t{}\t{}",
+                String::from_utf8_lossy(key),
+                sample.len(),
+                sample.as_bytes().len()
+            )
         } else {
-            writeln!(out, "{key}")
+            writeln!(out, "{}", String::from_utf8_lossy(key))
         };
         match written {
             // A closed pipe (`| head`) ends the listing quietly.

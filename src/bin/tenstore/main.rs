@@ -22,11 +22,13 @@ mod put;
 mod report;
 mod rm;
 mod stores;
+mod verify;
 
 /// Store and inspect tensors in webdataset's tenbin format.
 ///
-/// A STORE is a directory holding an LMDB environment; `--create` on
-/// `put` or `import` makes a new one.
+/// A STORE is a directory holding an LMDB environment or append-only .ten
+/// shards; `--create [--backend lmdb|ten]` on `put` or `import` makes a
+/// new one.
 #[derive(Parser)]
 #[command(name = "tenstore", version, about, long_about = None)]
 struct Cli {
@@ -43,6 +45,7 @@ enum Command {
     Info(info::Args),
     Import(import::Args),
     Export(export::Args),
+    Verify(verify::Args),
     Demo(demo::Args),
 }
 
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -24,6 +24,9 @@ pub struct Args {
     /// Make the store if it does not exist.
     #[arg(long)]
     create: bool,
+    /// Backend of a new store: lmdb (default) or ten (append-only shards).
+    #[arg(long, value_parser = stores::parse_backend, requires = "create")]
+    backend: Option<tenstore::store::Backend>,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -31,7 +34,8 @@ pub fn run(args: Args) -> CliResult {
     for input in &args.inputs {
         tensors.extend(read_input(input)?);
     }
-    let store = stores::open(&args.store, args.create)?;
-    store.put(stores::key_bytes(&args.key), &tensors)?;
+    let store = stores::open(&args.store, args.create, args.backend)?;
+    store.put(args.key.as_bytes(), &tensors)?;
+    store.flush()?;
     Ok(())
 }

@@ -17,10 +17,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let store = stores::open(&args.store, false)?;
-    let keys: Vec<&[u8]> = args.keys.iter().map(|k| stores::key_bytes(k)).collect();
+    let store = stores::open(&args.store, false, None)?;
+    let keys: Vec<&[u8]> = args.keys.iter().map(|k| k.as_bytes()).collect();
     store
         .delete_exact(&keys)
         .map_err(|e| format!("{e}; nothing was removed"))?;
+    store.flush()?;
     Ok(())
 }

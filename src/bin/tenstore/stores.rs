@@ -2,25 +2,33 @@
 
 use std::path::Path;
 
-use tenstore::store::{LmdbOptions, LmdbStore};
+use tenstore::store::{Backend, Store, StoreError, StoreOptions};
 
-/// Opens an existing store, or makes one with `create`.
-pub fn open(path: &Path, create: bool) -> Result<LmdbStore, tenstore::store::StoreError> {
-    LmdbStore::open(
+/// Opens an existing store of either backend, or with `create` makes one
+/// of `backend` (LMDB when not given).
+pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store, StoreError> {
+    Store::open(
         path,
-        &LmdbOptions {
+        &StoreOptions {
             create,
+            backend,
             ..Default::default()
         },
     )
 }
 
-/// Opens an existing store for reading.
-pub fn open_read(path: &Path) -> Result<LmdbStore, tenstore::store::StoreError> {
-    open(path, false)
+/// Opens an existing store for reading only.
+pub fn open_read(path: &Path) -> Result<Store, StoreError> {
+    Store::open(
+        path,
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
 }
 
-/// A key given on the command line, as bytes.
-pub fn key_bytes(key: &str) -> &[u8] {
-    key.as_bytes()
+/// Parses `--backend`.
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
 }

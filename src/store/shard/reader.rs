@@ -72,16 +72,7 @@ impl ShardReader {
     /// same order for the same snapshot).
     pub fn iter_shuffled(&self, seed: u64) -> ShardEntries<'_> {
         let mut order: Vec<&Entry> = self.snap.entries().collect();
-        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-        for i in (1..order.len()).rev() {
-            // splitmix64
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            order.swap(i, (z % (i as u64 + 1)) as usize);
-        }
+        crate::store::shuffle(&mut order, seed);
         ShardEntries {
             snap: &self.snap,
             inner: Box::new(order.into_iter()),

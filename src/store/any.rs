@@ -1,0 +1,335 @@
+//! One interface over both backends: what the CLI and the server use.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use crate::store::error::{Result, StoreError};
+use crate::store::lmdb::{LmdbOptions, LmdbReader, LmdbStore};
+use crate::store::shard::{ShardOptions, ShardReader, ShardStore};
+use crate::store::Sample;
+use crate::tensor::AsTensorRef;
+
+/// The two kinds of store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// An LMDB environment: random access, updates and deletes in place.
+    Lmdb,
+    /// Append-only `.ten` shards: write-once datasets, sequential epochs.
+    Ten,
+}
+
+impl Backend {
+    /// `"lmdb"` or `"ten"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Lmdb => "lmdb",
+            Backend::Ten => "ten",
+        }
+    }
+
+    /// The backend whose files `dir` holds, if any.
+    pub fn detect(dir: &Path) -> Option<Backend> {
+        if dir.join("data.mdb").is_file() {
+            Some(Backend::Lmdb)
+        } else if dir.join(crate::store::shard::layout::MANIFEST).is_file() {
+            Some(Backend::Ten)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "lmdb" => Ok(Backend::Lmdb),
+            "ten" => Ok(Backend::Ten),
+            other => Err(format!("unknown backend {other:?}: lmdb or ten")),
+        }
+    }
+}
+
+/// How to open a [`Store`].
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Make a new store when the directory holds none, of backend
+    /// `backend`.
+    pub create: bool,
+    /// The backend of a new store (default LMDB). An existing store's
+    /// backend is detected from its files.
+    pub backend: Option<Backend>,
+    /// Open for reading only (no writer lock on shard stores).
+    pub read_only: bool,
+    /// Options of the LMDB backend.
+    pub lmdb: LmdbOptions,
+    /// Options of the shard backend.
+    pub shard: ShardOptions,
+}
+
+/// A store of either backend.
+#[derive(Clone)]
+pub enum Store {
+    /// An LMDB store.
+    Lmdb(LmdbStore),
+    /// A shard store.
+    Ten(ShardStore),
+}
+
+/// Counts and sizes of a store of either backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Which backend.
+    pub backend: Backend,
+    /// Number of samples.
+    pub samples: u64,
+    /// Bytes the samples occupy (LMDB pages; live shard records).
+    pub bytes: u64,
+    /// LMDB's map size; 0 for shard stores.
+    pub map_size: u64,
+    /// Number of shard files; 0 for LMDB.
+    pub shards: u64,
+}
+
+impl Store {
+    /// Opens the store in `dir`, detecting its backend, or makes one.
+    pub fn open<P: AsRef<Path>>(dir: P, options: &StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref();
+        let backend = match Backend::detect(dir) {
+            Some(b) => {
+                if options.create && options.backend.is_some_and(|want| want != b) {
+                    return Err(StoreError::Unsupported(format!(
+                        "{} already holds a {} store",
+                        dir.display(),
+                        b.name()
+                    )));
+                }
+                b
+            }
+            None if options.create && !options.read_only => {
+                options.backend.unwrap_or(Backend::Lmdb)
+            }
+            None => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_owned(),
+                })
+            }
+        };
+        Ok(match backend {
+            Backend::Lmdb => Store::Lmdb(LmdbStore::open(
+                dir,
+                &LmdbOptions {
+                    create: options.create,
+                    read_only: options.read_only,
+                    ..options.lmdb.clone()
+                },
+            )?),
+            Backend::Ten => Store::Ten(ShardStore::open(
+                dir,
+                &ShardOptions {
+                    create: options.create,
+                    read_only: options.read_only,
+                    ..options.shard.clone()
+                },
+            )?),
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Lmdb(_) => Backend::Lmdb,
+            Store::Ten(_) => Backend::Ten,
+        }
+    }
+
+    /// Stores one sample under `key`, replacing any sample there.
+    pub fn put<T: AsTensorRef>(&self, key: &[u8], tensors: &[T]) -> Result<()> {
+        match self {
+            Store::Lmdb(s) => s.put(key, tensors),
+            Store::Ten(s) => s.put(key, tensors),
+        }
+    }
+
+    /// Stores many samples, in order, in one commit.
+    pub fn put_batch<K: AsRef<[u8]>, S: AsRef<[T]>, T: AsTensorRef>(
+        &self,
+        samples: &[(K, S)],
+    ) -> Result<()> {
+        match self {
+            Store::Lmdb(s) => s.put_batch(samples),
+            Store::Ten(s) => s.put_batch(samples),
+        }
+    }
+
+    /// Removes samples, all or none.
+    pub fn delete_exact<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
+        match self {
+            Store::Lmdb(s) => s.delete_exact(keys),
+            Store::Ten(s) => s.delete_exact(keys),
+        }
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Store::Lmdb(s) => s.sync(),
+            Store::Ten(s) => s.flush(),
+        }
+    }
+
+    /// A read snapshot.
+    pub fn reader(&self) -> Result<Reader<'_>> {
+        Ok(match self {
+            Store::Lmdb(s) => Reader::Lmdb(s.reader()?),
+            Store::Ten(s) => Reader::Ten(s.reader()?),
+        })
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> Result<StoreStats> {
+        Ok(match self {
+            Store::Lmdb(s) => {
+                let st = s.stats()?;
+                StoreStats {
+                    backend: Backend::Lmdb,
+                    samples: st.samples,
+                    bytes: st.bytes,
+                    map_size: st.map_size,
+                    shards: 0,
+                }
+            }
+            Store::Ten(s) => {
+                let st = s.stats()?;
+                StoreStats {
+                    backend: Backend::Ten,
+                    samples: st.samples,
+                    bytes: st.live_bytes,
+                    map_size: 0,
+                    shards: st.shards,
+                }
+            }
+        })
+    }
+}
+
+/// The order to hand out samples in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// By key.
+    Key,
+    /// As written (shard stores); key order for LMDB.
+    Written,
+    /// A permutation fixed by the seed.
+    Shuffled(u64),
+}
+
+/// A read snapshot of either backend.
+pub enum Reader<'s> {
+    /// Of an LMDB store.
+    Lmdb(LmdbReader<'s>),
+    /// Of a shard store.
+    Ten(ShardReader),
+}
+
+/// Keys or samples, boxed: the backends' iterators differ.
+pub type BoxIter<'r, T> = Box<dyn Iterator<Item = Result<T>> + 'r>;
+
+impl<'s> Reader<'s> {
+    /// The sample under `key`; it borrows the snapshot and the key.
+    pub fn get<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
+        match self {
+            Reader::Lmdb(r) => r.get(key),
+            Reader::Ten(r) => r.get(key),
+        }
+    }
+
+    /// Like [`get`](Self::get), but a missing key is an error.
+    pub fn require<'r>(&'r self, key: &'r [u8]) -> Result<Sample<'r>> {
+        self.get(key)?.ok_or_else(|| StoreError::NotFound {
+            key: crate::error::escape(key),
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> Result<u64> {
+        match self {
+            Reader::Lmdb(r) => r.len(),
+            Reader::Ten(r) => Ok(r.len() as u64),
+        }
+    }
+
+    /// Whether there is no sample.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Keys in key order that start with `prefix` and come after `after`
+    /// (exclusive).
+    pub fn keys<'r>(
+        &'r self,
+        prefix: &'r [u8],
+        after: Option<&'r [u8]>,
+    ) -> Result<BoxIter<'r, &'r [u8]>> {
+        // LMDB refuses empty keys even as bounds.
+        let start = match after {
+            Some(a) if !a.is_empty() && a >= prefix => Bound::Excluded(a),
+            _ if prefix.is_empty() => Bound::Unbounded,
+            _ => Bound::Included(prefix),
+        };
+        Ok(match self {
+            Reader::Lmdb(r) => Box::new(
+                r.iter_from(start)?
+                    .keys()
+                    .take_while(move |k| k.as_ref().map_or(true, |k| k.starts_with(prefix))),
+            ),
+            Reader::Ten(r) => Box::new(
+                r.iter_from(start)
+                    .keys()
+                    .take_while(move |k| k.starts_with(prefix))
+                    .map(Ok),
+            ),
+        })
+    }
+
+    /// Every sample in `order`.
+    pub fn samples(&self, order: Order) -> Result<BoxIter<'_, Sample<'_>>> {
+        Ok(match (self, order) {
+            (Reader::Lmdb(r), Order::Key | Order::Written) => Box::new(r.iter()?),
+            (Reader::Ten(r), Order::Key) => Box::new(r.iter_from(Bound::Unbounded)),
+            (Reader::Ten(r), Order::Written) => Box::new(r.iter()),
+            (Reader::Ten(r), Order::Shuffled(seed)) => Box::new(r.iter_shuffled(seed)),
+            (Reader::Lmdb(r), Order::Shuffled(seed)) => {
+                let mut keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
+                crate::store::shuffle(&mut keys, seed);
+                Box::new(keys.into_iter().map(move |k| r.require(k)))
+            }
+        })
+    }
+
+    /// A snapshot that sees every commit so far.
+    pub fn refresh(&mut self) -> Result<()> {
+        match self {
+            Reader::Lmdb(r) => r.refresh(),
+            Reader::Ten(r) => r.refresh(),
+        }
+    }
+
+    /// Checks every sample (tenbin structure; checksums on shard stores).
+    /// One line per problem; empty when all is well.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        match self {
+            Reader::Lmdb(r) => {
+                let mut problems = Vec::new();
+                for entry in r.iter()?.raw() {
+                    let (k, v) = entry?;
+                    if let Err(e) = crate::codec::Tensors::parse(v) {
+                        problems.push(format!("sample {:?}: {e}", k.escape_ascii().to_string()));
+                    }
+                }
+                Ok(problems)
+            }
+            Reader::Ten(r) => Ok(r.verify()),
+        }
+    }
+}
