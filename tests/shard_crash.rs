@@ -1,0 +1,216 @@
+//! The shard store under crashes and concurrent readers, across processes.
+//!
+//! The crash test re-runs this test binary as a child writer (the ignored
+//! test `crash_child`), kills it with SIGKILL at random moments, reopens
+//! the store and checks every sample the child acknowledged.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array, ArrayD, IxDyn};
+use tenstore::store::{Durability, ShardOptions, ShardStore};
+use tenstore::Tensor;
+
+const CHILD_DIR: &str = "TENSTORE_CRASH_DIR";
+const CHILD_START: &str = "TENSTORE_CRASH_START";
+
+/// Sample `i`, a size that varies so records straddle pages and shards.
+fn sample(i: u64) -> Vec<Tensor> {
+    let n = 64 + (i as usize * 997) % 6000;
+    let blob = ArrayD::from_shape_fn(IxDyn(&[n]), |d| (d[0] as u64 * 31 + i) as u8);
+    let label = Array::from_elem(1, i as i64).into_dyn();
+    vec![
+        Tensor::new("blob", blob).unwrap(),
+        Tensor::new("label", label).unwrap(),
+    ]
+}
+
+fn key(i: u64) -> String {
+    format!("k{i:08}")
+}
+
+fn shard_options() -> ShardOptions {
+    ShardOptions {
+        create: true,
+        shard_limit: 64 << 10,
+        durability: Durability::Sample,
+        ..Default::default()
+    }
+}
+
+/// The child: appends samples from `CHILD_START` on, printing each key once
+/// its put (synced) returned, until killed.
+#[test]
+#[ignore = "the child process of the crash test, which runs it"]
+fn crash_child() {
+    let dir = std::env::var(CHILD_DIR).expect("run by the crash test");
+    let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let store = ShardStore::open(&dir, &shard_options()).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in start.. {
+        store.put(key(i).as_bytes(), &sample(i)).unwrap();
+        use std::io::Write;
+        writeln!(out, "ack {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+fn check_all(dir: &Path, acked: u64) -> u64 {
+    let store = ShardStore::open(
+        dir,
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    let problems = r.verify();
+    assert!(problems.is_empty(), "{problems:?}");
+    for i in 0..acked {
+        let s = r
+            .require(key(i).as_bytes())
+            .unwrap_or_else(|e| panic!("acknowledged sample {i} lost: {e}"));
+        let back: Vec<Tensor> = s.iter().map(|v| v.to_tensor().unwrap()).collect();
+        assert_eq!(back, sample(i), "sample {i}");
+    }
+    // Whatever else is visible (put but not yet acknowledged) is whole too.
+    for s in r.iter() {
+        let s = s.unwrap();
+        let i: u64 = s.key_str().unwrap()[1..].parse().unwrap();
+        let back: Vec<Tensor> = s.iter().map(|v| v.to_tensor().unwrap()).collect();
+        assert_eq!(back, sample(i));
+    }
+    r.len() as u64
+}
+
+#[test]
+fn every_acknowledged_sample_survives_sigkill() {
+    let kills: u32 = std::env::var("TENSTORE_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut next = 0u64;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut dropped_tails = 0;
+    for round in 0..kills {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_START, next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let life = Duration::from_micros(2_000 + rng % 25_000);
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            // The harness's own "test crash_child ..." may share the first line.
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    l.rsplit_once("ack ")
+                        .and_then(|(_, n)| n.parse::<u64>().ok())
+                })
+                .collect::<Vec<u64>>()
+        });
+        let t = Instant::now();
+        while t.elapsed() < life {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acked = reader.join().unwrap();
+        if let Some(&last) = acked.last() {
+            assert_eq!(
+                last + 1 - next,
+                acked.len() as u64,
+                "acknowledgements in order"
+            );
+            next = last + 1;
+        }
+        // Reopen as the writer: recovery cuts torn tails; every ack is there.
+        {
+            let store = ShardStore::open(dir.path(), &shard_options()).unwrap();
+            if !store.recovery().is_clean() {
+                dropped_tails += 1;
+            }
+        }
+        let visible = check_all(dir.path(), next);
+        // An unacknowledged sample can be committed (killed after the
+        // sidecar write, before the ack): the next round starts after it.
+        assert!(
+            visible == next || visible == next + 1,
+            "round {round}: {visible} visible, {next} acknowledged"
+        );
+        next = visible;
+    }
+    assert!(
+        next > kills as u64,
+        "the child made progress ({next} samples in {kills} rounds)"
+    );
+    eprintln!("{kills} kills, {next} samples, {dropped_tails} recoveries cut a torn tail");
+}
+
+#[test]
+fn a_reader_process_sees_only_whole_samples_while_a_writer_rolls_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            durability: Durability::Close,
+            ..shard_options()
+        },
+    )
+    .unwrap();
+    store.put(key(0).as_bytes(), &sample(0)).unwrap();
+    store.flush().unwrap();
+    let exe = env!("CARGO_BIN_EXE_tenstore");
+    let mut checks = 0;
+    let writer = std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            for chunk in (1..400u64).collect::<Vec<_>>().chunks(20) {
+                let batch: Vec<(String, Vec<Tensor>)> =
+                    chunk.iter().map(|&i| (key(i), sample(i))).collect();
+                store.put_batch(&batch).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        while !w.is_finished() || checks == 0 {
+            let out = Command::new(exe)
+                .args(["verify", dir.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "verify found problems mid-write: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checks += 1;
+        }
+        w.join()
+    });
+    writer.unwrap();
+    assert!(checks > 0);
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 400);
+    assert!(
+        store.stats().unwrap().shards > 10,
+        "the writer rolled to new shards"
+    );
+}
