@@ -36,7 +36,7 @@ fn python_reads_every_shard_with_tenbin_load() {
     store.flush().unwrap();
     let shards = store.stats().unwrap().shards;
     assert!(shards > 3);
-    let out = common::run_py("shard_read.py", &[dir.path().to_str().unwrap(), "k00007"]);
+    let out = common::run_py("shard_read.py", [dir.path().to_str().unwrap(), "k00007"]);
     // Python sees every record ever appended (the deleted sample's too) and
     // the tombstone; the store itself hides the deleted one.
     assert_eq!(out.trim(), format!("ok 120 1 {shards}"));
