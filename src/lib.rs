@@ -77,6 +77,7 @@ pub mod codec;
 pub mod dtype;
 pub mod error;
 pub mod io;
+pub mod net;
 pub mod npy;
 pub mod store;
 pub mod tensor;

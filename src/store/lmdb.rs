@@ -295,9 +295,9 @@ impl LmdbStore {
     /// Removes the samples under `keys`, all or none: if any key is
     /// missing, nothing is removed and the error names it.
     pub fn delete_exact<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
+        let keys = distinct(keys)?;
         self.write(|txn, db| {
-            for key in keys {
-                let key = key.as_ref();
+            for &key in &keys {
                 if !db
                     .delete(txn, key)
                     .map_err(|e| StoreError::lmdb("deleting a sample", e))?
@@ -323,10 +323,9 @@ impl LmdbStore {
     /// A read snapshot: it sees every sample committed before it was made,
     /// and nothing after, until [`LmdbReader::refresh`].
     pub fn reader(&self) -> Result<LmdbReader<'_>> {
-        let (txn, pass) = self.begin(|env| env.read_txn())?;
+        let open = self.begin(|env| env.read_txn())?;
         Ok(LmdbReader {
-            txn,
-            _pass: pass,
+            open: Some(open),
             store: self,
         })
     }
@@ -347,7 +346,7 @@ impl LmdbStore {
         let stat = self
             .inner
             .db
-            .stat(&reader.txn)
+            .stat(reader.txn()?)
             .map_err(|e| StoreError::lmdb("reading database statistics", e))?;
         let info = self.inner.env.info();
         let pages = (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64;
@@ -440,6 +439,18 @@ impl LmdbStore {
     }
 }
 
+/// The keys, checked, each once (a key named twice is removed once).
+pub(crate) fn distinct<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<&[u8]>> {
+    let mut out: Vec<&[u8]> = Vec::with_capacity(keys.len());
+    for k in keys {
+        check_key(k.as_ref())?;
+        out.push(k.as_ref());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// Rounds up to a multiple of the 4 KiB page, at least one page.
 fn page_multiple(size: usize) -> usize {
     const PAGE: usize = 4096;
@@ -449,12 +460,23 @@ fn page_multiple(size: usize) -> usize {
 /// A read snapshot of an [`LmdbStore`]: `Send`, so each loader thread can
 /// hold its own. Samples it hands out borrow it.
 pub struct LmdbReader<'s> {
-    txn: RoTxn<'s, WithoutTls>,
-    _pass: Pass<'s>,
+    /// The snapshot and its pass through the gate; `None` only after a
+    /// failed [`refresh`](Self::refresh). The transaction ends before the
+    /// pass (field order).
+    open: Option<(RoTxn<'s, WithoutTls>, Pass<'s>)>,
     store: &'s LmdbStore,
 }
 
 impl<'s> LmdbReader<'s> {
+    fn txn(&self) -> Result<&RoTxn<'s, WithoutTls>> {
+        match &self.open {
+            Some((txn, _)) => Ok(txn),
+            None => Err(StoreError::Unsupported(
+                "this reader's last refresh failed; refresh it again or make a new one".into(),
+            )),
+        }
+    }
+
     /// The sample under `key`, its tensors zero-copy views over LMDB's
     /// pages. Allocates nothing.
     ///
@@ -489,7 +511,7 @@ impl<'s> LmdbReader<'s> {
         self.store
             .inner
             .db
-            .get(&self.txn, key)
+            .get(self.txn()?, key)
             .map_err(|e| StoreError::lmdb("reading a sample", e))
     }
 
@@ -498,7 +520,7 @@ impl<'s> LmdbReader<'s> {
         self.store
             .inner
             .db
-            .len(&self.txn)
+            .len(self.txn()?)
             .map_err(|e| StoreError::lmdb("counting samples", e))
     }
 
@@ -513,7 +535,7 @@ impl<'s> LmdbReader<'s> {
             .store
             .inner
             .db
-            .iter(&self.txn)
+            .iter(self.txn()?)
             .map_err(|e| StoreError::lmdb("listing samples", e))?;
         Ok(Entries(Box::new(it)))
     }
@@ -524,7 +546,7 @@ impl<'s> LmdbReader<'s> {
             .store
             .inner
             .db
-            .prefix_iter(&self.txn, prefix)
+            .prefix_iter(self.txn()?, prefix)
             .map_err(|e| StoreError::lmdb("listing samples", e))?;
         Ok(Entries(Box::new(it)))
     }
@@ -537,16 +559,17 @@ impl<'s> LmdbReader<'s> {
             .store
             .inner
             .db
-            .range(&self.txn, &range)
+            .range(self.txn()?, &range)
             .map_err(|e| StoreError::lmdb("listing samples", e))?;
         Ok(Entries(Box::new(it)))
     }
 
     /// Replaces this snapshot with a new one that sees every commit so far.
     pub fn refresh(&mut self) -> Result<()> {
-        let (txn, pass) = self.store.begin(|env| env.read_txn())?;
-        self.txn = txn;
-        self._pass = pass;
+        // End the old snapshot first: if the map must be adopted from
+        // another process, the gate waits for this reader's pass too.
+        self.open = None;
+        self.open = Some(self.store.begin(|env| env.read_txn())?);
         Ok(())
     }
 }

@@ -17,7 +17,8 @@ use crate::CliResult;
 /// `-o FILE.ten` (or `-o -` for stdout) writes the stored tenbin buffer
 /// byte for byte (for a shard store, the sample's tensors without its key
 /// array: the bytes `put` was given); `--npy DIR` writes one NAME.npy per
-/// tensor.
+/// tensor (an unnamed tensor is _INDEX.npy, and a name that repeats within
+/// the sample gets _INDEX appended).
 #[derive(clap::Args)]
 pub struct Args {
     /// The store directory.
@@ -57,12 +58,18 @@ pub fn run(args: Args) -> CliResult {
     }
     if let Some(dir) = &args.npy {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut taken = std::collections::HashSet::new();
         for (i, t) in sample.iter().enumerate() {
-            let stem = if t.name().is_empty() {
-                i.to_string()
+            // NAME.npy; unnamed tensors are _INDEX.npy; a name already
+            // taken in this sample gets _INDEX appended until it is free.
+            let mut stem = if t.name().is_empty() {
+                format!("_{i}")
             } else {
                 t.name().to_owned()
             };
+            while !taken.insert(stem.clone()) {
+                stem = format!("{stem}_{i}");
+            }
             let path = dir.join(safe_file_name(stem.as_bytes(), ".npy")?);
             let bytes = tenstore::npy::to_bytes(&t)
                 .map_err(|e| format!("tensor {i} ({:?}): {e}", t.name()))?;

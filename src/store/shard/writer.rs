@@ -440,21 +440,23 @@ impl ShardStore {
         let w = guard
             .as_mut()
             .ok_or_else(|| StoreError::Unsupported("read-only".into()))?;
-        for key in keys {
-            if w.index.get(key.as_ref()).is_none() {
+        // Each key once: a key named twice is deleted once.
+        let keys = crate::store::lmdb::distinct(keys)?;
+        for &key in &keys {
+            if w.index.get(key).is_none() {
                 return Err(StoreError::NotFound {
-                    key: crate::error::escape(key.as_ref()),
+                    key: crate::error::escape(key),
                 });
             }
         }
-        let tombs: Vec<Vec<u8>> = keys.iter().map(|k| tombstone(k.as_ref())).collect();
+        let tombs: Vec<Vec<u8>> = keys.iter().map(|k| tombstone(k)).collect();
         w.append(
             &self.inner.dir,
             &self.inner.options,
-            keys.iter().zip(&tombs).map(|(k, t)| {
+            keys.iter().zip(&tombs).map(|(&k, t)| {
                 (
                     DEL,
-                    k.as_ref(),
+                    k,
                     t.len() as u64,
                     Box::new(move |out: &mut dyn Write| out.write_all(t))
                         as Box<dyn Fn(&mut dyn Write) -> io::Result<()> + '_>,

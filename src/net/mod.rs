@@ -1,0 +1,20 @@
+//! Tensors over the network: ZeroMQ single and multipart messages (as
+//! tensorcom and webdataset send them), SCTP messages, and the
+//! `tenstore serve` request server.
+//!
+//! The store layer knows nothing of this one; this one hands out what the
+//! codec and the stores give it.
+
+mod error;
+pub mod protocol;
+mod sctp;
+mod server;
+mod zmq;
+
+pub use self::zmq::{
+    zrecv_multipart, zrecv_single, zsend_multipart, zsend_single, Frames, ZmqBytes,
+};
+pub use error::{NetError, Result};
+pub use protocol::{handle, Limits, Reply};
+pub use sctp::{recv_message, sctp_recv, sctp_send, sctp_socket, send_message, AlignedBuf};
+pub use server::{push, ServeConfig, ServeStats, Server};

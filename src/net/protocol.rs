@@ -1,0 +1,230 @@
+//! The `tenstore serve` request protocol, without sockets: a request's
+//! frames in, reply frames out. Socket handling lives in `server`.
+//!
+//! | request frames | reply frames |
+//! | --- | --- |
+//! | `get KEY [KEY ...]` | `ok V [V ...]`, each V a sample's tenbin buffer |
+//! | `getm KEY` | `ok H D H D ...`, the sample as multipart frames |
+//! | `len` | `ok N` (decimal) |
+//! | `keys [PREFIX [AFTER [LIMIT]]]` | `ok K K ...` in key order, after AFTER (exclusive), at most LIMIT (default 10,000) |
+//! | `info` | `ok JSON` (`{"backend", "samples", "bytes"}`) |
+//! | anything else | `err MESSAGE` |
+
+use std::borrow::Cow;
+
+use crate::codec::encode_list;
+use crate::store::{Reader, StoreStats};
+
+/// Bounds on what one request may ask for.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame a client may send (`ZMQ_MAXMSGSIZE`; a client that
+    /// sends more is disconnected by libzmq). Default 64 KiB.
+    pub max_frame_bytes: usize,
+    /// Most frames in one request (command included); more is refused.
+    /// Default 1,025 (a `get` of 1,024 keys).
+    pub max_frames: usize,
+    /// Longest key. Default 511 (LMDB's limit).
+    pub max_key_len: usize,
+    /// Largest reply, in bytes of sample data. Default 256 MiB.
+    pub max_reply_bytes: usize,
+    /// Most keys one `keys` request lists. Default 100,000.
+    pub max_list: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 << 10,
+            max_frames: 1025,
+            max_key_len: 511,
+            max_reply_bytes: 256 << 20,
+            max_list: 100_000,
+        }
+    }
+}
+
+/// Default page size of `keys`.
+pub const DEFAULT_LIST: usize = 10_000;
+
+/// A reply: `ok` and frames, or `err` and a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply<'r> {
+    /// `ok` followed by these frames.
+    Ok(Vec<Cow<'r, [u8]>>),
+    /// `err` followed by this message.
+    Err(String),
+}
+
+impl Reply<'_> {
+    /// The status frame.
+    pub fn status(&self) -> &'static [u8] {
+        match self {
+            Reply::Ok(_) => b"ok",
+            Reply::Err(_) => b"err",
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    let shown: Vec<u8> = bytes.iter().copied().take(64).collect();
+    let mut s = shown.escape_ascii().to_string();
+    if bytes.len() > 64 {
+        s.push_str("...");
+    }
+    s
+}
+
+fn number(arg: &[u8], what: &str) -> Result<usize, String> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or_else(|| format!("{what} must be a decimal number, not {:?}", text(arg)))
+}
+
+/// Answers one request (the frames after the envelope) from a snapshot.
+/// Never panics; any problem is an `err` reply.
+pub fn handle<'r>(
+    reader: &'r Reader<'_>,
+    request: &[&'r [u8]],
+    limits: &Limits,
+    stats: impl FnOnce() -> Option<StoreStats>,
+) -> Reply<'r> {
+    match respond(reader, request, limits, stats) {
+        Ok(frames) => Reply::Ok(frames),
+        Err(msg) => Reply::Err(msg),
+    }
+}
+
+fn check_key<'k>(key: &'k [u8], limits: &Limits) -> Result<&'k [u8], String> {
+    if key.is_empty() || key.len() > limits.max_key_len {
+        return Err(format!(
+            "keys are 1 to {} bytes; got one of {}",
+            limits.max_key_len,
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+fn respond<'r>(
+    reader: &'r Reader<'_>,
+    request: &[&'r [u8]],
+    limits: &Limits,
+    stats: impl FnOnce() -> Option<StoreStats>,
+) -> Result<Vec<Cow<'r, [u8]>>, String> {
+    let (&cmd, args) = request
+        .split_first()
+        .ok_or("empty request: send a command frame (get, getm, len, keys, info)")?;
+    if request.len() > limits.max_frames {
+        return Err(format!(
+            "request has {} frames; at most {} are allowed",
+            request.len(),
+            limits.max_frames
+        ));
+    }
+    match cmd {
+        b"get" => {
+            if args.is_empty() {
+                return Err("get needs at least one key".into());
+            }
+            let mut frames = Vec::with_capacity(args.len());
+            let mut total = 0usize;
+            for &key in args {
+                let key = check_key(key, limits)?;
+                let sample = reader
+                    .get(key)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no sample with key {:?}", text(key)))?;
+                total = total.saturating_add(sample.as_bytes().len());
+                if total > limits.max_reply_bytes {
+                    return Err(format!(
+                        "reply would exceed {} bytes; ask for fewer keys",
+                        limits.max_reply_bytes
+                    ));
+                }
+                frames.push(Cow::Borrowed(sample.as_bytes()));
+            }
+            Ok(frames)
+        }
+        b"getm" => {
+            let [key] = args else {
+                return Err("getm takes exactly one key".into());
+            };
+            let key = check_key(key, limits)?;
+            let sample = reader
+                .get(key)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no sample with key {:?}", text(key)))?;
+            if sample.as_bytes().len() > limits.max_reply_bytes {
+                return Err(format!(
+                    "reply would exceed {} bytes",
+                    limits.max_reply_bytes
+                ));
+            }
+            let views = sample.tensors().to_vec();
+            // Headers are new; data frames borrow the snapshot.
+            let mut out = Vec::with_capacity(2 * views.len());
+            for (h, v) in encode_list(&views).into_iter().step_by(2).zip(&views) {
+                out.push(Cow::Owned(h.into_owned()));
+                out.push(Cow::Borrowed(v.data()));
+            }
+            Ok(out)
+        }
+        b"len" => {
+            if !args.is_empty() {
+                return Err("len takes no arguments".into());
+            }
+            let n = reader.len().map_err(|e| e.to_string())?;
+            Ok(vec![Cow::Owned(n.to_string().into_bytes())])
+        }
+        b"keys" => {
+            if args.len() > 3 {
+                return Err("keys takes at most PREFIX, AFTER and LIMIT".into());
+            }
+            let prefix = args.first().copied().unwrap_or(b"");
+            let after = args.get(1).copied().filter(|a| !a.is_empty());
+            let limit = match args.get(2) {
+                Some(l) => number(l, "LIMIT")?,
+                None => DEFAULT_LIST,
+            };
+            if limit > limits.max_list {
+                return Err(format!("LIMIT is at most {}", limits.max_list));
+            }
+            if prefix.len() > limits.max_key_len
+                || after.is_some_and(|a| a.len() > limits.max_key_len)
+            {
+                return Err(format!(
+                    "PREFIX and AFTER are at most {} bytes",
+                    limits.max_key_len
+                ));
+            }
+            let mut out = Vec::new();
+            for key in reader
+                .keys(prefix, after)
+                .map_err(|e| e.to_string())?
+                .take(limit)
+            {
+                out.push(Cow::Borrowed(key.map_err(|e| e.to_string())?));
+            }
+            Ok(out)
+        }
+        b"info" => {
+            if !args.is_empty() {
+                return Err("info takes no arguments".into());
+            }
+            let s = stats().ok_or("could not read the store's statistics")?;
+            let json = format!(
+                "{{\"backend\":\"{}\",\"samples\":{},\"bytes\":{}}}",
+                s.backend.name(),
+                s.samples,
+                s.bytes
+            );
+            Ok(vec![Cow::Owned(json.into_bytes())])
+        }
+        other => Err(format!(
+            "unknown command {:?}: send get, getm, len, keys or info",
+            text(other)
+        )),
+    }
+}
