@@ -178,7 +178,12 @@ impl Server {
                 }),
                 self.backend.as_poll_item(zmq::POLLIN),
             ];
-            zmq::poll(&mut items, 100).map_err(|e| NetError::zmq("polling", e))?;
+            match zmq::poll(&mut items, 100) {
+                Ok(_) => {}
+                // A signal (the stop request itself, usually): look again.
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(NetError::zmq("polling", e)),
+            }
             if items[0].is_readable() {
                 match self.read_request()? {
                     Some(frames) => {
@@ -244,6 +249,9 @@ fn recv_all(socket: &zmq::Socket, max: usize) -> Result<(Vec<zmq::Message>, usiz
     }
 }
 
+/// Sends a multipart message. The messages move into libzmq, no copy.
+/// (A send interrupted by a signal loses its message; sends here block
+/// only when a peer's queue is full, so that needs a signal then.)
 fn send_all(socket: &zmq::Socket, frames: Vec<zmq::Message>) -> Result<()> {
     let last = frames.len().saturating_sub(1);
     for (i, f) in frames.into_iter().enumerate() {
@@ -273,6 +281,7 @@ fn worker(
     let mut snapshot: Option<(Reader<'_>, Instant)> = None;
     while !stop.load(Ordering::Acquire) {
         match socket.poll(zmq::POLLIN, 100) {
+            Err(zmq::Error::EINTR) => continue,
             Ok(0) => {
                 // Idle: let an old snapshot go, so it pins nothing.
                 if snapshot

@@ -18,9 +18,11 @@ mod info;
 mod inputs;
 mod ls;
 mod progress;
+mod push;
 mod put;
 mod report;
 mod rm;
+mod serve;
 mod stores;
 mod verify;
 
@@ -46,6 +48,8 @@ enum Command {
     Import(import::Args),
     Export(export::Args),
     Verify(verify::Args),
+    Serve(serve::Args),
+    Push(push::Args),
     Demo(demo::Args),
 }
 
@@ -63,6 +67,8 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Push(args) => push::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
