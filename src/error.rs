@@ -103,7 +103,7 @@ pub enum Error {
 
     /// The product of the dimensions times the item size does not fit in
     /// memory addresses.
-    #[error("tensor {tensor}: the shape's byte size overflows")]
+    #[error("tensor {tensor}: the shape is too large: its dimensions multiply past what memory can address")]
     ShapeOverflow {
         /// Index of the tensor.
         tensor: usize,

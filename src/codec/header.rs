@@ -70,21 +70,27 @@ pub(crate) fn parse_header(tensor: usize, h: &[u8]) -> Result<Header<'_>> {
         });
     }
     let dims = &h[24..];
+    // The byte size, and the product of the non-zero dims (what ndarray
+    // requires to fit an isize even when a zero dim makes the array empty).
     let mut nbytes = dtype.itemsize() as u64;
+    let mut nonzero = dtype.itemsize() as u64;
     let mut overflow = false;
     for (axis, w) in dims.chunks_exact(8).enumerate() {
         let dim = i64::from_le_bytes(word(w));
         if dim < 0 {
             return Err(Error::NegativeDim { tensor, axis, dim });
         }
-        // Keep checking later dims for negatives even once the product
+        // Keep checking later dims for negatives even once a product
         // overflows, so the first real fault is the one reported.
-        match nbytes.checked_mul(dim as u64) {
-            Some(n) => nbytes = n,
-            None => overflow = true,
+        nbytes = nbytes.saturating_mul(dim as u64);
+        if dim > 0 {
+            match nonzero.checked_mul(dim as u64) {
+                Some(n) => nonzero = n,
+                None => overflow = true,
+            }
         }
     }
-    if overflow || usize::try_from(nbytes).is_err() || nbytes > isize::MAX as u64 {
+    if overflow || nonzero > isize::MAX as u64 || usize::try_from(nbytes).is_err() {
         return Err(Error::ShapeOverflow { tensor });
     }
     Ok(Header {
