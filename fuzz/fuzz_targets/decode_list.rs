@@ -19,7 +19,9 @@ fn frames(mut data: &[u8]) -> Vec<&[u8]> {
 
 fuzz_target!(|data: &[u8]| {
     let frames = frames(data);
-    let Ok(views) = decode_list(&frames) else { return };
+    let Ok(views) = decode_list(&frames) else {
+        return;
+    };
     let again = encode_list(&views);
     assert_eq!(again.len(), frames.len());
     for (a, b) in again.iter().zip(&frames) {

@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(tenstore::Error::BadBool { .. }), Ok(_)) => {}
         (Err(_), Err(_)) => {}
-        (a, b) => panic!("stream {:?} vs buffer {:?}", a.as_ref().err(), b.as_ref().err()),
+        (a, b) => panic!(
+            "stream {:?} vs buffer {:?}",
+            a.as_ref().err(),
+            b.as_ref().err()
+        ),
     }
 });

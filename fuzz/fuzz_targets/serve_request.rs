@@ -16,7 +16,11 @@ fn store() -> &'static Store {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(
                 dir.path(),
-                &StoreOptions { create: true, backend: Some(Backend::Lmdb), ..Default::default() },
+                &StoreOptions {
+                    create: true,
+                    backend: Some(Backend::Lmdb),
+                    ..Default::default()
+                },
             )
             .unwrap();
             for i in 0..20u8 {
@@ -43,7 +47,12 @@ fuzz_target!(|data: &[u8]| {
     let store = store();
     let reader = store.reader().unwrap();
     let request = frames(data);
-    let limits = Limits { max_frames: 8, max_list: 50, max_reply_bytes: 4096, ..Limits::default() };
+    let limits = Limits {
+        max_frames: 8,
+        max_list: 50,
+        max_reply_bytes: 4096,
+        ..Limits::default()
+    };
     match handle(&reader, &request, &limits, || store.stats().ok()) {
         Reply::Ok(parts) => {
             if request.first() == Some(&&b"get"[..]) {

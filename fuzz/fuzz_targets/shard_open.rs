@@ -18,10 +18,20 @@ fuzz_target!(|data: &[u8]| {
     let mut sidecar = b"tenstore-idx-v1\n".to_vec();
     sidecar.extend_from_slice(idx);
     std::fs::write(dir.path().join("000001.idx"), &sidecar).unwrap();
-    std::fs::write(dir.path().join("MANIFEST"), br#"{"generation":1,"shards":[1]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("MANIFEST"),
+        br#"{"generation":1,"shards":[1]}"#,
+    )
+    .unwrap();
 
     let check = |read_only: bool| {
-        let Ok(store) = ShardStore::open(dir.path(), &ShardOptions { read_only, ..Default::default() }) else {
+        let Ok(store) = ShardStore::open(
+            dir.path(),
+            &ShardOptions {
+                read_only,
+                ..Default::default()
+            },
+        ) else {
             return;
         };
         let Ok(reader) = store.reader() else { return };
@@ -38,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         // Every sample that does not read is one verify reports.
-        assert!(bad <= problems.len(), "{bad} unreadable, {} reported", problems.len());
+        assert!(
+            bad <= problems.len(),
+            "{bad} unreadable, {} reported",
+            problems.len()
+        );
     };
     check(true);
     // As the writer: recovery cuts what does not belong, then appends work.
