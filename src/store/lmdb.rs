@@ -123,6 +123,21 @@ fn is_map_full(e: &StoreError) -> bool {
     )
 }
 
+/// A commit error, with a hint where LMDB's report is cryptic: it reports a
+/// write that fell short (a full disk, a file size limit) as EIO.
+fn commit_error(path: &Path, e: heed::Error) -> StoreError {
+    let eio = matches!(&e, heed::Error::Io(io) if io.raw_os_error() == Some(5));
+    let context = if eio {
+        format!(
+            "committing to {}: a write fell short (is the disk full?)",
+            path.display()
+        )
+    } else {
+        format!("committing to {}", path.display())
+    };
+    StoreError::lmdb(context, e)
+}
+
 fn is_map_resized(e: &heed::Error) -> bool {
     matches!(e, heed::Error::Mdb(MdbError::MapResized))
 }
@@ -399,7 +414,7 @@ impl LmdbStore {
                     Ok(()) => match txn.commit() {
                         Ok(()) => return Ok(()),
                         Err(heed::Error::Mdb(MdbError::MapFull)) => true,
-                        Err(e) => return Err(StoreError::lmdb("committing", e)),
+                        Err(e) => return Err(commit_error(&self.inner.path, e)),
                     },
                 }
                 // The transaction (aborted if not committed) ends before

@@ -235,18 +235,30 @@ fn lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(io_err(format!("opening {}", path.display())))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            return Err(StoreError::Locked {
-                path: dir.to_owned(),
-                pid: pid.trim().to_owned(),
-            });
-        }
-        Err(fs::TryLockError::Error(e)) => {
-            return Err(StoreError::io(format!("locking {}", path.display()), e))
+    // A lock is held by an open file description, which a child process
+    // forked by another thread shares for a moment before it execs: a
+    // writer that just closed may still hold it briefly. Retry for a while
+    // before calling the store locked.
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if waited < std::time::Duration::from_millis(500) => {
+                let pause = std::time::Duration::from_millis(10);
+                std::thread::sleep(pause);
+                waited += pause;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                return Err(StoreError::Locked {
+                    path: dir.to_owned(),
+                    pid: pid.trim().to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(format!("locking {}", path.display()), e))
+            }
         }
     }
     f.set_len(0).map_err(io_err("writing the lock file"))?;

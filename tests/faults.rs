@@ -1,0 +1,472 @@
+//! Faults: a full disk, damaged files, and writers killed mid-write.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ndarray::{ArrayD, IxDyn};
+use tenstore::store::{Backend, ShardOptions, ShardStore, Store, StoreError, StoreOptions};
+use tenstore::{Tensor, TensorRef};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenstore");
+
+fn sample(i: usize, n: usize) -> Vec<Tensor> {
+    let blob = ArrayD::from_shape_fn(IxDyn(&[n]), |d| (d[0] * 7 + i) as u8);
+    vec![Tensor::new("blob", blob).unwrap()]
+}
+
+fn create(dir: &Path, backend: Backend) -> Store {
+    Store::open(
+        dir,
+        &StoreOptions {
+            create: true,
+            backend: Some(backend),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn check_samples(store: &Store, range: std::ops::Range<usize>, n: usize) {
+    let r = store.reader().unwrap();
+    for i in range {
+        let key = format!("s{i:04}");
+        let s = r.require(key.as_bytes()).unwrap();
+        assert_eq!(
+            s.get(0).unwrap().to_tensor().unwrap(),
+            sample(i, n)[0],
+            "{key}"
+        );
+    }
+    assert!(r.verify().unwrap().is_empty());
+}
+
+/// Runs the CLI with a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored, so
+/// writes past it fail with EFBIG as they would with ENOSPC).
+fn tenstore_limited(limit_kib: u64, args: &[&str]) -> std::process::Output {
+    let script = format!("trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" \"$@\"");
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_fails_clearly_keeps_what_was_committed_and_recovers() {
+    for backend in [Backend::Lmdb, Backend::Ten] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        {
+            let store = create(&dir, backend);
+            let batch: Vec<(String, Vec<Tensor>)> = (0..20)
+                .map(|i| (format!("s{i:04}"), sample(i, 10_000)))
+                .collect();
+            store.put_batch(&batch).unwrap();
+            store.flush().unwrap();
+        }
+        // 4 MiB of input into a store that may grow to 2 MiB.
+        let input = tmp.path().join("big");
+        fs::create_dir(&input).unwrap();
+        for i in 0..32 {
+            let arr = ArrayD::from_elem(IxDyn(&[128 << 10]), i as u8);
+            tenstore::save(
+                input.join(format!("b{i:02}.ten")),
+                &[TensorRef::from_array("x", &arr).unwrap()],
+            )
+            .unwrap();
+        }
+        let out = tenstore_limited(
+            2048,
+            &[
+                "import",
+                dir.to_str().unwrap(),
+                input.to_str().unwrap(),
+                "--batch",
+                "4",
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("File too large")
+                || err.contains("No space left")
+                || err.contains("is the disk full?"),
+            "{backend:?}: {err}"
+        );
+
+        // Reopened with room: what was committed before is intact, the store
+        // is consistent, and it takes writes again.
+        let store = Store::open(&dir, &StoreOptions::default()).unwrap();
+        check_samples(&store, 0..20, 10_000);
+        store.put(b"after", &sample(99, 5000)).unwrap();
+        store.flush().unwrap();
+        let r = store.reader().unwrap();
+        assert_eq!(r.require(b"after").unwrap().get(0).unwrap().nbytes(), 5000);
+        // Whatever part of the import got in before the failure is whole.
+        for s in r.samples(tenstore::store::Order::Key).unwrap() {
+            let s = s.unwrap();
+            if s.key().starts_with(b"b") {
+                let v = s.get(0).unwrap();
+                let want = s.key()[1..].iter().fold(0u8, |a, &d| a * 10 + (d - b'0'));
+                assert!(v.data().iter().all(|&x| x == want));
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "mounts a 2 MiB tmpfs (needs root, or user and mount namespaces); scripts/test runs it as root"]
+fn enospc_on_a_small_tmpfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let input = tmp.path().join("in.ten");
+    let arr = ArrayD::from_elem(IxDyn(&[300 << 10]), 3u8);
+    tenstore::save(&input, &[TensorRef::from_array("x", &arr).unwrap()]).unwrap();
+    for backend in ["lmdb", "ten"] {
+        // All in one mount namespace: fill, fail, check, grow, write again.
+        let script = format!(
+            r#"set -e
+            mount -t tmpfs -o size=2m tmpfs "{m}"
+            "{b}" put "{m}/s" k0 "{i}" --create --backend {backend}
+            full=no
+            for k in 1 2 3 4 5 6 7 8 9 10 11 12; do
+                if ! "{b}" put "{m}/s" k$k "{i}" 2>err; then full=yes; break; fi
+            done
+            [ $full = yes ] || {{ echo "no ENOSPC"; exit 3; }}
+            grep -qE "No space left|is the disk full" err || {{ cat err; exit 4; }}
+            [ "$(wc -l < err)" = 1 ] || exit 5
+            "{b}" verify "{m}/s" >/dev/null
+            "{b}" get "{m}/s" k0 -o "{m}/../k0.ten" && cmp "{m}/../k0.ten" "{i}"
+            mount -o remount,size=8m "{m}"
+            "{b}" put "{m}/s" k9 "{i}"
+            "{b}" get "{m}/s" k9 -o - | cmp - "{i}"
+            umount "{m}""#,
+            m = mnt.display(),
+            b = BIN,
+            i = input.display(),
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{backend}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Flips bytes of chosen shard records and checks that verify names
+/// exactly the damaged samples and that the rest still read.
+#[test]
+fn damaged_shard_bytes_are_reported_precisely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(
+        tmp.path(),
+        &ShardOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let batch: Vec<(String, Vec<Tensor>)> = (0..50)
+        .map(|i| (format!("s{i:04}"), sample(i, 300 + i * 13)))
+        .collect();
+    store.put_batch(&batch).unwrap();
+    store.flush().unwrap();
+    // Record spans, from the sidecar as the reader sees them.
+    let spans: Vec<(String, usize, usize)> = {
+        let r = store.reader().unwrap();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for s in r.iter() {
+            let s = s.unwrap();
+            // The key array (header chunk, key chunk), then the tensors.
+            let len = 16 + 64 + 16 + s.key().len().div_ceil(64) * 64 + s.as_bytes().len();
+            out.push((s.key_str().unwrap().to_owned(), offset, len));
+            offset += len;
+        }
+        out
+    };
+    drop(store);
+    let mut rng = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let path = tmp.path().join("000001.ten");
+    let mut bytes = fs::read(&path).unwrap();
+    let mut damaged = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let (key, off, len) = &spans[(next() % spans.len() as u64) as usize];
+        let at = off + (next() % *len as u64) as usize;
+        bytes[at] ^= 1 << (next() % 8);
+        damaged.insert(key.clone());
+    }
+    fs::write(&path, &bytes).unwrap();
+
+    let store = ShardStore::open(
+        tmp.path(),
+        &ShardOptions {
+            read_only: true,
+            verify_reads: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    let problems = r.verify();
+    let named: std::collections::BTreeSet<String> = problems
+        .iter()
+        .map(|p| p.split('"').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(named, damaged, "{problems:?}");
+    for (key, _, _) in &spans {
+        let got = r.get(key.as_bytes());
+        if damaged.contains(key) {
+            assert!(matches!(got, Err(StoreError::Corrupt { .. })), "{key}");
+        } else {
+            let i: usize = key[1..].parse().unwrap();
+            assert_eq!(
+                got.unwrap().unwrap().get(0).unwrap().to_tensor().unwrap(),
+                sample(i, 300 + i * 13)[0]
+            );
+        }
+    }
+    // The CLI says the same, and exits 1.
+    let out = Command::new(BIN)
+        .args(["verify", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        damaged.len()
+    );
+}
+
+#[test]
+fn truncated_shards_and_sidecars_lose_only_their_tails() {
+    let mut rng = 0xDEAD_BEEF_u64;
+    for round in 0..20 {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = ShardStore::open(
+                tmp.path(),
+                &ShardOptions {
+                    create: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let batch: Vec<(String, Vec<Tensor>)> = (0..30)
+                .map(|i| (format!("s{i:04}"), sample(i, 500)))
+                .collect();
+            store.put_batch(&batch).unwrap();
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let which = if round % 2 == 0 {
+            "000001.ten"
+        } else {
+            "000001.idx"
+        };
+        let path = tmp.path().join(which);
+        let len = fs::metadata(&path).unwrap().len();
+        let cut = rng % len;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+
+        // Readers: no panic, no out-of-file read; what is visible is whole.
+        let ro = ShardStore::open(
+            tmp.path(),
+            &ShardOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = ro.reader().unwrap();
+        let visible = r.len();
+        assert!(visible <= 30);
+        for s in r.iter() {
+            let s = s.unwrap();
+            let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(s.get(0).unwrap().to_tensor().unwrap(), sample(i, 500)[0]);
+        }
+        drop(r);
+        drop(ro);
+        // The writer's recovery reports the cut and appending continues.
+        let store = ShardStore::open(tmp.path(), &ShardOptions::default()).unwrap();
+        let rep = store.recovery().clone();
+        if visible < 30 {
+            assert!(
+                !rep.is_clean(),
+                "round {round}: {which} cut at {cut}, {visible} visible, {rep:?}"
+            );
+        }
+        store.put(b"new", &sample(1, 10)).unwrap();
+        let r = store.reader().unwrap();
+        assert_eq!(r.len(), visible + 1);
+        assert!(r.verify().is_empty());
+    }
+}
+
+#[test]
+fn damaged_lmdb_values_are_reported_by_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = create(tmp.path(), Backend::Lmdb);
+        let batch: Vec<(String, Vec<Tensor>)> = (0..20)
+            .map(|i| (format!("s{i:04}"), sample(i, 3000)))
+            .collect();
+        store.put_batch(&batch).unwrap();
+    }
+    // Damage three values in place through LMDB itself (a truncation, a
+    // header flip, a bad magic): LMDB keeps no checksums, so this is the
+    // damage a reader can meet.
+    {
+        use heed::types::Bytes;
+        // SAFETY: the store above is closed; nothing else has the env open.
+        let env = unsafe { heed::EnvOpenOptions::new().open(tmp.path()) }.unwrap();
+        let mut txn = env.write_txn().unwrap();
+        let db: heed::Database<Bytes, Bytes> = env.open_database(&txn, None).unwrap().unwrap();
+        for (key, how) in [("s0003", 0), ("s0007", 1), ("s0011", 2)] {
+            let mut v = db.get(&txn, key.as_bytes()).unwrap().unwrap().to_vec();
+            match how {
+                0 => v.truncate(v.len() - 100),
+                1 => v[16 + 16] ^= 0x40, // ndim word of the header
+                _ => v[0] = b'X',
+            }
+            db.put(&mut txn, key.as_bytes(), &v).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(
+        tmp.path(),
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    let problems = r.verify().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    for key in ["s0003", "s0007", "s0011"] {
+        assert!(
+            problems.iter().any(|p| p.contains(key)),
+            "{key}: {problems:?}"
+        );
+        let e = r.get(key.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    check_samples_except(&store, &["s0003", "s0007", "s0011"]);
+}
+
+fn check_samples_except(store: &Store, bad: &[&str]) {
+    let r = store.reader().unwrap();
+    for i in 0..20 {
+        let key = format!("s{i:04}");
+        if bad.contains(&key.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            r.require(key.as_bytes())
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_tensor()
+                .unwrap(),
+            sample(i, 3000)[0]
+        );
+    }
+}
+
+/// A writer process killed mid-batch, again and again, while this process
+/// reads: a reader never sees a partial sample, and every committed batch
+/// is whole.
+#[test]
+fn readers_never_see_partial_samples_while_writers_die() {
+    for backend in ["lmdb", "ten"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        for i in 0..40 {
+            let arr = ArrayD::from_elem(IxDyn(&[20_000 + i * 100]), i as u8);
+            tenstore::save(
+                src.join(format!("k{i:03}.ten")),
+                &[TensorRef::from_array("x", &arr).unwrap()],
+            )
+            .unwrap();
+        }
+        let mut created = false;
+        for round in 0..15u64 {
+            let mut args = vec![
+                "import".to_owned(),
+                dir.display().to_string(),
+                src.display().to_string(),
+                "--batch".into(),
+                "3".into(),
+            ];
+            if !created {
+                args.extend(["--create".into(), "--backend".into(), backend.into()]);
+                created = true;
+            }
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_millis(5 + round * 7 % 40);
+            // Read while the writer writes.
+            while std::time::Instant::now() < deadline {
+                if let Ok(store) = Store::open(
+                    &dir,
+                    &StoreOptions {
+                        read_only: true,
+                        ..Default::default()
+                    },
+                ) {
+                    let r = store.reader().unwrap();
+                    for s in r.samples(tenstore::store::Order::Key).unwrap() {
+                        let s = s.unwrap();
+                        let v = s.get(0).unwrap();
+                        let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
+                        assert_eq!(v.nbytes(), 20_000 + i * 100);
+                        assert!(v.data().iter().all(|&x| x == i as u8));
+                    }
+                }
+            }
+            let _ = child.kill();
+            child.wait().unwrap();
+            if dir.exists() {
+                if let Ok(store) = Store::open(&dir, &StoreOptions::default()) {
+                    let r = store.reader().unwrap();
+                    assert!(r.verify().unwrap().is_empty(), "{backend} round {round}");
+                } else if backend == "lmdb" {
+                    // LMDB's environment may not exist yet (killed at once).
+                    assert!(!dir.join("data.mdb").exists());
+                }
+            }
+        }
+    }
+}
