@@ -1,0 +1,178 @@
+//! The serve protocol without sockets: every command, and every bound
+//! proven to hold.
+
+use std::borrow::Cow;
+
+use tenstore::net::{handle, Limits, Reply};
+use tenstore::store::{Backend, Store, StoreOptions};
+use tenstore::{DType, TensorRef};
+
+fn store(backend: Backend) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions {
+            create: true,
+            backend: Some(backend),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let data: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 1000]).collect();
+    let batch: Vec<(String, Vec<TensorRef<'_>>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            (
+                format!("k{i:02}"),
+                vec![TensorRef::raw("x", DType::U8, &[1000], d).unwrap()],
+            )
+        })
+        .collect();
+    store.put_batch(&batch).unwrap();
+    store.flush().unwrap();
+    (dir, store)
+}
+
+fn ok(reply: Reply<'_>) -> Vec<Vec<u8>> {
+    match reply {
+        Reply::Ok(frames) => frames.into_iter().map(Cow::into_owned).collect(),
+        Reply::Err(e) => panic!("err {e}"),
+    }
+}
+
+fn err(reply: Reply<'_>) -> String {
+    match reply {
+        Reply::Err(e) => e,
+        Reply::Ok(f) => panic!("ok with {} frames", f.len()),
+    }
+}
+
+#[test]
+fn every_command_on_both_backends() {
+    for backend in [Backend::Lmdb, Backend::Ten] {
+        let (_dir, store) = store(backend);
+        let r = store.reader().unwrap();
+        let l = Limits::default();
+        let stats = || store.stats().ok();
+        let got = ok(handle(&r, &[b"get", b"k03", b"k29"], &l, stats));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            tenstore::decode_buffer(&got[0]).unwrap()[0].data(),
+            &[3u8; 1000][..]
+        );
+        assert_eq!(
+            tenstore::decode_buffer(&got[1]).unwrap()[0].data(),
+            &[29u8; 1000][..]
+        );
+        let frames = ok(handle(&r, &[b"getm", b"k07"], &l, stats));
+        let views = tenstore::decode_list(&frames).unwrap();
+        assert_eq!((views[0].name(), views[0].data()), ("x", &[7u8; 1000][..]));
+        assert_eq!(ok(handle(&r, &[b"len"], &l, stats)), [b"30".to_vec()]);
+        let keys = ok(handle(&r, &[b"keys", b"k1", b"k12", b"3"], &l, stats));
+        assert_eq!(keys, [b"k13".to_vec(), b"k14".to_vec(), b"k15".to_vec()]);
+        let all = ok(handle(&r, &[b"keys"], &l, stats));
+        assert_eq!(all.len(), 30);
+        let info = ok(handle(&r, &[b"info"], &l, stats));
+        let json: serde_json::Value = serde_json::from_slice(&info[0]).unwrap();
+        assert_eq!(json["backend"], backend.name());
+        assert_eq!(json["samples"], 30);
+        assert!(err(handle(&r, &[b"get", b"k03", b"nope"], &l, stats))
+            .contains("no sample with key \"nope\""));
+        assert!(err(handle(&r, &[b"fly"], &l, stats)).contains("unknown command"));
+        assert!(err(handle(&r, &[], &l, stats)).contains("empty request"));
+        assert!(err(handle(&r, &[b"get"], &l, stats)).contains("at least one key"));
+        assert!(err(handle(&r, &[b"getm", b"a", b"b"], &l, stats)).contains("exactly one key"));
+        assert!(err(handle(&r, &[b"len", b"x"], &l, stats)).contains("no arguments"));
+        assert!(err(handle(&r, &[b"keys", b"", b"", b"ten"], &l, stats)).contains("decimal"));
+    }
+}
+
+#[test]
+fn each_bound_is_enforced() {
+    let (_dir, store) = store(Backend::Lmdb);
+    let r = store.reader().unwrap();
+    let stats = || store.stats().ok();
+    let limits = Limits {
+        max_frames: 5,
+        max_key_len: 8,
+        max_reply_bytes: 3000,
+        max_list: 10,
+        ..Limits::default()
+    };
+    // Keys per request.
+    let roomy = Limits {
+        max_reply_bytes: 1 << 20,
+        ..limits.clone()
+    };
+    let five: Vec<&[u8]> = vec![b"get", b"k01", b"k02", b"k03", b"k04"];
+    assert_eq!(ok(handle(&r, &five, &roomy, stats)).len(), 4);
+    let six: Vec<&[u8]> = vec![b"get", b"k01", b"k02", b"k03", b"k04", b"k05"];
+    assert!(err(handle(&r, &six, &roomy, stats)).contains("at most 5"));
+    // Key length.
+    assert!(err(handle(&r, &[b"get", b"k0123456789"], &limits, stats))
+        .contains("keys are 1 to 8 bytes"));
+    assert!(err(handle(&r, &[b"get", b""], &limits, stats)).contains("keys are 1 to 8 bytes"));
+    assert!(err(handle(
+        &r,
+        &[b"keys", b"k0123456789", b"", b"5"],
+        &limits,
+        stats
+    ))
+    .contains("at most 8 bytes"));
+    // Reply size: two samples of ~1.2 KB fit in 3,000 bytes, three do not.
+    assert_eq!(
+        ok(handle(&r, &[b"get", b"k01", b"k02"], &limits, stats)).len(),
+        2
+    );
+    assert!(err(handle(
+        &r,
+        &[b"get", b"k01", b"k02", b"k03"],
+        &limits,
+        stats
+    ))
+    .contains("exceed 3000 bytes"));
+    // List size.
+    assert_eq!(
+        ok(handle(&r, &[b"keys", b"", b"", b"10"], &limits, stats)).len(),
+        10
+    );
+    assert!(err(handle(&r, &[b"keys", b"", b"", b"11"], &limits, stats)).contains("at most 10"));
+    // A default-sized list is capped by max_list too (10,000 > 10).
+    assert!(err(handle(&r, &[b"keys"], &limits, stats)).contains("at most 10"));
+}
+
+#[test]
+fn arbitrary_requests_get_an_answer() {
+    let (_dir, store) = store(Backend::Ten);
+    let r = store.reader().unwrap();
+    let mut rng = 7u64;
+    let limits = Limits::default();
+    for _ in 0..5000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let n = (rng % 6) as usize;
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|j| {
+                let len = ((rng >> (j * 8)) % 12) as usize;
+                let pick = [
+                    b"get".to_vec(),
+                    b"getm".to_vec(),
+                    b"keys".to_vec(),
+                    b"k05".to_vec(),
+                ];
+                if len < 4 {
+                    pick[len].clone()
+                } else {
+                    (0..len).map(|x| (rng >> x) as u8).collect()
+                }
+            })
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        match handle(&r, &refs, &limits, || store.stats().ok()) {
+            Reply::Ok(parts) => assert!(parts.len() <= limits.max_list),
+            Reply::Err(msg) => assert!(!msg.is_empty()),
+        }
+    }
+}
