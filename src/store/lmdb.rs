@@ -63,6 +63,13 @@ impl Default for LmdbOptions {
 /// `data.mdb`, outside the keyspace. A plain LMDB environment whose values
 /// are tenbin buffers opens as a store too.
 ///
+/// Sharing with Python: heed builds LMDB 0.9.70 (its `mdb.master` line),
+/// whose lock file format (2) differs from the one of the LMDB 0.9.x that
+/// Python's `lmdb` bundles (1). The data file is the same, so either side
+/// reads what the other wrote, but not while the other has the store open:
+/// the second opener gets `MDB_VERSION_MISMATCH`. For Python readers of a
+/// live store, serve it (`tenstore serve`).
+///
 /// Cloning is cheap and shares the environment (LMDB allows one open
 /// environment per file per process).
 ///
@@ -199,7 +206,13 @@ impl LmdbStore {
         // this function's documented contract for the store's files, and
         // tenstore itself never touches them by other means.
         let env = unsafe { env_options.open(path) }.map_err(|e| {
-            StoreError::lmdb(format!("opening LMDB environment {}", path.display()), e)
+            let hint = if matches!(e, heed::Error::Mdb(MdbError::VersionMismatch)) {
+                " (another process has it open with an LMDB of another lock format, e.g. Python's lmdb: \
+                 the two cannot share a store at the same time; close it, or serve the store with `tenstore serve`)"
+            } else {
+                ""
+            };
+            StoreError::lmdb(format!("opening LMDB environment {}{hint}", path.display()), e)
         })?;
         let db = if options.read_only {
             let txn = env
