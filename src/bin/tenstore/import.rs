@@ -69,7 +69,7 @@ pub fn run(args: Args) -> CliResult {
             }
         }
     }
-    let store = stores::open(&args.store, args.create, args.backend)?;
+    let store = stores::open_bulk(&args.store, args.create, args.backend)?;
     let mut progress = Progress::new();
     let mut batch: Vec<(String, Vec<Tensor>)> = Vec::new();
     let mut written = Tally::default();

@@ -17,6 +17,23 @@ pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store
     )
 }
 
+/// Like [`open`], for bulk loads: LMDB commits without syncing, and the
+/// caller makes everything durable with one `flush` at the end.
+pub fn open_bulk(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store, StoreError> {
+    Store::open(
+        path,
+        &StoreOptions {
+            create,
+            backend,
+            lmdb: tenstore::store::LmdbOptions {
+                no_sync: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
 /// Opens an existing store for reading only.
 pub fn open_read(path: &Path) -> Result<Store, StoreError> {
     Store::open(
