@@ -137,11 +137,11 @@ fn enospc_on_a_small_tmpfs() {
             "{b}" put "{m}/s" k0 "{i}" --create --backend {backend}
             full=no
             for k in 1 2 3 4 5 6 7 8 9 10 11 12; do
-                if ! "{b}" put "{m}/s" k$k "{i}" 2>err; then full=yes; break; fi
+                if ! "{b}" put "{m}/s" k$k "{i}" 2>"{m}/../err"; then full=yes; break; fi
             done
             [ $full = yes ] || {{ echo "no ENOSPC"; exit 3; }}
-            grep -qE "No space left|is the disk full" err || {{ cat err; exit 4; }}
-            [ "$(wc -l < err)" = 1 ] || exit 5
+            grep -qE "No space left|is the disk full" "{m}/../err" || {{ cat "{m}/../err"; exit 4; }}
+            [ "$(wc -l < "{m}/../err")" = 1 ] || exit 5
             "{b}" verify "{m}/s" >/dev/null
             "{b}" get "{m}/s" k0 -o "{m}/../k0.ten" && cmp "{m}/../k0.ten" "{i}"
             mount -o remount,size=8m "{m}"

@@ -58,9 +58,16 @@ fn open(dir: &Path, backend: Backend) -> Store {
             create: true,
             backend: Some(backend),
             // A tiny map, so that sequences make LMDB grow it.
-            lmdb: LmdbOptions { map_size: 32 << 10, no_sync: true, ..Default::default() },
+            lmdb: LmdbOptions {
+                map_size: 32 << 10,
+                no_sync: true,
+                ..Default::default()
+            },
             // Small shards, so that sequences roll them.
-            shard: ShardOptions { shard_limit: 16 << 10, ..Default::default() },
+            shard: ShardOptions {
+                shard_limit: 16 << 10,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )
@@ -68,15 +75,21 @@ fn open(dir: &Path, backend: Backend) -> Store {
 }
 
 fn put_encoded(store: &Store, items: &[(Vec<u8>, Vec<u8>)]) {
-    let views: Vec<(Vec<u8>, Vec<tenstore::TensorView<'_>>)> =
-        items.iter().map(|(k, v)| (k.clone(), tenstore::decode_buffer(v).unwrap())).collect();
+    let views: Vec<(Vec<u8>, Vec<tenstore::TensorView<'_>>)> = items
+        .iter()
+        .map(|(k, v)| (k.clone(), tenstore::decode_buffer(v).unwrap()))
+        .collect();
     store.put_batch(&views).unwrap();
 }
 
 fn check_all(store: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
     let r = store.reader().unwrap();
     assert_eq!(r.len().unwrap() as usize, model.len());
-    let keys: Vec<Vec<u8>> = r.keys(b"", None).unwrap().map(|k| k.unwrap().to_vec()).collect();
+    let keys: Vec<Vec<u8>> = r
+        .keys(b"", None)
+        .unwrap()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
     assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
     for (k, v) in model {
         assert_eq!(r.require(k).unwrap().as_bytes(), &v[..], "{k:?}");
@@ -103,7 +116,10 @@ fn run(backend: Backend, ops: Vec<Op>) {
                 model.insert(item.0, item.1);
             }
             Op::Batch(items) => {
-                let items: Vec<(Vec<u8>, Vec<u8>)> = items.into_iter().map(|(k, v, n)| (key(k), value(v, n))).collect();
+                let items: Vec<(Vec<u8>, Vec<u8>)> = items
+                    .into_iter()
+                    .map(|(k, v, n)| (key(k), value(v, n)))
+                    .collect();
                 put_encoded(&store, &items);
                 for (k, v) in items {
                     model.insert(k, v);
@@ -128,11 +144,23 @@ fn run(backend: Backend, ops: Vec<Op>) {
             }
             Op::List(prefix) => {
                 let r = store.reader().unwrap();
-                let got: Vec<Vec<u8>> = r.keys(&prefix, None).unwrap().map(|k| k.unwrap().to_vec()).collect();
-                let want: Vec<Vec<u8>> = model.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                let got: Vec<Vec<u8>> = r
+                    .keys(&prefix, None)
+                    .unwrap()
+                    .map(|k| k.unwrap().to_vec())
+                    .collect();
+                let want: Vec<Vec<u8>> = model
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
                 assert_eq!(got, want);
                 if let Some(first) = want.first() {
-                    let after: Vec<Vec<u8>> = r.keys(&prefix, Some(first)).unwrap().map(|k| k.unwrap().to_vec()).collect();
+                    let after: Vec<Vec<u8>> = r
+                        .keys(&prefix, Some(first))
+                        .unwrap()
+                        .map(|k| k.unwrap().to_vec())
+                        .collect();
                     assert_eq!(after, want[1..].to_vec());
                 }
             }
@@ -152,7 +180,10 @@ fn run(backend: Backend, ops: Vec<Op>) {
 }
 
 fn cases() -> u32 {
-    std::env::var("TENSTORE_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    std::env::var("TENSTORE_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
 }
 
 proptest! {

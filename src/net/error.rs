@@ -32,6 +32,10 @@ pub enum NetError {
         max: usize,
     },
 
+    /// The peer closed the connection (a zero-length message).
+    #[error("the peer closed the connection")]
+    Closed,
+
     /// A multipart message that ended where more frames were expected, or
     /// held none.
     #[error("{0}")]

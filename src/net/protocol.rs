@@ -66,6 +66,8 @@ impl Reply<'_> {
     }
 }
 
+/// Bytes for an error message: printable ASCII as is, `"` and `\\` and the
+/// rest escaped once, cut at 64 bytes.
 fn text(bytes: &[u8]) -> String {
     let shown: Vec<u8> = bytes.iter().copied().take(64).collect();
     let mut s = shown.escape_ascii().to_string();
@@ -79,7 +81,7 @@ fn number(arg: &[u8], what: &str) -> Result<usize, String> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
-        .ok_or_else(|| format!("{what} must be a decimal number, not {:?}", text(arg)))
+        .ok_or_else(|| format!("{what} must be a decimal number, not \"{}\"", text(arg)))
 }
 
 /// Answers one request (the frames after the envelope) from a snapshot.
@@ -135,7 +137,7 @@ fn respond<'r>(
                 let sample = reader
                     .get(key)
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no sample with key {:?}", text(key)))?;
+                    .ok_or_else(|| format!("no sample with key \"{}\"", text(key)))?;
                 total = total.saturating_add(sample.as_bytes().len());
                 if total > limits.max_reply_bytes {
                     return Err(format!(
@@ -155,7 +157,7 @@ fn respond<'r>(
             let sample = reader
                 .get(key)
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no sample with key {:?}", text(key)))?;
+                .ok_or_else(|| format!("no sample with key \"{}\"", text(key)))?;
             if sample.as_bytes().len() > limits.max_reply_bytes {
                 return Err(format!(
                     "reply would exceed {} bytes",
@@ -223,7 +225,7 @@ fn respond<'r>(
             Ok(vec![Cow::Owned(json.into_bytes())])
         }
         other => Err(format!(
-            "unknown command {:?}: send get, getm, len, keys or info",
+            "unknown command \"{}\": send get, getm, len, keys or info",
             text(other)
         )),
     }

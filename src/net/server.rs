@@ -339,16 +339,22 @@ fn worker(
 /// Streams every sample of `store`, `epochs` times, on a PUSH socket bound
 /// to `bind`, as multipart tenbin frames (tensorcom style: the sample's
 /// tensors, header and data frames). Blocks while no puller takes them.
-/// Calls `ready` with the bound endpoint first. Returns the number of
-/// samples sent.
+/// Calls `ready` with the bound endpoint first, and counts samples handed
+/// to libzmq in `sent`.
+///
+/// When `stop` is set (a signal interrupts a blocked send, too), queued
+/// samples are dropped and it returns at once. Otherwise it returns after
+/// the last sample is queued; the socket then waits, on drop, until the
+/// pullers have taken every queued sample.
 pub fn push(
     store: &Store,
     bind: &str,
     order: Order,
     epochs: u64,
     stop: &AtomicBool,
+    sent: &AtomicU64,
     ready: impl FnOnce(&str),
-) -> Result<u64> {
+) -> Result<()> {
     let ctx = zmq::Context::new();
     let socket = ctx
         .socket(zmq::PUSH)
@@ -367,7 +373,11 @@ pub fn push(
         .map_err(|e| NetError::zmq("reading the bound endpoint", e))?
         .unwrap_or_default();
     ready(&endpoint);
-    let mut sent = 0;
+    let stopped = |socket: &zmq::Socket| {
+        // Drop what is queued: stopping means now.
+        let _ = socket.set_linger(0);
+        Ok(())
+    };
     for epoch in 0..epochs {
         let reader = store.reader()?;
         let order = match order {
@@ -376,13 +386,29 @@ pub fn push(
         };
         for sample in reader.samples(order)? {
             if stop.load(Ordering::Acquire) {
-                return Ok(sent);
+                return stopped(&socket);
             }
             let sample = sample?;
             let views = sample.tensors().to_vec();
-            crate::net::zsend_multipart(&socket, &views, 0)?;
-            sent += 1;
+            match crate::net::zsend_multipart(&socket, &views, 0) {
+                Ok(()) => {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) if stop.load(Ordering::Acquire) => return stopped(&socket),
+                Err(NetError::Zmq {
+                    source: zmq::Error::EINTR,
+                    ..
+                }) => {
+                    // A signal that is not a stop request: the multipart
+                    // message may be half sent, so the socket cannot go on.
+                    let _ = socket.set_linger(0);
+                    return Err(NetError::Protocol(
+                        "a send was interrupted by a signal".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok(sent)
+    Ok(())
 }

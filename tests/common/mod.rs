@@ -134,3 +134,73 @@ impl XorShift {
         self.next_u64() % n
     }
 }
+
+/// Like [`run_py`], but kills the script if it runs longer than `timeout`
+/// (and panics then, with what it printed so far), so that a test never
+/// hangs on a stuck peer.
+pub fn run_py_timeout<I, S>(script: &str, args: I, timeout: std::time::Duration) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let python = python();
+    let path = py_script(script);
+    assert!(
+        path.is_file(),
+        "missing Python test script {}",
+        path.display()
+    );
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let shown = format!("{} {} {:?}", python.display(), path.display(), args);
+    let mut child = Command::new(&python)
+        .arg(&path)
+        .args(&args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONIOENCODING", "utf-8")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start Python for the interop tests ({shown}): {e}.\n\
+                 Run `./scripts/test` to create the venv, or set {PYTHON_ENV}."
+            )
+        });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for Python") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stdout = out.join().unwrap();
+    let stderr = err.join().unwrap();
+    match status {
+        None => panic!(
+            "Python script timed out after {timeout:?}: {shown}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+        Some(status) => assert!(
+            status.success(),
+            "Python script failed: {shown}\nexit status: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+    }
+    stdout
+}

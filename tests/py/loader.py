@@ -21,6 +21,9 @@ class TenstoreDataset:
             self.keys += page
             after = page[-1]
 
+    def __getstate__(self):  # workers get a copy without the socket (spawn pickles)
+        return {**self.__dict__, "_sock": None, "_pid": None}
+
     def _ask(self, *frames):
         if self._pid != os.getpid():  # one socket per process (DataLoader workers fork)
             self._sock = zmq.Context.instance().socket(zmq.REQ)

@@ -1,8 +1,11 @@
 //! `tenstore push STORE --bind ADDR`
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenstore::store::Order;
 
@@ -43,11 +46,55 @@ pub fn run(args: Args) -> CliResult {
     } else {
         Order::Written
     };
-    let sent = tenstore::net::push(&store, &args.bind, order, args.epochs, &stop, |endpoint| {
-        println!("tenstore push: pushing on {endpoint}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    })?;
-    println!("tenstore push: sent {sent} samples");
+    let sent = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        // The pushing thread may block on a puller (or, at the end, on
+        // delivering what is queued); the main thread watches for a stop.
+        std::thread::spawn(move || {
+            let r = tenstore::net::push(
+                &store,
+                &args.bind,
+                order,
+                args.epochs,
+                &stop,
+                &sent,
+                |endpoint| {
+                    println!("tenstore push: pushing on {endpoint}");
+                    let _ = std::io::stdout().flush();
+                },
+            );
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+    }
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => {
+                result?;
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err("the pushing thread died".into()),
+            Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => {
+                // Give the thread a moment to notice; then stop regardless
+                // of samples still queued for a slow puller.
+                if let Ok(result) = done_rx.recv_timeout(Duration::from_millis(500)) {
+                    result?;
+                }
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    println!(
+        "tenstore push: sent {} samples",
+        sent.load(Ordering::Relaxed)
+    );
+    let _ = std::io::stdout().flush();
+    if stop.load(Ordering::Acquire) {
+        // Queued samples of a stopped push are dropped on purpose: do not
+        // wait for the PUSH socket to deliver them.
+        std::process::exit(0);
+    }
     Ok(())
 }

@@ -33,15 +33,15 @@ pub struct Args {
     /// Where to listen; tcp://HOST:* picks a free port.
     #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     bind: String,
-    /// Worker threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// Worker threads (1 to 256).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Largest request frame in bytes (a client sending more is cut off).
     #[arg(long, default_value_t = 64 << 10)]
     max_frame: usize,
-    /// Most keys in one get.
-    #[arg(long, default_value_t = 1024)]
-    max_keys: usize,
+    /// Most keys in one get (1 to 1,000,000).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_keys: u32,
     /// Largest reply in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     max_reply: usize,
@@ -54,10 +54,10 @@ pub fn run(args: Args) -> CliResult {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let config = ServeConfig {
         bind: args.bind.clone(),
-        threads: args.threads,
+        threads: usize::from(args.threads),
         limits: Limits {
             max_frame_bytes: args.max_frame,
-            max_frames: args.max_keys + 1,
+            max_frames: args.max_keys as usize + 1,
             max_reply_bytes: args.max_reply,
             ..Limits::default()
         },
