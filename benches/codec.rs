@@ -1,14 +1,16 @@
 //! Criterion benchmarks of the tenbin codec, each figure beside its peer in
 //! the same group (and so the same run):
 //!
-//! - `decode`: `Tensors::parse`, `decode_buffer` and parse + `array::<f32>()`
-//!   of a buffer holding one f32 tensor of 1 KiB or of 16 MiB, beside
+//! - `decode`: `Tensors::parse`, `decode_buffer`, parse + `array::<f32>()`
+//!   and parse + `as_slice::<f32>()` of a buffer holding one f32 tensor of 1 KiB or of 16 MiB, beside
 //!   safetensors' `SafeTensors::deserialize` (+ `tensor()` and an
 //!   `ArrayViewD`) of the same tensor. Decoding should cost the same at
 //!   both sizes.
 //! - `encode_64MiB`: `encode_into` a preallocated buffer of `encoded_len`
 //!   bytes beside a plain `copy_from_slice` of the same 64 MiB; the
-//!   allocating `encode_buffer` beside `to_vec` and `safetensors::serialize`.
+//!   allocating `encode_buffer` beside `to_vec` and `safetensors::serialize`;
+//!   `encode_into` of the transposed array (the strided path) beside
+//!   ndarray's `assign` of it into a preallocated array.
 //! - `save_256MiB`: `save` of one 256 MiB f32 tensor beside
 //!   `File::create` + `write_all` of the same bytes.
 //! - `sample_3`: a 3-tensor training sample (u1 3x64x64 "image", f4 [10]
@@ -91,6 +93,17 @@ fn decode(c: &mut Criterion) {
             },
         );
         g.bench_with_input(
+            BenchmarkId::new("tenstore_parse_as_slice", label),
+            ten,
+            |b, buf| {
+                b.iter(|| {
+                    let ts = Tensors::parse(black_box(buf)).unwrap();
+                    let x = ts.get(0).unwrap().as_slice::<f32>().unwrap();
+                    black_box(x[nbytes / 4 - 1])
+                })
+            },
+        );
+        g.bench_with_input(
             BenchmarkId::new("safetensors_deserialize", label),
             st,
             |b, buf| b.iter(|| SafeTensors::deserialize(black_box(buf)).unwrap().len()),
@@ -112,7 +125,7 @@ fn decode(c: &mut Criterion) {
 
 fn encode_64mib(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode_64MiB");
-    g.sample_size(10)
+    g.sample_size(20)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
@@ -129,7 +142,19 @@ fn encode_64mib(c: &mut Criterion) {
     g.bench_function("memcpy", |b| {
         b.iter(|| black_box(&mut dst).copy_from_slice(black_box(src)))
     });
-    drop((out, dst));
+
+    // A transposed (non-contiguous) array: encoded from its strides, beside
+    // ndarray's own strided copy into a preallocated array.
+    let at = a.t();
+    let transposed = [TensorRef::from_array("x", &at).unwrap()];
+    g.bench_function("tenstore_encode_into_transposed", |b| {
+        b.iter(|| encode_into(black_box(&transposed), black_box(&mut out)).unwrap())
+    });
+    let mut dst2 = Array2::<f32>::zeros((4096, 4096));
+    g.bench_function("ndarray_assign_transposed", |b| {
+        b.iter(|| black_box(&mut dst2).assign(black_box(&at)))
+    });
+    drop((out, dst, dst2));
 
     g.bench_function("tenstore_encode_buffer", |b| {
         b.iter(|| encode_buffer(black_box(&tensors)).unwrap())
@@ -148,8 +173,8 @@ fn save_256mib(c: &mut Criterion) {
     let mut g = c.benchmark_group("save_256MiB");
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6))
         .throughput(Throughput::Bytes(256 * MIB as u64));
     let a = Array1::from(f32_data(64 * MIB));
     let src: &[u8] = bytemuck::cast_slice(a.as_slice().unwrap());
@@ -241,6 +266,16 @@ fn sample_3(c: &mut Criterion) {
             let logits = it.next().unwrap().array::<f32>().unwrap();
             let label = it.next().unwrap().array::<i64>().unwrap();
             black_box((image[[2, 63, 63]], logits[[9]], label[[0]]))
+        })
+    });
+    g.bench_function("tenstore_parse_iter_slices", |b| {
+        b.iter(|| {
+            let ts = Tensors::parse(black_box(&ten)).unwrap();
+            let mut it = ts.iter();
+            let image = it.next().unwrap().as_slice::<u8>().unwrap();
+            let logits = it.next().unwrap().as_slice::<f32>().unwrap();
+            let label = it.next().unwrap().as_slice::<i64>().unwrap();
+            black_box((image[3 * 64 * 64 - 1], logits[9], label[0]))
         })
     });
     g.bench_function("tenstore_parse_get_by_name", |b| {
