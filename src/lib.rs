@@ -58,6 +58,15 @@
 //! views every dtype in place. [`TensorView::cow_array`] copies only when
 //! the data is misaligned.
 //!
+//! ## Beyond the codec
+//!
+//! - [`store`]: samples (a key and named tensors) in LMDB or in append-only
+//!   `.ten` shards, read back as zero-copy views ([`store::Store`],
+//!   [`store::Reader`], [`store::Sample`]).
+//! - [`net`]: tensors over ZeroMQ (single and multipart, as tensorcom
+//!   sends them) and SCTP, and the `tenstore serve` request server.
+//! - [`npy`]: `.npy` files in and out.
+//!
 //! ## Strictness
 //!
 //! Every length field is checked against the bytes really there before it
