@@ -43,7 +43,7 @@
 //! | `decode_buffer(buf, infos)` | [`decode_buffer`], [`Tensors::parse`] (no allocation) |
 //! | `encode_list` / `decode_list` | [`encode_list`] / [`decode_list`], [`decode_pair`] |
 //! | `encode_chunks` / `decode_chunks` | [`encode_chunks`] / [`decode_chunks`] |
-//! | `write(stream, l)` / `read(stream, n)` | [`write`] / [`read`], [`read_all`] |
+//! | `write(stream, l)` / `read(stream, n)` | [`write()`] / [`read()`], [`read_all`] |
 //! | `save(fname, *args)` / `load(fname)` | [`save`] / [`load`] (a memory map), [`FileOptions`] for `nocheck` |
 //!
 //! Names (the reference's `infos`) travel with every tensor. They are at
