@@ -51,7 +51,7 @@ use serde_json::Value;
 use tenstore::store::{
     Durability, LmdbOptions, LmdbStore, Sample, ShardOptions, ShardReader, ShardStore,
 };
-use tenstore::{encode_buffer, TensorRef, Tensors};
+use tenstore::{encode_buffer, DType, TensorRef, Tensors};
 
 const MIB: usize = 1 << 20;
 const PAGE: usize = 4096;
@@ -260,6 +260,18 @@ struct Pool {
 
 const BIG_ELEMS: usize = MIB / 4;
 
+/// One to three tensors of a sample, inline.
+struct Refs<'a> {
+    refs: [TensorRef<'a>; 3],
+    len: usize,
+}
+
+impl<'a> AsRef<[TensorRef<'a>]> for Refs<'a> {
+    fn as_ref(&self) -> &[TensorRef<'a>] {
+        &self.refs[..self.len]
+    }
+}
+
 impl Pool {
     fn new(kind: Kind, n: usize) -> Pool {
         let mut p = Pool {
@@ -284,7 +296,9 @@ impl Pool {
                 Kind::Tiny(len) => p.tiny.push(Array1::from_shape_fn(len, |j| (i + j) as u8)),
             }
         }
-        p.encoded = (0..n).map(|i| encode_buffer(&p.refs(i)).unwrap()).collect();
+        p.encoded = (0..n)
+            .map(|i| encode_buffer(p.refs(i).as_ref()).unwrap())
+            .collect();
         // What `touch` reads, as offsets into the value.
         let first = &p.encoded[0];
         let t = Tensors::parse(first).unwrap();
@@ -304,18 +318,32 @@ impl Pool {
         self.keys.len()
     }
 
-    fn refs(&self, i: usize) -> Vec<TensorRef<'_>> {
+    /// The sample's tensors, without allocating (as a caller with arrays at
+    /// hand builds them).
+    fn refs(&self, i: usize) -> Refs<'_> {
         match self.kind {
             Kind::Med => {
                 let (a, b, c) = &self.med[i];
-                vec![
-                    TensorRef::from_array("image", a).unwrap(),
-                    TensorRef::from_array("logits", b).unwrap(),
-                    TensorRef::from_array("label", c).unwrap(),
-                ]
+                Refs {
+                    refs: [
+                        TensorRef::from_array("image", a).unwrap(),
+                        TensorRef::from_array("logits", b).unwrap(),
+                        TensorRef::from_array("label", c).unwrap(),
+                    ],
+                    len: 3,
+                }
             }
-            Kind::Big => vec![TensorRef::from_array("x", &self.big[i]).unwrap()],
-            Kind::Tiny(_) => vec![TensorRef::from_array("x", &self.tiny[i]).unwrap()],
+            Kind::Big | Kind::Tiny(_) => {
+                let x = match self.kind {
+                    Kind::Big => TensorRef::from_array("x", &self.big[i]).unwrap(),
+                    _ => TensorRef::from_array("x", &self.tiny[i]).unwrap(),
+                };
+                let empty = TensorRef::raw("", DType::U8, &[0], &[]).unwrap();
+                Refs {
+                    refs: [x, empty, empty],
+                    len: 1,
+                }
+            }
         }
     }
 
@@ -406,7 +434,7 @@ fn lmdb_options() -> LmdbOptions {
 fn lmdb_fill(store: &LmdbStore, pool: &Pool, batch: usize) {
     for start in (0..pool.len()).step_by(batch) {
         let end = (start + batch).min(pool.len());
-        let samples: Vec<(&[u8], Vec<TensorRef<'_>>)> = (start..end)
+        let samples: Vec<(&[u8], Refs<'_>)> = (start..end)
             .map(|i| (&pool.keys[i][..], pool.refs(i)))
             .collect();
         store.put_batch(&samples).unwrap();
@@ -460,7 +488,7 @@ fn shard_options(durability: Durability) -> ShardOptions {
 fn shard_fill(store: &ShardStore, pool: &Pool, batch: usize) {
     for start in (0..pool.len()).step_by(batch) {
         let end = (start + batch).min(pool.len());
-        let samples: Vec<(&[u8], Vec<TensorRef<'_>>)> = (start..end)
+        let samples: Vec<(&[u8], Refs<'_>)> = (start..end)
             .map(|i| (&pool.keys[i][..], pool.refs(i)))
             .collect();
         store.put_batch(&samples).unwrap();
