@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use crate::store::shard::layout::{IdxRecord, DEL};
 
 /// Where a committed record lives.
@@ -30,7 +32,9 @@ pub(crate) struct Entry {
 /// Live keys and every put in write order.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Index {
-    pub by_key: HashMap<Arc<[u8]>, usize>,
+    /// foldhash: keys are hashed at every open, and SipHash was a third of
+    /// the time of opening a large store; its seed is random per process.
+    pub by_key: HashMap<Arc<[u8]>, usize, RandomState>,
     pub entries: Vec<Entry>,
     /// Bytes of live records.
     pub live_bytes: u64,
@@ -39,20 +43,20 @@ pub(crate) struct Index {
 impl Index {
     /// Applies a sidecar record of shard position `shard`.
     pub fn apply(&mut self, shard: usize, r: IdxRecord) {
-        let old = self.by_key.get(r.key.as_slice()).copied();
+        let old = self.by_key.get(&*r.key).copied();
         if let Some(i) = old {
             let e = &mut self.entries[i];
             e.live = false;
             self.live_bytes -= e.loc.len;
         }
         if r.kind == DEL {
-            self.by_key.remove(r.key.as_slice());
+            self.by_key.remove(&*r.key);
             return;
         }
         let key: Arc<[u8]> = match old {
             // Reuse the key's allocation.
             Some(i) => self.entries[i].key.clone(),
-            None => Arc::from(r.key),
+            None => r.key,
         };
         self.entries.push(Entry {
             key: key.clone(),
@@ -66,6 +70,12 @@ impl Index {
         });
         self.live_bytes += r.len;
         self.by_key.insert(key, self.entries.len() - 1);
+    }
+
+    /// Makes room for about `n` more records.
+    pub fn reserve(&mut self, n: usize) {
+        self.by_key.reserve(n);
+        self.entries.reserve(n);
     }
 
     /// Number of live samples.

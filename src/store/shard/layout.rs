@@ -2,6 +2,7 @@
 //! index records, the manifest. See `STORE-FORMAT.md` for the prose.
 
 use std::io;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,14 +93,19 @@ pub fn tombstone(key: &[u8]) -> Vec<u8> {
 pub struct IdxRecord {
     /// `PUT` or `DEL`.
     pub kind: [u8; 4],
-    /// The sample's key.
-    pub key: Vec<u8>,
+    /// The sample's key (shared with the index that holds it).
+    pub key: Arc<[u8]>,
     /// Offset of the record in the shard.
     pub offset: u64,
     /// Length of the record in the shard.
     pub len: u64,
     /// crc32c of the record's bytes in the shard.
     pub crc: u32,
+}
+
+/// Bytes a sidecar record of a `key_len`-byte key takes.
+pub const fn idx_len(key_len: usize) -> usize {
+    IDX_FIXED + key_len.div_ceil(8) * 8
 }
 
 /// Encodes a sidecar record.
@@ -170,7 +176,7 @@ fn decode_one(b: &[u8], max_key: usize) -> Option<(IdxRecord, usize)> {
     if key_len == 0 || key_len > max_key {
         return None;
     }
-    let used = IDX_FIXED + key_len.div_ceil(8) * 8;
+    let used = idx_len(key_len);
     let key = b.get(IDX_FIXED..IDX_FIXED + key_len)?;
     let padding = b.get(IDX_FIXED + key_len..used)?;
     let own = crc32c::crc32c_append(crc32c::crc32c(&fixed[..28]), key);
@@ -180,7 +186,7 @@ fn decode_one(b: &[u8], max_key: usize) -> Option<(IdxRecord, usize)> {
     Some((
         IdxRecord {
             kind,
-            key: key.to_vec(),
+            key: Arc::from(key),
             offset: word8(8),
             len: word8(16),
             crc: word4(24),

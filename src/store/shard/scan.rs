@@ -18,7 +18,7 @@ pub(crate) fn scan(bytes: &[u8]) -> (Vec<IdxRecord>, u64) {
             if let Some((kind, key, start)) = open.take() {
                 records.push(IdxRecord {
                     kind,
-                    key,
+                    key: key.into(),
                     offset: start as u64,
                     len: (end - start) as u64,
                     crc: crc32c::crc32c(&bytes[start..end]),

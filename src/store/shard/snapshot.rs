@@ -192,6 +192,7 @@ impl Snapshot {
             let mapped = view.map.as_ref().map_or(0, |m| m.len() as u64);
             // Copy the index only when something new arrived.
             let index = index.get_or_insert_with(|| (*self.index).clone());
+            index.reserve(records.len());
             for r in records {
                 if r.offset.checked_add(r.len).is_none_or(|e| e > mapped) {
                     report.out_of_bounds += 1;

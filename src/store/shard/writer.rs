@@ -584,7 +584,7 @@ impl ShardStore {
                 .map_err(io_err("writing a compacted shard"))?;
             let rec = IdxRecord {
                 kind: PUT,
-                key: e.key.to_vec(),
+                key: e.key.clone(),
                 offset: cur.shard_len,
                 len: bytes.len() as u64,
                 crc,
@@ -734,7 +734,7 @@ impl Writer {
                     break;
                 }
                 end = end.max(r.offset + r.len);
-                at += encode_idx(r.kind, &r.key, 0, 0, 0).len() as u64;
+                at += crate::store::shard::layout::idx_len(r.key.len()) as u64;
                 kept += 1;
             }
             if valid < bytes.len() as u64
@@ -849,7 +849,7 @@ impl Writer {
                 pending.extend_from_slice(&encode_idx(kind, key, offset, len, crc));
                 applied.push(IdxRecord {
                     kind,
-                    key: key.to_vec(),
+                    key: key.into(),
                     offset,
                     len,
                     crc,
