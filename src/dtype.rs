@@ -105,6 +105,34 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.code() == code)
     }
 
+    /// The header word of this dtype: its code, NUL-padded to 8 bytes, as
+    /// a little-endian integer.
+    pub(crate) const fn word(self) -> u64 {
+        let code = self.code().as_bytes();
+        let mut w = [0u8; 8];
+        let mut i = 0;
+        while i < code.len() {
+            w[i] = code[i];
+            i += 1;
+        }
+        u64::from_le_bytes(w)
+    }
+
+    /// The dtype whose header word is `w`: an integer compare per dtype,
+    /// for the decoder's hot path.
+    pub(crate) fn from_word(w: u64) -> Option<DType> {
+        const WORDS: [u64; 15] = {
+            let mut out = [0u64; 15];
+            let mut i = 0;
+            while i < 15 {
+                out[i] = DType::ALL[i].word();
+                i += 1;
+            }
+            out
+        };
+        WORDS.iter().position(|&x| x == w).map(|i| DType::ALL[i])
+    }
+
     /// Size of one element in bytes.
     pub const fn itemsize(self) -> usize {
         match self {
@@ -257,5 +285,14 @@ mod tests {
         assert_eq!(DType::from_code("unit32"), None);
         assert_eq!(DType::from_code(""), None);
         assert_eq!(DType::ALL.iter().filter(|d| d.is_reference()).count(), 11);
+        for d in DType::ALL {
+            let mut w = [0u8; 8];
+            w[..d.code().len()].copy_from_slice(d.code().as_bytes());
+            assert_eq!(DType::from_word(u64::from_le_bytes(w)), Some(d));
+        }
+        assert_eq!(
+            DType::from_word(u64::from_le_bytes(*b"f4\0\0\0\0\0x")),
+            None
+        );
     }
 }

@@ -127,7 +127,10 @@ proptest! {
         }
         let from_buffer = decode_buffer(&bytes);
         let from_stream = read_all(&mut bytes.as_slice());
-        prop_assert_eq!(from_buffer.is_ok(), from_stream.is_ok());
+        // The stream reader builds bools and refuses bytes other than 0/1;
+        // the buffer decoder hands out views and checks them when used.
+        let bad_bool = matches!(from_stream, Err(tenstore::Error::BadBool { .. }));
+        prop_assert_eq!(from_buffer.is_ok(), from_stream.is_ok() || bad_bool);
         if let Ok(views) = from_buffer {
             // Whatever decodes re-encodes to the same bytes.
             prop_assert_eq!(encode_buffer(&views).unwrap(), bytes.clone());

@@ -36,7 +36,18 @@ use crate::tensor::TensorView;
 #[derive(Clone, Copy)]
 pub struct Tensors<'a> {
     buf: &'a [u8],
+    toc: Toc,
+}
+
+/// Tensors whose positions a parse remembers, for `get` in O(1).
+const REMEMBERED: usize = 8;
+
+/// What a parse learned: the count, and where the first tensors' header
+/// chunks start (`u32::MAX` where not remembered).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Toc {
     len: usize,
+    at: [u32; REMEMBERED],
 }
 
 impl<'a> Tensors<'a> {
@@ -44,7 +55,11 @@ impl<'a> Tensors<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
         let mut offset = 0;
         let mut tensor = 0;
+        let mut at = [u32::MAX; REMEMBERED];
         while offset < buf.len() {
+            if let (Some(slot), Ok(o)) = (at.get_mut(tensor), u32::try_from(offset)) {
+                *slot = o;
+            }
             let (header, next) = read_chunk(buf, offset)?;
             let header = parse_header(tensor, header)?;
             if next >= buf.len() {
@@ -58,23 +73,31 @@ impl<'a> Tensors<'a> {
             tensor += 1;
             offset = after;
         }
-        Ok(Tensors { buf, len: tensor })
+        Ok(Tensors {
+            buf,
+            toc: Toc { len: tensor, at },
+        })
     }
 
-    /// A buffer that [`parse`](Self::parse) accepted before, with its
-    /// count.
-    pub(crate) fn from_checked(buf: &'a [u8], len: usize) -> Self {
-        Tensors { buf, len }
+    /// A buffer that [`parse`](Self::parse) accepted before, with what it
+    /// learned.
+    pub(crate) fn from_checked(buf: &'a [u8], toc: Toc) -> Self {
+        Tensors { buf, toc }
+    }
+
+    /// What parsing learned, to rebuild this from the same bytes.
+    pub(crate) fn toc(&self) -> Toc {
+        self.toc
     }
 
     /// Number of tensors.
     pub fn len(&self) -> usize {
-        self.len
+        self.toc.len
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.toc.len == 0
     }
 
     /// The encoded bytes.
@@ -87,13 +110,25 @@ impl<'a> Tensors<'a> {
         Iter {
             buf: self.buf,
             offset: 0,
-            remaining: self.len,
+            remaining: self.toc.len,
         }
     }
 
-    /// The tensor at `index` (a walk over the headers before it).
+    /// The tensor at `index`: O(1) for the first eight, which the parse
+    /// remembers; a walk over the headers before it for later ones.
     pub fn get(&self, index: usize) -> Option<TensorView<'a>> {
-        self.iter().nth(index)
+        if index >= self.toc.len {
+            return None;
+        }
+        match self.toc.at.get(index) {
+            Some(&at) if at != u32::MAX => Iter {
+                buf: self.buf,
+                offset: at as usize,
+                remaining: 1,
+            }
+            .next(),
+            _ => self.iter().nth(index),
+        }
     }
 
     /// The first tensor named `name`.
@@ -207,29 +242,29 @@ pub fn decode_buffer(buf: &[u8]) -> Result<Vec<TensorView<'_>>> {
 /// ```
 pub struct TensorBuf<D> {
     data: D,
-    len: usize,
+    toc: Toc,
 }
 
 impl<D: AsRef<[u8]>> TensorBuf<D> {
     /// Checks the bytes and takes ownership of them.
     pub fn new(data: D) -> Result<Self> {
-        let len = Tensors::parse(data.as_ref())?.len();
-        Ok(TensorBuf { data, len })
+        let toc = Tensors::parse(data.as_ref())?.toc();
+        Ok(TensorBuf { data, toc })
     }
 
     /// The tensors, borrowed from this buffer.
     pub fn tensors(&self) -> Tensors<'_> {
-        Tensors::from_checked(self.data.as_ref(), self.len)
+        Tensors::from_checked(self.data.as_ref(), self.toc)
     }
 
     /// Number of tensors.
     pub fn len(&self) -> usize {
-        self.len
+        self.toc.len
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.toc.len == 0
     }
 
     /// The bytes.

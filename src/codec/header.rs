@@ -50,11 +50,17 @@ pub(crate) fn parse_header(tensor: usize, h: &[u8]) -> Result<Header<'_>> {
         field: name,
         raw: escape(w),
     };
-    let code = ascii_word(&h[..8]).ok_or_else(|| field("dtype", &h[..8]))?;
-    let dtype = DType::from_code(code).ok_or_else(|| Error::UnknownDtype {
-        tensor,
-        code: code.to_owned(),
-    })?;
+    let dtype = match DType::from_word(u64::from_le_bytes(word(&h[..8]))) {
+        Some(d) => d,
+        None => {
+            // Not a known code: say whether it is a word at all.
+            let code = ascii_word(&h[..8]).ok_or_else(|| field("dtype", &h[..8]))?;
+            return Err(Error::UnknownDtype {
+                tensor,
+                code: code.to_owned(),
+            });
+        }
+    };
     let name = ascii_word(&h[8..16]).ok_or_else(|| field("name", &h[8..16]))?;
     let ndim = i64::from_le_bytes(word(&h[16..24]));
     let room = (h.len() - header_len(0)) / 8;
@@ -127,18 +133,16 @@ pub fn decode_pair<'a>(tensor: usize, header: &'a [u8], data: &'a [u8]) -> Resul
     parse_header(tensor, header)?.with_data(tensor, data)
 }
 
-/// A dtype from its header word, for payloads already checked.
-fn dtype_of_word(w: &[u8]) -> Option<DType> {
-    DType::from_code(ascii_word(w)?)
-}
-
 /// Rebuilds a view from a header and data payload that
 /// [`parse_header`] and [`Header::with_data`] have accepted before. Cheaper
 /// than checking again; returns `None` rather than panicking if the
 /// payloads are not what was checked.
 pub(crate) fn view_of_checked<'a>(h: &'a [u8], data: &'a [u8]) -> Option<TensorView<'a>> {
-    let dtype = dtype_of_word(h.get(..8)?)?;
-    let name = ascii_word(h.get(8..16)?)?;
+    let dtype = DType::from_word(u64::from_le_bytes(word(h.get(..8)?)))?;
+    // Checked to be ASCII then NULs: the name ends at the first NUL.
+    let name = h.get(8..16)?;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(8);
+    let name = std::str::from_utf8(&name[..end]).ok()?;
     let dims = h.get(24..)?;
     Some(TensorView::from_checked(
         name,
