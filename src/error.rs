@@ -184,6 +184,17 @@ pub enum Error {
         requested: DType,
     },
 
+    /// A fixed-rank view was asked for with the wrong number of dimensions.
+    #[error("tensor {name:?} has {ndim} dimensions, not {requested}")]
+    WrongNdim {
+        /// The tensor's name.
+        name: String,
+        /// The tensor's ndim.
+        ndim: usize,
+        /// The ndim asked for.
+        requested: usize,
+    },
+
     /// A zero-copy view was asked for, but the data is not aligned for its
     /// element type. [`TensorView::cow_array`](crate::TensorView::cow_array)
     /// copies in that case.

@@ -262,3 +262,32 @@ fn error_messages_say_where() {
         "not a tenbin chunk at byte 0: magic is \"~TenBun~\", expected \"~TenBin~\""
     );
 }
+
+#[test]
+fn fixed_rank_views_match_dynamic_ones() {
+    use ndarray::{Ix0, Ix2, Ix3};
+    let bytes = fs::read(golden().join("sample.ten")).unwrap();
+    let views = decode_buffer(&bytes).unwrap();
+    let image3 = views[0].array_d::<u8, Ix3>().unwrap();
+    assert_eq!(image3.shape(), &[3, 32, 32]);
+    assert_eq!(image3.into_dyn(), views[0].array::<u8>().unwrap());
+    let e = views[0].array_d::<u8, Ix2>().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::WrongNdim {
+                ndim: 3,
+                requested: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        views[0].array_d::<f32, Ix3>(),
+        Err(Error::WrongType { .. })
+    ));
+    let scalar = fs::read(golden().join("scalar.ten")).unwrap();
+    let s = decode_buffer(&scalar).unwrap();
+    assert_eq!(s[0].array_d::<f64, Ix0>().unwrap()[()], 1.020732912808432);
+}

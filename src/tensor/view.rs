@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytemuck::checked::{self, CheckedCastError};
 use bytemuck::PodCastError;
-use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, CowArray, Dimension, IxDyn};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
@@ -210,6 +210,38 @@ impl<'a> TensorView<'a> {
         self.shape
             .with_dims(|dims| ArrayViewD::from_shape(IxDyn(dims), slice))
             .map_err(|_| self.length_error())
+    }
+
+    /// The tensor as an array view of a fixed number of dimensions (`Ix1`,
+    /// `Ix2`, ... or `IxDyn`), without a copy: cheaper than
+    /// [`array`](Self::array) where the rank is known, since no dynamic
+    /// shape is built. Fails as `array` does, and with
+    /// [`Error::WrongNdim`] when the tensor's rank is not `D`'s.
+    ///
+    /// ```
+    /// use ndarray::{array, Ix2};
+    /// use tenstore::{decode_buffer, encode_buffer, TensorRef};
+    ///
+    /// let m = array![[1i32, 2, 3], [4, 5, 6]];
+    /// let bytes = encode_buffer(&[TensorRef::from_array("m", &m)?])?;
+    /// let view = decode_buffer(&bytes)?[0].array_d::<i32, Ix2>()?;
+    /// assert_eq!(view, m);
+    /// # Ok::<(), tenstore::Error>(())
+    /// ```
+    pub fn array_d<T: Element, D: Dimension>(&self) -> Result<ArrayView<'a, T, D>> {
+        let slice = self.as_slice::<T>()?;
+        if D::NDIM.is_some_and(|n| n != self.ndim()) {
+            return Err(Error::WrongNdim {
+                name: self.name.to_owned(),
+                ndim: self.ndim(),
+                requested: D::NDIM.unwrap_or(0),
+            });
+        }
+        let mut dim = D::zeros(self.ndim());
+        for (d, s) in dim.slice_mut().iter_mut().zip(self.shape.iter()) {
+            *d = s;
+        }
+        ArrayView::from_shape(dim, slice).map_err(|_| self.length_error())
     }
 
     /// The tensor as an array that borrows when the data is aligned for `T`
