@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::filename::safe_file_name;
-use crate::report::{table, TensorInfo};
+use crate::report::{print_tensors, TensorInfo};
 use crate::stores;
 use crate::CliResult;
 
@@ -88,14 +88,7 @@ pub fn run(args: Args) -> CliResult {
     if args.json {
         println!("{}", serde_json::to_string(&info)?);
     } else if args.output.is_none() {
-        let bytes: usize = info.tensors.iter().map(|t| t.nbytes).sum();
-        println!(
-            "{}: {} tensors, {} data bytes",
-            info.key,
-            info.tensors.len(),
-            bytes
-        );
-        print!("{}", table(&info.tensors));
+        print_tensors(&info.key, &info.tensors);
     }
     Ok(())
 }

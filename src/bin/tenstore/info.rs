@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::report::{table, TensorInfo};
+use crate::report::{print_tensors, TensorInfo};
 use crate::stores;
 use crate::CliResult;
 
@@ -102,14 +102,7 @@ fn file_info(path: &Path, json: bool) -> CliResult {
     if json {
         println!("{}", serde_json::to_string(&info)?);
     } else {
-        let bytes: usize = info.tensors.iter().map(|t| t.nbytes).sum();
-        println!(
-            "{}: {} tensors, {} data bytes",
-            info.path,
-            info.tensors.len(),
-            bytes
-        );
-        print!("{}", table(&info.tensors));
+        print_tensors(&info.path, &info.tensors);
     }
     Ok(())
 }

@@ -26,6 +26,13 @@ impl TensorInfo {
     }
 }
 
+/// Prints a title line (what, tensor count, data bytes) and the table.
+pub fn print_tensors(what: &str, tensors: &[TensorInfo]) {
+    let bytes: usize = tensors.iter().map(|t| t.nbytes).sum();
+    println!("{what}: {} tensors, {bytes} data bytes", tensors.len());
+    print!("{}", table(tensors));
+}
+
 /// A table of tensors, one line each, columns aligned.
 pub fn table(tensors: &[TensorInfo]) -> String {
     let rows: Vec<[String; 6]> = tensors
