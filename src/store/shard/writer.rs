@@ -280,25 +280,22 @@ fn create_shard(dir: &Path, no: u32) -> Result<()> {
     Ok(())
 }
 
+/// Opens a file for appending, with its length.
+fn open_append(path: &Path) -> Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    let len = file
+        .metadata()
+        .map_err(io_err(format!("reading the size of {}", path.display())))?
+        .len();
+    Ok((file, len))
+}
+
 fn open_current(dir: &Path, no: u32) -> Result<Current> {
-    let shard_path = dir.join(shard_name(no));
-    let shard = OpenOptions::new()
-        .append(true)
-        .open(&shard_path)
-        .map_err(io_err(format!("opening {}", shard_path.display())))?;
-    let shard_len = shard
-        .metadata()
-        .map_err(io_err("reading shard size"))?
-        .len();
-    let idx_path = dir.join(idx_name(no));
-    let idx = OpenOptions::new()
-        .append(true)
-        .open(&idx_path)
-        .map_err(io_err(format!("opening {}", idx_path.display())))?;
-    let idx_len = idx
-        .metadata()
-        .map_err(io_err("reading sidecar size"))?
-        .len();
+    let (shard, shard_len) = open_append(&dir.join(shard_name(no)))?;
+    let (idx, idx_len) = open_append(&dir.join(idx_name(no)))?;
     Ok(Current {
         no,
         shard: BufWriter::with_capacity(1 << 20, shard),
