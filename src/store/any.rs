@@ -271,10 +271,8 @@ impl<'s> Reader<'s> {
         prefix: &'r [u8],
         after: Option<&'r [u8]>,
     ) -> Result<BoxIter<'r, &'r [u8]>> {
-        // LMDB refuses empty keys even as bounds.
         let start = match after {
-            Some(a) if !a.is_empty() && a >= prefix => Bound::Excluded(a),
-            _ if prefix.is_empty() => Bound::Unbounded,
+            Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
         };
         Ok(match self {

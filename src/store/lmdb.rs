@@ -582,6 +582,11 @@ impl<'s> LmdbReader<'s> {
     /// The samples whose keys are after `start` (`Included` or `Excluded`),
     /// in key order.
     pub fn iter_from(&self, start: Bound<&[u8]>) -> Result<Entries<'_>> {
+        // LMDB refuses an empty key even as a bound; every key is after it.
+        let start = match start {
+            Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => Bound::Unbounded,
+            other => other,
+        };
         let range = (start, Bound::Unbounded);
         let it = self
             .store
