@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{encode_to, encoded_len};
 use crate::dtype::DType;
-use crate::tensor::{AsTensorRef, TensorRef};
+use crate::tensor::{AsTensorRef, Shape, TensorRef, TensorView};
 
 /// Name of the array that opens every sample record: its data is the key.
 pub const KEY_NAME: &str = "__key__";
@@ -52,13 +52,15 @@ pub fn key_array_len(key_len: usize) -> usize {
 }
 
 /// The key array of a record (or tombstone).
+/// `name` is one of the constants above (ASCII, at most 8 bytes) and the
+/// shape is the key's length, so the parts need no checking.
 fn key_array<'a>(name: &'a str, key: &'a [u8], shape: &'a [usize; 1]) -> TensorRef<'a> {
-    // The name is a constant of at most 8 ASCII bytes and the shape
-    // matches the data, so this cannot fail.
-    match TensorRef::raw(name, DType::U8, shape, key) {
-        Ok(t) => t,
-        Err(_) => unreachable!("constant key-array name and matching shape"),
-    }
+    TensorRef::from(TensorView::from_checked(
+        name,
+        DType::U8,
+        Shape::from(&shape[..]),
+        key,
+    ))
 }
 
 /// Length of the record for `key` and `tensors`.
