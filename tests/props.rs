@@ -131,10 +131,10 @@ proptest! {
         // the buffer decoder hands out views and checks them when used.
         // Where both fail they may name different faults (the stream stops
         // at the first, a bool byte; the buffer at a later header).
-        let agree = match (&from_buffer, &from_stream) {
-            (Ok(_), Ok(_)) | (Ok(_), Err(tenstore::Error::BadBool { .. })) | (Err(_), Err(_)) => true,
-            _ => false,
-        };
+        let agree = matches!(
+            (&from_buffer, &from_stream),
+            (Ok(_), Ok(_)) | (Ok(_), Err(tenstore::Error::BadBool { .. })) | (Err(_), Err(_))
+        );
         prop_assert!(agree, "buffer {:?} vs stream {:?}", from_buffer.as_ref().err(), from_stream.as_ref().err());
         if let Ok(views) = from_buffer {
             // Whatever decodes re-encodes to the same bytes.
