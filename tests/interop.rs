@@ -23,6 +23,7 @@
 //! comparisons use the bits and the values are checked against them within
 //! one ulp.
 
+#[macro_use]
 mod common;
 
 use std::fmt::Debug;
@@ -49,60 +50,6 @@ fn reference_dtypes() -> Vec<DType> {
         .into_iter()
         .filter(|d| d.is_reference())
         .collect()
-}
-
-/// Runs `$body` with the type alias `$T` bound to the element type of a
-/// reference dtype.
-macro_rules! with_dtype {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            DType::F16 => {
-                type $T = f16;
-                $body
-            }
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            other => panic!("dtype {other} is not one of the reference's"),
-        }
-    };
 }
 
 // ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@
 //!   shows what a lock-free reader during commits gets (ignored: it fails,
 //!   not always, with `MDB_PAGE_NOTFOUND`).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -75,59 +76,6 @@ const SEED: u64 = 20_250_117;
 // ---------------------------------------------------------------------------
 // Element types: random values, their JSON form (tests/py/tenbin_util.py),
 // exact comparison.
-
-/// Runs `$body` with `$T` bound to the element type of a reference dtype.
-macro_rules! with_dtype {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            DType::F16 => {
-                type $T = f16;
-                $body
-            }
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            other => panic!("dtype {other} is not one of the reference's"),
-        }
-    };
-}
 
 trait TestElem: Element + PartialEq + Debug {
     fn random(rng: &mut XorShift) -> Self;

@@ -204,3 +204,58 @@ where
     }
     stdout
 }
+
+/// Runs `$body` with `$T` the element type of a reference dtype (all but
+/// the extension codes, which the reference cannot hold).
+#[allow(unused_macros)]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            tenstore::DType::F16 => {
+                type $T = tenstore::half::f16;
+                $body
+            }
+            tenstore::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            tenstore::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            tenstore::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            tenstore::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            tenstore::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            tenstore::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            tenstore::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            tenstore::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            tenstore::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            tenstore::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            other => panic!("dtype {other} is not one of the reference's"),
+        }
+    };
+}
