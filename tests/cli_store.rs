@@ -1102,3 +1102,184 @@ fn the_readme_demo_runs_without_a_store_and_cleans_up() {
         "the temporary store was left behind"
     );
 }
+
+// --- damaged and foreign LMDB environments -----------------------------------
+
+/// An LMDB store made through the library: `n` samples `k0`.. of 10 KB.
+fn lmdb_store(dir: &Path, n: usize) -> Vec<u8> {
+    let store = tenstore::store::Store::open(
+        dir,
+        &tenstore::store::StoreOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let arr = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[10_000]), 7u8);
+    let tensors = [tenstore::TensorRef::from_array("x", &arr).unwrap()];
+    for i in 0..n {
+        store.put(format!("k{i}").as_bytes(), &tensors).unwrap();
+    }
+    store.flush().unwrap();
+    tenstore::encode_buffer(&tensors).unwrap()
+}
+
+/// Every command that opens the store fails with exit 1 and one line
+/// naming the damage (never a signal), and changes nothing.
+#[track_caller]
+fn every_command_fails(store: &Path, input: &Path, needles: &[&str]) {
+    let before = std::fs::read(store.join("data.mdb")).unwrap();
+    let st = s(store);
+    for args in [
+        vec!["ls", st],
+        vec!["info", st],
+        vec!["verify", st],
+        vec!["get", "-o", "-", st, "k0"],
+        vec!["put", st, "new", s(input)],
+        vec!["rm", st, "k0"],
+        vec!["export", st, "/nonexistent/out"],
+    ] {
+        let out = ts(&args);
+        let line = fails(&out, needles);
+        assert!(line.contains("data.mdb is damaged"), "{args:?}: {line}");
+    }
+    assert!(std::fs::read(store.join("data.mdb")).unwrap() == before);
+}
+
+#[test]
+fn a_damaged_lmdb_file_fails_every_command_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    let value = lmdb_store(&good, 30);
+    let input = tmp.path().join("in.ten");
+    std::fs::write(&input, &value).unwrap();
+    let data = std::fs::read(good.join("data.mdb")).unwrap();
+    let copy = |name: &str, bytes: &[u8]| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(good.join("tenstore.json"), dir.join("tenstore.json")).unwrap();
+        std::fs::write(dir.join("data.mdb"), bytes).unwrap();
+        dir
+    };
+    // Cut short (this was SIGBUS, exit 135, for every command).
+    let cut = copy("cut", &data[..data.len() / 2]);
+    every_command_fails(
+        &cut,
+        &input,
+        &["cut short", &format!("{} bytes", data.len() / 2)],
+    );
+    // Empty (this was "Bad file descriptor").
+    let empty = copy("empty", b"");
+    every_command_fails(&empty, &input, &["empty (0 bytes)"]);
+    // Meta pages overwritten (this was "another lock format" or
+    // MDB_INVALID).
+    let mut trashed = data.clone();
+    trashed[16..4096 + 200].fill(0x5a);
+    let trashed = copy("trashed", &trashed);
+    every_command_fails(&trashed, &input, &["meta page 0", "not an LMDB meta page"]);
+    let mut version = data.clone();
+    version[20..24].copy_from_slice(&9u32.to_ne_bytes());
+    let version = copy("version", &version);
+    every_command_fails(
+        &version,
+        &input,
+        &["meta page 0 says data format version 9"],
+    );
+    // The intact store answers.
+    assert_eq!(ok_text(ts(["ls", s(&good)])).lines().count(), 30);
+}
+
+#[test]
+fn a_foreign_lmdb_environment_is_written_only_with_adopt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("plain");
+    let value = lmdb_store(&store, 2);
+    // What a plain LMDB client leaves: no tenstore.json.
+    std::fs::remove_file(store.join("tenstore.json")).unwrap();
+    let input = tmp.path().join("in.ten");
+    std::fs::write(&input, &value).unwrap();
+    let data = || std::fs::read(store.join("data.mdb")).unwrap();
+    let before = data();
+
+    for args in [
+        vec!["put", s(&store), "new", s(&input)],
+        vec!["put", s(&store), "new", s(&input), "--create"],
+        vec!["rm", s(&store), "k0"],
+    ] {
+        fails(&ts(&args), &["tenstore did not create", "--adopt"]);
+        assert!(data() == before, "{args:?} changed data.mdb");
+        assert!(!store.join("tenstore.json").exists());
+    }
+    // Reading needs nothing.
+    assert_eq!(ok_text(ts(["ls", s(&store)])), "k0\nk1\n");
+    assert!(!store.join("tenstore.json").exists());
+
+    ok(ts(["rm", "--adopt", s(&store), "k0"]));
+    assert!(store.join("tenstore.json").is_file());
+    ok(ts(["put", s(&store), "new", s(&input)]));
+    assert_eq!(ok_text(ts(["ls", s(&store)])), "k1\nnew\n");
+    assert_eq!(stored(&store, "new"), value);
+}
+
+/// Whether this process can write where permissions say it cannot (root).
+fn privileged(tmp: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp.join("probe");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let wrote = std::fs::write(d.join("x"), b"").is_ok();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrote
+}
+
+#[test]
+fn another_users_lmdb_store_is_read_without_the_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(tmp.path(), 0o755);
+    let store = tmp.path().join("store");
+    let value = lmdb_store(&store, 3);
+    // Readable by all, writable by no one but its owner.
+    mode(&store, 0o755);
+    for f in ["data.mdb", "lock.mdb", "tenstore.json"] {
+        mode(&store.join(f), 0o644);
+    }
+    let root = privileged(tmp.path());
+    let as_other = |args: &[&str]| -> Output {
+        if root {
+            // Root reads anything: run as nobody instead.
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_tenstore"))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run setpriv")
+        } else {
+            // Not root: take write permission away from ourselves.
+            mode(&store, 0o555);
+            mode(&store.join("lock.mdb"), 0o444);
+            let out = ts(args);
+            mode(&store, 0o755);
+            mode(&store.join("lock.mdb"), 0o644);
+            out
+        }
+    };
+    let out = as_other(&["ls", s(&store)]);
+    assert!(out.status.success(), "{}", shown(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k0\nk1\nk2\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reading without LMDB's lock") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = as_other(&["get", "-o", "-", s(&store), "k1"]);
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(out.stdout == value);
+    // Writing still needs the lock, and says why it fails.
+    let out = as_other(&["rm", s(&store), "k0"]);
+    fails(&out, &["Permission denied"]);
+    assert_eq!(ok_text(ts(["ls", s(&store)])), "k0\nk1\nk2\n");
+}

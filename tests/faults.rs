@@ -470,3 +470,178 @@ fn readers_never_see_partial_samples_while_writers_die() {
         }
     }
 }
+
+/// An LMDB store of `n` samples `s0000`.. of 10 KB each, closed.
+fn lmdb_store(dir: &Path, n: usize) {
+    let store = create(dir, Backend::Lmdb);
+    let batch: Vec<(String, Vec<Tensor>)> = (0..n)
+        .map(|i| (format!("s{i:04}"), sample(i, 10_000)))
+        .collect();
+    store.put_batch(&batch).unwrap();
+    store.flush().unwrap();
+}
+
+/// Opens `dir` read-only and for writing; both must fail as damaged, with
+/// `want` in the message, and leave data.mdb as it was.
+#[track_caller]
+fn assert_damaged(dir: &Path, want: &str) {
+    let mdb = dir.join("data.mdb");
+    let before = fs::read(&mdb).unwrap();
+    for read_only in [true, false] {
+        let e = Store::open(
+            dir,
+            &StoreOptions {
+                read_only,
+                ..Default::default()
+            },
+        )
+        .err()
+        .expect("a damaged data.mdb opened");
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("data.mdb is damaged") && msg.contains(want),
+            "{msg}"
+        );
+    }
+    assert!(fs::read(&mdb).unwrap() == before, "data.mdb changed");
+}
+
+#[test]
+fn a_cut_short_lmdb_file_is_refused_before_it_is_mapped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    lmdb_store(&good, 40);
+    let len = fs::metadata(good.join("data.mdb")).unwrap().len();
+    assert!(len > 400_000);
+    for cut in [len - 4096, len / 2, 3 * 4096, 4096 + 100] {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        fs::create_dir(&dir).unwrap();
+        fs::copy(good.join("data.mdb"), dir.join("data.mdb")).unwrap();
+        fs::copy(good.join("tenstore.json"), dir.join("tenstore.json")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("data.mdb"))
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let want = if cut < 2 * 4096 {
+            "too short to hold LMDB's meta page 1".to_string()
+        } else {
+            format!("the file is {cut} bytes, but its last commit")
+        };
+        assert_damaged(&dir, &want);
+    }
+    let dir = tmp.path().join("empty");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("data.mdb"), b"").unwrap();
+    assert_damaged(&dir, "the file is empty (0 bytes)");
+    // The original still opens and reads.
+    check_samples(
+        &Store::open(&good, &StoreOptions::default()).unwrap(),
+        0..40,
+        10_000,
+    );
+}
+
+#[test]
+fn damaged_lmdb_meta_pages_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    lmdb_store(&good, 3);
+    let page = 4096;
+    // (byte offset, bytes written, what the message says)
+    let cases: [(usize, &[u8], &str); 4] = [
+        (
+            16,
+            &[0; 4],
+            "meta page 0 (at byte 0) is not an LMDB meta page",
+        ),
+        (
+            page + 16,
+            b"junk",
+            "meta page 1 (at byte 4096) is not an LMDB meta page",
+        ),
+        (
+            20,
+            &7u32.to_ne_bytes(),
+            "meta page 0 says data format version 7",
+        ),
+        (
+            page + 20,
+            &2u32.to_ne_bytes(),
+            "meta page 1 says data format version 2",
+        ),
+    ];
+    for (i, (at, bytes, want)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("case{i}"));
+        fs::create_dir(&dir).unwrap();
+        fs::copy(good.join("tenstore.json"), dir.join("tenstore.json")).unwrap();
+        let mut data = fs::read(good.join("data.mdb")).unwrap();
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+        fs::write(dir.join("data.mdb"), &data).unwrap();
+        assert_damaged(&dir, want);
+    }
+}
+
+/// LMDB may leave the last pages of the file unwritten when its free list
+/// holds them ("the file may be shorter if the freeDB lists the final
+/// pages"): such a file is sound, opens, reads and takes writes.
+#[test]
+fn an_lmdb_file_missing_only_free_trailing_pages_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let last_page = |s: &tenstore::store::LmdbStore| s.stats().unwrap().last_page;
+    let tail;
+    {
+        let store = Store::open(
+            &dir,
+            &StoreOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let Store::Lmdb(s) = &store else { panic!() };
+        for i in 0..20 {
+            s.put(format!("s{i:04}").as_bytes(), &sample(i, 100))
+                .unwrap();
+        }
+        // Free pages for the commits below to reuse.
+        s.put(b"junk", &sample(0, 40_000)).unwrap();
+        s.delete(&[b"junk"]).unwrap();
+        s.put(b"t", &sample(0, 1)).unwrap();
+        s.put(b"u", &sample(0, 1)).unwrap();
+        let before = last_page(s);
+        // A large value at the end of the file, then freed: its pages
+        // are the file's last pages, listed as free.
+        s.put(b"z", &sample(0, 200_000)).unwrap();
+        tail = last_page(s) - before;
+        assert!(tail >= 49, "{tail}");
+        s.delete(&[b"z"]).unwrap();
+        assert_eq!(last_page(s), before + tail);
+    }
+    let mdb = dir.join("data.mdb");
+    let len = fs::metadata(&mdb).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&mdb).unwrap();
+    f.set_len(len - tail * 4096).unwrap();
+    drop(f);
+    let store = Store::open(&dir, &StoreOptions::default()).unwrap();
+    check_samples(&store, 0..20, 100);
+    for i in 20..40 {
+        store
+            .put(format!("s{i:04}").as_bytes(), &sample(i, 100))
+            .unwrap();
+    }
+    drop(store);
+    let store = Store::open(&dir, &StoreOptions::default()).unwrap();
+    check_samples(&store, 0..40, 100);
+    drop(store);
+    // One page more is a live page: cut short.
+    let len = fs::metadata(&mdb).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&mdb).unwrap();
+    f.set_len(len - 4096).unwrap();
+    drop(f);
+    let e = Store::open(&dir, &StoreOptions::default()).err().unwrap();
+    assert!(e.to_string().contains("cut short"), "{e}");
+}

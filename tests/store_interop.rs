@@ -503,8 +503,25 @@ fn python_writes_tenstore_reads() {
         assert!(all().any(|t| t.dtype() == d), "no {d} array");
     }
 
-    // A plain environment opens as a store, and opening writes nothing.
-    let store = LmdbStore::open(&path, &LmdbOptions::default()).unwrap();
+    // A plain environment opens for writing only when adopted: refused,
+    // writing nothing.
+    let e = LmdbStore::open(&path, &LmdbOptions::default())
+        .err()
+        .expect("a plain environment opened for writing without adopt");
+    assert!(
+        matches!(e, tenstore::store::StoreError::Foreign { .. }),
+        "{e}"
+    );
+    assert!(!path.join(META_FILE).exists(), "open wrote {META_FILE}");
+    // It opens as a store read-only, and opening writes nothing.
+    let store = LmdbStore::open(
+        &path,
+        &LmdbOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(!path.join(META_FILE).exists(), "open wrote {META_FILE}");
     assert_eq!(store.len().unwrap(), n as u64);
     let reader = store.reader().unwrap();

@@ -355,3 +355,192 @@ fn reader_threads_see_only_whole_samples_while_a_writer_writes() {
     let r = store.reader().unwrap();
     assert_eq!(r.len().unwrap(), 300);
 }
+
+/// Opens the LMDB environment in `dir` as a plain LMDB client would make it
+/// (no `tenstore.json`), with one tenbin value under `k`.
+fn plain_env(dir: &std::path::Path) {
+    let value = tenstore::encode_buffer(&sample(0)).unwrap();
+    // SAFETY: a fresh directory of this test; nothing else maps it.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .map_size(1 << 20)
+            .open(dir)
+            .unwrap()
+    };
+    let mut txn = env.write_txn().unwrap();
+    let db: heed::Database<heed::types::Bytes, heed::types::Bytes> =
+        env.create_database(&mut txn, None).unwrap();
+    db.put(&mut txn, b"s00000", &value).unwrap();
+    txn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
+#[test]
+fn a_foreign_environment_is_read_but_written_only_when_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_env(dir.path());
+    let meta = dir.path().join(tenstore::store::META_FILE);
+    let mdb = dir.path().join("data.mdb");
+    let before = std::fs::read(&mdb).unwrap();
+
+    // Writable opens are refused, with or without create; nothing changes.
+    for create in [false, true] {
+        let e = LmdbStore::open(
+            dir.path(),
+            &LmdbOptions {
+                create,
+                ..Default::default()
+            },
+        )
+        .err()
+        .expect("a foreign environment opened for writing");
+        assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
+        assert!(e.to_string().contains("adopt"), "{e}");
+        assert!(!meta.exists());
+        assert!(std::fs::read(&mdb).unwrap() == before, "data.mdb changed");
+    }
+    // Reading stays allowed, and writes nothing.
+    let ro = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(&ro.reader().unwrap(), 0);
+    drop(ro);
+    assert!(!meta.exists());
+
+    // Adopted: tenstore.json is written and writes go through.
+    let store = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            adopt: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(meta.is_file());
+    store.put(b"s00001", &sample(1)).unwrap();
+    let r = store.reader().unwrap();
+    check(&r, 0);
+    check(&r, 1);
+    drop(r);
+    drop(store);
+    // From now on it is tenstore's: a plain writable open works.
+    let store = LmdbStore::open(dir.path(), &LmdbOptions::default()).unwrap();
+    assert_eq!(store.len().unwrap(), 2);
+}
+
+#[test]
+fn a_sample_too_large_for_one_lmdb_write_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    store.put(b"s00000", &sample(0)).unwrap();
+    let max = store.max_value_len();
+    // One value's pages are written with one pwrite, which moves at most
+    // 2 GiB - 4 KiB on Linux: with 4 KiB pages the value may be 2 GiB - 64
+    // KiB less the 16-byte page header.
+    let page = store.stats().unwrap().page_size as usize;
+    assert_eq!(max, 0x7fff_0000 / page * page - 16);
+    assert!(max < i32::MAX as usize && max > (2 << 30) - (1 << 20));
+    let size = || {
+        std::fs::metadata(dir.path().join("data.mdb"))
+            .unwrap()
+            .len()
+    };
+    let before = size();
+
+    // A source of max bytes that costs nothing: untouched anonymous memory.
+    let src = memmap2::MmapMut::map_anon(max + 1).unwrap();
+    let shape = [max];
+    let t = TensorRef::raw("big", DType::U8, &shape, &src[..max]).unwrap();
+    let len = tenstore::encoded_len(&[t]).unwrap();
+    assert!(len > max);
+    let e = store.put(b"big", &[t]).unwrap_err();
+    match &e {
+        StoreError::TooLarge {
+            key,
+            len: l,
+            max: m,
+        } => {
+            assert_eq!((key.as_str(), *l, *m), ("big", len, max));
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&max.to_string()) && msg.contains("--backend ten"),
+        "{msg}"
+    );
+    // In a batch, nothing of it is written either.
+    let batch = [(b"s00001".as_slice(), sample(1)), (b"s00002", sample(2))];
+    store.put_batch(&batch).unwrap();
+    let small = sample(3);
+    let e = store
+        .put_batch(&[
+            (b"small".as_slice(), vec![TensorRef::from(small[0].view())]),
+            (b"big", vec![t]),
+        ])
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
+    // Already encoded: refused before parsing the buffer.
+    let e = store.put_encoded(&[(b"big", &src[..])]).unwrap_err();
+    assert!(
+        matches!(e, StoreError::TooLarge { len, .. } if len == max + 1),
+        "{e}"
+    );
+    let r = store.reader().unwrap();
+    assert!(r.get(b"big").unwrap().is_none());
+    assert!(r.get(b"small").unwrap().is_none());
+    for i in 0..3 {
+        check(&r, i);
+    }
+    assert!(size() - before < 1 << 20, "data.mdb grew to {}", size());
+}
+
+#[test]
+fn no_lock_reads_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    store.put(b"s00000", &sample(0)).unwrap();
+    drop(store);
+    let e = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            no_lock: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("no_lock writer");
+    assert!(e.to_string().contains("read-only"), "{e}");
+    // Without the lock file, read-only: the lock file is neither needed
+    // nor made.
+    std::fs::remove_file(dir.path().join("lock.mdb")).unwrap();
+    let ro = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            read_only: true,
+            no_lock: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(ro.is_lock_free());
+    check(&ro.reader().unwrap(), 0);
+    assert!(!dir.path().join("lock.mdb").exists());
+    drop(ro);
+    // A plain read-only open uses the lock file when it can.
+    let ro = LmdbStore::open(
+        dir.path(),
+        &LmdbOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!ro.is_lock_free());
+    check(&ro.reader().unwrap(), 0);
+}

@@ -80,6 +80,36 @@ pub enum StoreError {
         name: String,
     },
 
+    /// A store file that is damaged: LMDB's `data.mdb` cut short or with
+    /// broken meta pages. Nothing was mapped or changed.
+    #[error("{path} is damaged: {what}")]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        what: String,
+    },
+
+    /// A sample whose encoded buffer is larger than the backend can store
+    /// as one value. Checked before anything is written.
+    #[error("sample {key:?} encodes to {len} bytes, more than the {max} bytes one LMDB value can hold (one write on this system moves at most 2 GiB); store it in a `ten` (shard) store (`--backend ten`)")]
+    TooLarge {
+        /// The key, escaped.
+        key: String,
+        /// The encoded length.
+        len: usize,
+        /// The largest value this store takes.
+        max: usize,
+    },
+
+    /// An LMDB environment tenstore did not create (no `tenstore.json`)
+    /// opened for writing without adopting it.
+    #[error("{path} is an LMDB environment tenstore did not create (it has no tenstore.json): it opens read-only; to write to it, adopt it (`--adopt`, or `LmdbOptions::adopt`), which writes tenstore.json")]
+    Foreign {
+        /// The environment's directory.
+        path: PathBuf,
+    },
+
     /// An operation this backend does not have.
     #[error("{0}")]
     Unsupported(String),

@@ -12,7 +12,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, With
 use crate::codec::{encode_to, encoded_len, Tensors};
 use crate::store::error::{Result, StoreError};
 use crate::store::gate::{Gate, Pass};
-use crate::store::meta::Meta;
+use crate::store::meta::{Meta, META_FILE};
 use crate::store::Sample;
 use crate::tensor::AsTensorRef;
 
@@ -40,6 +40,25 @@ pub struct LmdbOptions {
     pub grow_patience: Duration,
     /// Most read snapshots open at once across all processes. Default 254.
     pub max_readers: u32,
+    /// Allow writing to an LMDB environment tenstore did not create (one
+    /// with no `tenstore.json`, e.g. written by Python's `lmdb`): opening it
+    /// for writing adopts it by writing `tenstore.json`. Without it such an
+    /// environment opens read-only only, and a writable open is refused
+    /// with [`StoreError::Foreign`], so that no foreign database is changed
+    /// by mistake. Default: `false`.
+    pub adopt: bool,
+    /// Read without LMDB's lock file (`MDB_NOLOCK`); needs `read_only`.
+    /// For a store on a read-only copy or mount, or owned by another user,
+    /// where `lock.mdb` cannot be written. **No writer may run at the same
+    /// time**: LMDB then cannot know about this reader, so a writer may
+    /// reuse the pages a snapshot reads and reads may return wrong bytes
+    /// (never outside the file: LMDB does not shrink it).
+    ///
+    /// A read-only open falls back to this by itself when the lock file
+    /// cannot be opened for writing (permission denied, read-only file
+    /// system); [`LmdbStore::is_lock_free`] says whether it did. Default:
+    /// `false`.
+    pub no_lock: bool,
 }
 
 impl Default for LmdbOptions {
@@ -51,6 +70,8 @@ impl Default for LmdbOptions {
             read_only: false,
             grow_patience: Duration::from_secs(10),
             max_readers: 254,
+            adopt: false,
+            no_lock: false,
         }
     }
 }
@@ -61,7 +82,21 @@ impl Default for LmdbOptions {
 /// tensors, so Python's `lmdb` with `webdataset.tenbin.decode_buffer` reads
 /// it with nothing else; store metadata lives in `tenstore.json` beside
 /// `data.mdb`, outside the keyspace. A plain LMDB environment whose values
-/// are tenbin buffers opens as a store too.
+/// are tenbin buffers (one without `tenstore.json`, e.g. written by Python's
+/// `lmdb`) opens as a store too: read-only as it is, for writing only when
+/// adopted ([`LmdbOptions::adopt`]), so that no foreign database is changed
+/// by mistake.
+///
+/// Values are at most [`max_value_len`](Self::max_value_len) bytes (2 GiB
+/// less 64 KiB and a page header: LMDB writes a value in one `pwrite`);
+/// larger samples are refused before anything is written. Shard stores
+/// take them.
+///
+/// A full disk: space that `delete` frees is reusable only two commits
+/// later (LMDB keeps the previous commit's pages until then), and a commit
+/// that fails does not count. So after removing samples on a full disk, a
+/// put as large as what was removed keeps failing until some other commit
+/// succeeds (e.g. a smaller put); then it fits.
 ///
 /// Sharing with Python: heed builds LMDB 0.9.70 (its `mdb.master` line),
 /// whose lock file format (2) differs from the one of the LMDB 0.9.x that
@@ -101,6 +136,10 @@ struct Inner {
     /// One writer at a time in this process (LMDB serialises processes).
     writer: Mutex<()>,
     options: LmdbOptions,
+    /// Opened without LMDB's lock file (asked for, or fallen back to).
+    lock_free: bool,
+    /// The longest value LMDB can write in one piece here.
+    max_value: usize,
 }
 
 /// What [`LmdbStore::stats`] reports.
@@ -145,6 +184,30 @@ fn commit_error(path: &Path, e: heed::Error) -> StoreError {
     StoreError::lmdb(context, e)
 }
 
+/// Whether opening failed because the lock file cannot be opened for
+/// writing: permission denied, or a read-only file system (which LMDB
+/// itself tolerates for `lock.mdb` only when the file system is read-only).
+fn lock_denied(e: &StoreError) -> bool {
+    match e {
+        StoreError::Lmdb {
+            source: heed::Error::Io(io),
+            ..
+        } => io.kind() == std::io::ErrorKind::PermissionDenied || io.raw_os_error() == Some(30),
+        _ => false,
+    }
+}
+
+/// The most bytes one write moves on every system LMDB runs on (Linux caps
+/// a write at `INT_MAX` rounded down to its page size, 4 to 64 KiB).
+const MAX_WRITE: usize = 0x7fff_0000;
+
+/// The longest value whose overflow pages (a 16-byte header, then the
+/// value, rounded up to whole pages) LMDB writes in one piece.
+fn max_value_len(page_size: usize) -> usize {
+    let page_size = page_size.max(1);
+    MAX_WRITE / page_size * page_size - (std::mem::size_of::<usize>() + 8)
+}
+
 fn is_map_resized(e: &heed::Error) -> bool {
     matches!(e, heed::Error::Mdb(MdbError::MapResized))
 }
@@ -165,6 +228,14 @@ impl LmdbStore {
     ///
     /// A path that holds no `data.mdb` is refused unless `create` is set.
     ///
+    /// Before LMDB maps `data.mdb`, its two meta pages are read and checked
+    /// (LMDB's magic and data version), and the file's length against the
+    /// last page its newest commit uses (less trailing pages LMDB's free
+    /// list holds, which LMDB may leave unwritten): a damaged or cut-short
+    /// file is refused with [`StoreError::Damaged`] instead of faulting
+    /// (SIGBUS) at the first read of a missing page. An empty `data.mdb` is
+    /// damaged too, never made into a new environment.
+    ///
     /// The store's files must be changed only through LMDB (tenstore,
     /// Python's `lmdb`, any LMDB client): LMDB's lock file coordinates them
     /// all. Truncating or rewriting `data.mdb` by other means while a store
@@ -177,43 +248,39 @@ impl LmdbStore {
                 path: path.to_owned(),
             });
         }
+        if options.no_lock && !options.read_only {
+            return Err(StoreError::Unsupported(
+                "no_lock opens only read-only: a writer needs LMDB's lock file".into(),
+            ));
+        }
+        // Before LMDB maps the file: a file cut short would fault on the
+        // first read of a missing page.
+        if exists {
+            crate::store::lmdb_file::check(path)?;
+        }
+        let foreign = exists && !path.join(META_FILE).exists();
+        if foreign && !options.read_only && !options.adopt {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+            });
+        }
         if !exists {
             std::fs::create_dir_all(path)
                 .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
         }
-        Meta::check_or_create(path, "lmdb", options.create && !options.read_only)?;
+        Meta::check_or_create(
+            path,
+            "lmdb",
+            !exists && options.create && !options.read_only,
+        )?;
 
-        let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
-        env_options
-            .map_size(page_multiple(options.map_size))
-            .max_readers(options.max_readers);
-        let mut flags = EnvFlags::empty();
-        if options.no_sync {
-            flags |= EnvFlags::NO_SYNC;
-        }
-        if options.read_only {
-            flags |= EnvFlags::READ_ONLY;
-        }
-        // SAFETY: NO_SYNC trades durability of the last commits for speed
-        // (a crash can lose them; LMDB stays consistent), which the option
-        // documents; READ_ONLY only restricts what the handle may do.
-        unsafe {
-            env_options.flags(flags);
-        }
-        // SAFETY: LMDB memory-maps data.mdb; the map stays valid as long as
-        // the file is changed only through LMDB, whose lock file
-        // serialises writers and tracks readers across processes. That is
-        // this function's documented contract for the store's files, and
-        // tenstore itself never touches them by other means.
-        let env = unsafe { env_options.open(path) }.map_err(|e| {
-            let hint = if matches!(e, heed::Error::Mdb(MdbError::VersionMismatch)) {
-                " (another process has it open with an LMDB of another lock format, e.g. Python's lmdb: \
-                 the two cannot share a store at the same time; close it, or serve the store with `tenstore serve`)"
-            } else {
-                ""
-            };
-            StoreError::lmdb(format!("opening LMDB environment {}{hint}", path.display()), e)
-        })?;
+        let (env, lock_free) = match Self::open_env(path, options, options.no_lock) {
+            Err(e) if options.read_only && !options.no_lock && lock_denied(&e) => {
+                (Self::open_env(path, options, true)?, true)
+            }
+            other => (other?, options.no_lock),
+        };
+        let max_value = max_value_len(env.stat().page_size as usize);
         let db = if options.read_only {
             let txn = env
                 .read_txn()
@@ -235,6 +302,10 @@ impl LmdbStore {
                 .map_err(|e| StoreError::lmdb("committing", e))?;
             db
         };
+        if foreign && !options.read_only {
+            // Adopted (checked above): from now on tenstore's store.
+            Meta::check_or_create(path, "lmdb", true)?;
+        }
         Ok(LmdbStore {
             inner: Arc::new(Inner {
                 env,
@@ -243,8 +314,85 @@ impl LmdbStore {
                 gate: Gate::default(),
                 writer: Mutex::new(()),
                 options: options.clone(),
+                lock_free,
+                max_value,
             }),
         })
+    }
+
+    /// Opens the environment, without LMDB's lock file if `no_lock`.
+    fn open_env(path: &Path, options: &LmdbOptions, no_lock: bool) -> Result<Env<WithoutTls>> {
+        let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
+        env_options
+            .map_size(page_multiple(options.map_size))
+            .max_readers(options.max_readers);
+        let mut flags = EnvFlags::empty();
+        if options.no_sync {
+            flags |= EnvFlags::NO_SYNC;
+        }
+        if options.read_only {
+            flags |= EnvFlags::READ_ONLY;
+        }
+        if no_lock {
+            flags |= EnvFlags::NO_LOCK;
+        }
+        // SAFETY: NO_SYNC trades durability of the last commits for speed
+        // (a crash can lose them; LMDB stays consistent), which the option
+        // documents; READ_ONLY only restricts what the handle may do;
+        // NO_LOCK is set only with READ_ONLY (checked in `open`), so this
+        // process never writes without the lock, and the option documents
+        // that no other writer may run meanwhile.
+        unsafe {
+            env_options.flags(flags);
+        }
+        // SAFETY: LMDB memory-maps data.mdb; the map stays valid as long as
+        // the file is changed only through LMDB, whose lock file
+        // serialises writers and tracks readers across processes. That is
+        // this function's documented contract for the store's files, and
+        // tenstore itself never touches them by other means. `open` checked
+        // that the file holds every page its newest commit may read.
+        unsafe { env_options.open(path) }.map_err(|e| {
+            let hint = if matches!(e, heed::Error::Mdb(MdbError::VersionMismatch)) {
+                // The data file's version was checked in `open`: what
+                // differs is the lock file's format.
+                " (another process has it open with an LMDB of another lock format, e.g. Python's lmdb: \
+                 the two cannot share a store at the same time; close it, or serve the store with `tenstore serve`)"
+            } else {
+                ""
+            };
+            StoreError::lmdb(format!("opening LMDB environment {}{hint}", path.display()), e)
+        })
+    }
+
+    /// Whether this store was opened without LMDB's lock file
+    /// ([`LmdbOptions::no_lock`], or the read-only fallback when the lock
+    /// file cannot be written): then no writer may run at the same time.
+    pub fn is_lock_free(&self) -> bool {
+        self.inner.lock_free
+    }
+
+    /// The largest encoded sample this store takes: LMDB writes a value in
+    /// one `pwrite`, which moves at most 2 GiB minus a little (Linux stops
+    /// at 2,147,479,552 bytes and LMDB reports the short write as EIO), so
+    /// a value's pages may total at most 2 GiB - 64 KiB (0x7fff0000 bytes,
+    /// the bound on every page size), less LMDB's 16-byte page header:
+    /// 2,147,418,096 bytes with 4 KiB pages. Larger samples are refused
+    /// with [`StoreError::TooLarge`] before anything is written; the shard
+    /// backend has no such limit.
+    pub fn max_value_len(&self) -> usize {
+        self.inner.max_value
+    }
+
+    /// Refuses a value longer than [`max_value_len`](Self::max_value_len).
+    fn check_value_len(&self, key: &[u8], len: usize) -> Result<()> {
+        if len > self.inner.max_value {
+            return Err(StoreError::TooLarge {
+                key: crate::error::escape(key),
+                len,
+                max: self.inner.max_value,
+            });
+        }
+        Ok(())
     }
 
     /// The store's directory.
@@ -268,9 +416,10 @@ impl LmdbStore {
         let mut lens = Vec::with_capacity(samples.len());
         for (key, tensors) in samples {
             check_key(key.as_ref())?;
-            lens.push(
-                encoded_len(tensors.as_ref()).map_err(|e| StoreError::codec(key.as_ref(), e))?,
-            );
+            let len =
+                encoded_len(tensors.as_ref()).map_err(|e| StoreError::codec(key.as_ref(), e))?;
+            self.check_value_len(key.as_ref(), len)?;
+            lens.push(len);
         }
         self.write(|txn, db| {
             for ((key, tensors), &len) in samples.iter().zip(&lens) {
@@ -291,6 +440,7 @@ impl LmdbStore {
     pub fn put_encoded<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, samples: &[(K, V)]) -> Result<()> {
         for (key, value) in samples {
             check_key(key.as_ref())?;
+            self.check_value_len(key.as_ref(), value.as_ref().len())?;
             Tensors::parse(value.as_ref()).map_err(|e| StoreError::codec(key.as_ref(), e))?;
         }
         self.write(|txn, db| {

@@ -11,6 +11,7 @@ mod any;
 mod error;
 mod gate;
 pub mod lmdb;
+mod lmdb_file;
 mod meta;
 mod sample;
 pub mod shard;

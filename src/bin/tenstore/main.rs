@@ -36,6 +36,12 @@ mod verify;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Let commands that write (put, rm, import) write to an LMDB
+    /// environment tenstore did not create (one with no tenstore.json, e.g.
+    /// written by Python's lmdb): it is adopted by writing tenstore.json.
+    /// Without it such an environment can only be read.
+    #[arg(long, global = true)]
+    adopt: bool,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +64,7 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    stores::set_adopt(cli.adopt);
     let result = match cli.command {
         Command::Put(args) => put::run(args),
         Command::Get(args) => get::run(args),

@@ -1,8 +1,26 @@
 //! Opening stores the way every subcommand does.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tenstore::store::{Backend, Store, StoreError, StoreOptions};
+use tenstore::store::{Backend, LmdbOptions, Store, StoreError, StoreOptions};
+
+/// `--adopt`: writers may adopt an LMDB environment tenstore did not make.
+static ADOPT: AtomicBool = AtomicBool::new(false);
+
+/// Sets what `--adopt` asked for, before any store is opened.
+pub fn set_adopt(adopt: bool) {
+    ADOPT.store(adopt, Ordering::Relaxed);
+}
+
+/// LMDB options with `--adopt` applied.
+fn lmdb_options(no_sync: bool) -> LmdbOptions {
+    LmdbOptions {
+        no_sync,
+        adopt: ADOPT.load(Ordering::Relaxed),
+        ..Default::default()
+    }
+}
 
 /// Opens an existing store of either backend, or with `create` makes one
 /// of `backend` (LMDB when not given).
@@ -12,6 +30,7 @@ pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store
         &StoreOptions {
             create,
             backend,
+            lmdb: lmdb_options(false),
             ..Default::default()
         },
     )
@@ -25,24 +44,34 @@ pub fn open_bulk(path: &Path, create: bool, backend: Option<Backend>) -> Result<
         &StoreOptions {
             create,
             backend,
-            lmdb: tenstore::store::LmdbOptions {
-                no_sync: true,
-                ..Default::default()
-            },
+            lmdb: lmdb_options(true),
             ..Default::default()
         },
     )
 }
 
-/// Opens an existing store for reading only.
+/// Opens an existing store for reading only. An LMDB store whose lock
+/// file this user cannot write (another user's store, a read-only copy) is
+/// read without LMDB's lock, with a note on stderr: no writer may run
+/// meanwhile.
 pub fn open_read(path: &Path) -> Result<Store, StoreError> {
-    Store::open(
+    let store = Store::open(
         path,
         &StoreOptions {
             read_only: true,
             ..Default::default()
         },
-    )
+    )?;
+    if let Store::Lmdb(s) = &store {
+        if s.is_lock_free() {
+            eprintln!(
+                "tenstore: note: {}: lock.mdb is not writable, reading without LMDB's lock \
+                 (results are reliable only if no process writes to the store meanwhile)",
+                path.display()
+            );
+        }
+    }
+    Ok(store)
 }
 
 /// Parses `--backend`.
