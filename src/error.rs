@@ -172,6 +172,15 @@ pub enum Error {
         actual: u64,
     },
 
+    /// A shape whose element count cannot be addressed: its non-zero
+    /// dimensions (times the item size) multiply past `isize::MAX`, even
+    /// when a zero dimension makes the array empty.
+    #[error("shape {shape:?} is too large: the product of its non-zero dimensions overflows what memory can address (even an empty array must have a shape whose other dimensions multiply to an addressable count)")]
+    RawShapeOverflow {
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+
     /// A view or array was asked for as an element type that is not its
     /// dtype.
     #[error("tensor {name:?} has dtype {actual}, not {requested}")]

@@ -1098,7 +1098,8 @@ fn follow_info(i: usize) -> Value {
             })
         })
         .collect();
-    serde_json::json!({ "key": follow_key(i), "tensors": tensors })
+    let key_hex: String = follow_key(i).bytes().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({ "key": follow_key(i), "tensors": tensors, "key_hex": key_hex })
 }
 
 fn tenstore_cli(args: &[&std::ffi::OsStr]) -> (bool, String, String) {

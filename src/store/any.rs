@@ -27,6 +27,18 @@ impl Backend {
         }
     }
 
+    /// Tensor names this backend's record layout reserves: a sample holding
+    /// a tensor of one of these names is refused with
+    /// [`StoreError::ReservedName`] when it is written. Check inputs
+    /// against this list to refuse them before writing anything.
+    pub fn reserved_names(self) -> &'static [&'static str] {
+        use crate::store::shard::layout::{KEY_NAME, TOMB_NAME};
+        match self {
+            Backend::Lmdb => &[],
+            Backend::Ten => &[KEY_NAME, TOMB_NAME],
+        }
+    }
+
     /// The backend whose files `dir` holds, if any.
     pub fn detect(dir: &Path) -> Option<Backend> {
         if dir.join("data.mdb").is_file() {

@@ -60,6 +60,17 @@ impl<'a> TensorView<'a> {
         if shape.len() > crate::MAX_NDIM {
             return Err(Error::TooManyDims { ndim: shape.len() });
         }
+        // As the decoder requires: the non-zero dimensions times the item
+        // size fit an isize, whatever a zero dimension makes the length.
+        let nonzero = shape
+            .iter()
+            .filter(|&&d| d > 0)
+            .try_fold(dtype.itemsize(), |acc, &d| acc.checked_mul(d));
+        if nonzero.is_none_or(|n| n > isize::MAX as usize) {
+            return Err(Error::RawShapeOverflow {
+                shape: shape.to_vec(),
+            });
+        }
         let expected = shape
             .iter()
             .try_fold(dtype.itemsize(), |acc, &d| acc.checked_mul(d));

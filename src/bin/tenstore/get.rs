@@ -5,15 +5,18 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::filename::safe_file_name;
+use crate::filename::{prepare_dir, safe_file_name, write_file};
+use crate::keys;
 use crate::report::{print_tensors, TensorInfo};
 use crate::stores;
 use crate::CliResult;
 
 /// Show or extract one sample.
 ///
-/// By default a table of its tensors; `--json` prints
-/// {"key", "tensors": [{"name", "dtype", "shape", "nbytes", "sha256"}]};
+/// KEY is in the escaped form `ls` prints (`\\` for a backslash, `\xHH`
+/// for a byte that is not printable UTF-8). By default a table of its
+/// tensors; `--json` prints {"key", "tensors": [{"name", "dtype", "shape",
+/// "nbytes", "sha256"}], "key_hex"} (key escaped, key_hex its bytes);
 /// `-o FILE.ten` (or `-o -` for stdout) writes the stored tenbin buffer
 /// byte for byte (for a shard store, the sample's tensors without its key
 /// array: the bytes `put` was given); `--npy DIR` writes one NAME.npy per
@@ -23,7 +26,7 @@ use crate::CliResult;
 pub struct Args {
     /// The store directory.
     store: PathBuf,
-    /// The sample's key.
+    /// The sample's key (escaped as `ls` prints it).
     key: String,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -34,18 +37,24 @@ pub struct Args {
     /// Write one .npy file per tensor into this directory.
     #[arg(long, value_name = "DIR")]
     npy: Option<PathBuf>,
+    /// With --npy: write into a non-empty DIR, replacing files of the same
+    /// names.
+    #[arg(long, requires = "npy")]
+    force: bool,
 }
 
 #[derive(Serialize)]
 struct SampleInfo {
     key: String,
     tensors: Vec<TensorInfo>,
+    key_hex: String,
 }
 
 pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
-    let sample = reader.require(args.key.as_bytes())?;
+    let key = keys::parse(&args.key)?;
+    let sample = reader.require(&key)?;
     if let Some(out) = &args.output {
         if out.as_os_str() == "-" {
             let mut stdout = std::io::stdout().lock();
@@ -57,7 +66,7 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     if let Some(dir) = &args.npy {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        prepare_dir(dir, args.force)?;
         let mut taken = std::collections::HashSet::new();
         for (i, t) in sample.iter().enumerate() {
             // NAME.npy; unnamed tensors are _INDEX.npy; a name already
@@ -70,10 +79,10 @@ pub fn run(args: Args) -> CliResult {
             while !taken.insert(stem.clone()) {
                 stem = format!("{stem}_{i}");
             }
-            let path = dir.join(safe_file_name(stem.as_bytes(), ".npy")?);
+            let name = safe_file_name(stem.as_bytes(), ".npy")?;
             let bytes = tenstore::npy::to_bytes(&t)
                 .map_err(|e| format!("tensor {i} ({:?}): {e}", t.name()))?;
-            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            write_file(dir, &name, &bytes, args.force)?;
         }
     }
     if args.output.as_ref().is_some_and(|o| o.as_os_str() == "-")
@@ -82,7 +91,8 @@ pub fn run(args: Args) -> CliResult {
         return Ok(());
     }
     let info = SampleInfo {
-        key: args.key.clone(),
+        key: keys::escape(&key),
+        key_hex: keys::hex(&key),
         tensors: sample.iter().map(|t| TensorInfo::of(&t)).collect(),
     };
     if args.json {

@@ -1,12 +1,18 @@
 //! `tenstore import STORE PATH...`: bulk loading.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use tenstore::store::{Backend, Store};
 use tenstore::Tensor;
 
 use crate::inputs::check_name;
+use crate::keys;
 use crate::progress::Progress;
 use crate::stores;
 use crate::CliResult;
@@ -22,11 +28,19 @@ use crate::CliResult;
 /// KEY form one sample: a FIELD of `ten` adds all tensors of that .ten
 /// file; a FIELD ending in `.npy` adds one tensor named by the FIELD
 /// without `.npy` (`img.npy` -> "img"; a bare `npy` -> unnamed). Other
-/// members (.jpg, .cls, ...) are skipped and counted.
+/// members (.jpg, .cls, ...) are skipped and counted, and so are tar
+/// links and special files (never followed). Input files must be regular
+/// files (a symlink to one is read).
 ///
 /// Every input is read and checked before anything is written, so bad
-/// input changes nothing in the store. Samples are then written in
-/// batches of one transaction each.
+/// input changes nothing in the store: undecodable data, a key that comes
+/// back later in the inputs (unless --overwrite), a sample with no
+/// tensors (unless --allow-empty), a tensor name the store's backend
+/// reserves. Samples are then written in batches of one transaction each;
+/// a sample under a key the store already holds replaces it. If writing
+/// fails part way, the samples this import added are removed again (a
+/// store made by --create is removed); samples it replaced keep the new
+/// value.
 #[derive(clap::Args)]
 pub struct Args {
     /// The store directory.
@@ -39,10 +53,18 @@ pub struct Args {
     create: bool,
     /// Backend of a new store: lmdb (default) or ten (append-only shards).
     #[arg(long, value_parser = stores::parse_backend, requires = "create")]
-    backend: Option<tenstore::store::Backend>,
+    backend: Option<Backend>,
     /// Samples per write transaction.
     #[arg(long, default_value_t = 512)]
     batch: usize,
+    /// When a key comes back later in the inputs, keep its last sample
+    /// (without this, such inputs are refused).
+    #[arg(long)]
+    overwrite: bool,
+    /// Store samples with no tensors (an empty .ten file) instead of
+    /// refusing them.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 /// What a pass over the inputs found.
@@ -51,15 +73,31 @@ struct Tally {
     samples: u64,
     tensors: u64,
     bytes: u64,
+    /// Members and files that are neither .npy nor .ten.
     skipped: u64,
+    /// Tar links and special files.
+    special: u64,
 }
+
+/// What the inputs hold, beyond what every sample passes.
+struct Rules {
+    reserved: &'static [&'static str],
+    allow_empty: bool,
+}
+
+/// The first pass's view of the samples: per key, the tensors and data
+/// bytes of its last sample.
+#[derive(Default)]
+struct Plan {
+    keys: HashMap<Vec<u8>, (u64, u64)>,
+    repeats: u64,
+}
+
+/// A sink for samples: key, tensors, and where the sample came from.
+type Sink<'a> = dyn FnMut(Vec<u8>, Vec<Tensor>, &str) -> CliResult + 'a;
 
 pub fn run(args: Args) -> CliResult {
     let sources = collect(&args.paths)?;
-    // Pass 1: read and check everything; nothing is written.
-    let mut check = Tally::default();
-    each_sample(&sources, &mut check, &mut |_, _| Ok(()))?;
-
     for source in &sources {
         if let Source::Store(path) = source {
             if same_dir(path, &args.store) {
@@ -69,40 +107,215 @@ pub fn run(args: Args) -> CliResult {
             }
         }
     }
-    let store = stores::open_bulk(&args.store, args.create, args.backend)?;
-    let mut progress = Progress::new();
-    let mut batch: Vec<(String, Vec<Tensor>)> = Vec::new();
-    let mut written = Tally::default();
-    let batch_size = args.batch.max(1);
-    each_sample(&sources, &mut written, &mut |key, tensors| {
-        batch.push((key, tensors));
-        if batch.len() >= batch_size {
-            store.put_batch(&batch)?;
-            batch.clear();
+    let existing = Backend::detect(&args.store);
+    let target = existing.or(args.create.then(|| args.backend.unwrap_or(Backend::Lmdb)));
+    let rules = Rules {
+        reserved: target.map_or(&[][..], Backend::reserved_names),
+        allow_empty: args.allow_empty,
+    };
+
+    // Pass 1: read and check everything; nothing is written.
+    let mut check = Tally::default();
+    let mut plan = Plan::default();
+    each_sample(&sources, &rules, &mut check, &mut |key, tensors, what| {
+        let size = (
+            tensors.len() as u64,
+            tensors.iter().map(|t| t.view().nbytes() as u64).sum(),
+        );
+        if plan.keys.insert(key.clone(), size).is_some() {
+            if !args.overwrite {
+                return Err(format!(
+                    "{what}: key {:?} comes back after other samples (give --overwrite to keep its last sample); nothing was written",
+                    keys::escape(&key)
+                )
+                .into());
+            }
+            plan.repeats += 1;
         }
         Ok(())
     })?;
-    store.put_batch(&batch)?;
-    store.flush()?;
-    progress.update(written.samples, written.bytes);
+
+    // Keys the store already holds: their samples are replaced, not added.
+    let mut held = HashSet::new();
+    if existing.is_some() {
+        let store = stores::open_read(&args.store)?;
+        let reader = store.reader()?;
+        for key in plan.keys.keys() {
+            if !matches!(reader.get(key), Ok(None)) {
+                held.insert(key.clone());
+            }
+        }
+    }
+    // What the directory held before, to remove only what --create adds.
+    let before: Option<HashSet<OsString>> = match existing {
+        Some(_) => None,
+        None => Some(match std::fs::read_dir(&args.store) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", args.store.display()))?,
+            Err(_) => HashSet::new(),
+        }),
+    };
+    let dir_existed = args.store.exists();
+
+    let store = match stores::open_bulk(&args.store, args.create, args.backend) {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(before) = &before {
+                remove_created(&args.store, dir_existed, before);
+            }
+            return Err(e.into());
+        }
+    };
+    let mut progress = Progress::new();
+    let mut batch: Vec<(Vec<u8>, Vec<Tensor>)> = Vec::new();
+    let mut written: Vec<Vec<u8>> = Vec::new();
+    let mut pass = Tally::default();
+    let mut sent_bytes = 0u64;
+    let batch_size = args.batch.max(1);
+    let result = each_sample(&sources, &rules, &mut pass, &mut |key, tensors, _| {
+        sent_bytes += tensors
+            .iter()
+            .map(|t| t.view().nbytes() as u64)
+            .sum::<u64>();
+        batch.push((key, tensors));
+        if batch.len() >= batch_size {
+            written.extend(batch.iter().map(|(k, _)| k.clone()));
+            store.put_batch(&batch)?;
+            batch.clear();
+            progress.update(written.len() as u64, sent_bytes);
+        }
+        Ok(())
+    })
+    .and_then(|()| {
+        written.extend(batch.iter().map(|(k, _)| k.clone()));
+        store.put_batch(&batch)?;
+        Ok(store.flush()?)
+    });
     progress.finish();
-    println!(
-        "imported {} samples ({} tensors, {:.1} MB of data) from {} inputs into {}{}",
-        written.samples,
-        written.tensors,
-        written.bytes as f64 / 1e6,
+    if let Err(e) = result {
+        drop(batch);
+        let undone = match &before {
+            Some(before) => {
+                drop(store);
+                remove_created(&args.store, dir_existed, before)
+            }
+            None => undo(&store, &written, &held),
+        };
+        return Err(format!(
+            "import stopped while writing ({} of {} samples sent to the store): {e}; {undone}",
+            written.len(),
+            check.samples
+        )
+        .into());
+    }
+
+    let (tensors, bytes) = plan
+        .keys
+        .values()
+        .fold((0, 0), |(t, b), &(nt, nb)| (t + nt, b + nb));
+    let mut summary = format!(
+        "imported {} samples ({tensors} tensors, {:.1} MB of data) from {} inputs into {}",
+        plan.keys.len(),
+        bytes as f64 / 1e6,
         sources.len(),
         args.store.display(),
-        if written.skipped > 0 {
-            format!(
-                "; skipped {} members that are neither .npy nor .ten",
-                written.skipped
-            )
-        } else {
-            String::new()
-        }
     );
+    if check.skipped > 0 {
+        summary += &format!(
+            "; skipped {} members that are neither .npy nor .ten",
+            check.skipped
+        );
+    }
+    if check.special > 0 {
+        summary += &format!(
+            "; skipped {} links and special files (not followed)",
+            check.special
+        );
+    }
+    if plan.repeats > 0 {
+        summary += &format!(
+            "; {} samples were replaced by a later one with the same key (--overwrite)",
+            plan.repeats
+        );
+    }
+    println!("{summary}");
     Ok(())
+}
+
+/// Removes the samples a failed import added (keys it wrote that the store
+/// did not hold before and holds now); says what it did.
+fn undo(store: &Store, written: &[Vec<u8>], held: &HashSet<Vec<u8>>) -> String {
+    let replaced: HashSet<&Vec<u8>> = written.iter().filter(|k| held.contains(*k)).collect();
+    let outcome = (|| -> Result<usize, Box<dyn std::error::Error>> {
+        let added: Vec<&[u8]> = {
+            let reader = store.reader()?;
+            let mut seen = HashSet::new();
+            let mut added = Vec::new();
+            for key in written {
+                if !held.contains(key) && seen.insert(key) && !matches!(reader.get(key), Ok(None)) {
+                    added.push(key.as_slice());
+                }
+            }
+            added
+        };
+        if !added.is_empty() {
+            store.delete_exact(&added)?;
+        }
+        store.flush()?;
+        Ok(added.len())
+    })();
+    let kept = if replaced.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", except that the {} samples it replaced (keys the store held before) keep their imported value",
+            replaced.len()
+        )
+    };
+    match outcome {
+        Ok(n) => format!(
+            "removed the {n} samples it had added, so the store holds the keys it held before{kept}"
+        ),
+        Err(e) => format!(
+            "removing the samples it had added failed too ({e}): up to {} samples of this import remain in the store",
+            written.len()
+        ),
+    }
+}
+
+/// Removes what `--create` made in `dir`: all of it if it did not exist,
+/// else the entries not in `before`. Says what it did.
+fn remove_created(dir: &Path, existed: bool, before: &HashSet<OsString>) -> String {
+    let result = if !existed {
+        std::fs::remove_dir_all(dir).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        })
+    } else {
+        (|| {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if before.contains(&entry.file_name()) {
+                    continue;
+                }
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+            Ok(())
+        })()
+    };
+    match result {
+        Ok(()) => format!("removed the store it created in {}", dir.display()),
+        Err(e) => format!(
+            "removing the store it created in {} failed too: {e}",
+            dir.display()
+        ),
+    }
 }
 
 /// One input: a file to take as is, a tar shard, or a store.
@@ -129,7 +342,7 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<Source>, Box<dyn std::error::Error>>
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.is_dir() && tenstore::store::Backend::detect(path).is_some() {
+        if meta.is_dir() && Backend::detect(path).is_some() {
             out.push(Source::Store(path.clone()));
         } else if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -147,47 +360,107 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<Source>, Box<dyn std::error::Error>>
     Ok(out)
 }
 
-/// Splits a file name into KEY and FIELD at its first dot.
-fn split_name(name: &str) -> Option<(&str, &str)> {
-    let (dir, base) = match name.rfind('/') {
-        Some(i) => name.split_at(i + 1),
-        None => ("", name),
-    };
-    let dot = base.find('.')?;
-    Some((&name[..dir.len() + dot], &base[dot + 1..]))
+/// Splits a file name into KEY and FIELD at the first dot of its last
+/// component.
+fn split_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    let base = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let dot = base + name[base..].iter().position(|&b| b == b'.')?;
+    Some((&name[..dot], &name[dot + 1..]))
+}
+
+/// What a FIELD holds.
+enum Field {
+    /// All tensors of a .ten stream.
+    Ten,
+    /// One .npy tensor of this name.
+    Npy(String),
+}
+
+fn field_kind(field: &[u8]) -> Option<Field> {
+    if field == b"ten" {
+        Some(Field::Ten)
+    } else if field == b"npy" {
+        Some(Field::Npy(String::new()))
+    } else {
+        field
+            .strip_suffix(b".npy")
+            .map(|n| Field::Npy(String::from_utf8_lossy(n).into_owned()))
+    }
+}
+
+/// Reads one part from `stream`, which ends where the part does: a .ten
+/// stream tensor by tensor, an .npy file whole.
+fn read_part(field: &Field, what: &str, stream: &mut dyn Read) -> Result<Vec<Tensor>, String> {
+    match field {
+        Field::Ten => {
+            let mut buffered = BufReader::with_capacity(1 << 16, stream);
+            tenstore::read_all(&mut buffered).map_err(|e| format!("{what}: {e}"))
+        }
+        Field::Npy(name) => {
+            check_name(name, Path::new(what))?;
+            let mut bytes = Vec::new();
+            stream
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("{what}: {e}"))?;
+            Ok(vec![
+                tenstore::npy::from_bytes(name, &bytes).map_err(|e| format!("{what}: {e}"))?
+            ])
+        }
+    }
+}
+
+/// Opens an input file, which must be a regular file (a symlink to one is
+/// followed; devices, FIFOs and sockets are refused), and returns it with
+/// its size at opening.
+fn open_regular(path: &Path) -> Result<(File, u64), String> {
+    let shown = path.display();
+    let not_regular =
+        || format!("{shown}: not a regular file (devices, FIFOs and sockets are not read)");
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    // O_NONBLOCK: should the path become a FIFO after the check, opening
+    // it does not wait for a writer; the check below then refuses it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    let kind = meta.file_type();
+    if !meta.is_file() || kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
+        return Err(not_regular());
+    }
+    Ok((file, meta.len()))
 }
 
 /// Collects consecutive parts with the same key into samples.
-struct Grouper<'f> {
-    current: Option<(String, Vec<Tensor>)>,
+struct Grouper<'f, 's> {
+    current: Option<(Vec<u8>, Vec<Tensor>, String)>,
+    rules: &'f Rules,
     tally: &'f mut Tally,
-    sink: &'f mut dyn FnMut(String, Vec<Tensor>) -> CliResult,
+    sink: &'f mut Sink<'s>,
 }
 
-impl Grouper<'_> {
-    fn add(&mut self, key: &str, field: &str, what: &str, bytes: &[u8]) -> CliResult {
-        let tensors: Vec<Tensor> = if field == "ten" {
-            let views = tenstore::decode_buffer(bytes).map_err(|e| format!("{what}: {e}"))?;
-            views
-                .iter()
-                .map(|v| v.to_tensor())
-                .collect::<Result<_, _>>()?
-        } else if let Some(name) = field
-            .strip_suffix(".npy")
-            .or((field == "npy").then_some(""))
-        {
-            check_name(name, Path::new(what))?;
-            vec![tenstore::npy::from_bytes(name, bytes).map_err(|e| format!("{what}: {e}"))?]
-        } else {
-            self.tally.skipped += 1;
-            return Ok(());
-        };
-        if self.current.as_ref().is_some_and(|(k, _)| k != key) {
+impl Grouper<'_, '_> {
+    fn add(&mut self, key: &[u8], tensors: Vec<Tensor>, what: &str) -> CliResult {
+        if self.current.as_ref().is_some_and(|(k, _, _)| k != key) {
             self.flush()?;
         }
-        let (_, list) = self
+        for t in &tensors {
+            if self.rules.reserved.contains(&t.name()) {
+                return Err(format!(
+                    "{what}: tensor name {:?} is reserved by the store's record layout (reserved: {}); nothing was written",
+                    t.name(),
+                    self.rules.reserved.join(", ")
+                )
+                .into());
+            }
+        }
+        let (_, list, _) = self
             .current
-            .get_or_insert_with(|| (key.to_owned(), Vec::new()));
+            .get_or_insert_with(|| (key.to_owned(), Vec::new(), what.to_owned()));
         self.tally.tensors += tensors.len() as u64;
         self.tally.bytes += tensors
             .iter()
@@ -198,51 +471,54 @@ impl Grouper<'_> {
     }
 
     fn flush(&mut self) -> CliResult {
-        if let Some((key, tensors)) = self.current.take() {
+        if let Some((key, tensors, what)) = self.current.take() {
             if key.is_empty() || key.len() > tenstore::store::lmdb::MAX_KEY_LEN {
-                return Err(
-                    format!("key {key:?} cannot be stored: keys are 1 to 511 bytes").into(),
-                );
+                return Err(format!(
+                    "key {:?} cannot be stored: keys are 1 to 511 bytes",
+                    keys::escape(&key)
+                )
+                .into());
+            }
+            if tensors.is_empty() && !self.rules.allow_empty {
+                return Err(format!(
+                    "{what}: sample {:?} has no tensors (--allow-empty stores it anyway); nothing was written",
+                    keys::escape(&key)
+                )
+                .into());
             }
             self.tally.samples += 1;
-            (self.sink)(key, tensors)?;
+            (self.sink)(key, tensors, &what)?;
         }
         Ok(())
     }
 }
 
 /// Calls `sink` with every sample of the sources, in order.
-fn each_sample(
-    sources: &[Source],
-    tally: &mut Tally,
-    sink: &mut dyn FnMut(String, Vec<Tensor>) -> CliResult,
-) -> CliResult {
+fn each_sample(sources: &[Source], rules: &Rules, tally: &mut Tally, sink: &mut Sink) -> CliResult {
     let mut g = Grouper {
         current: None,
+        rules,
         tally,
         sink,
     };
     for source in sources {
         match source {
             Source::File(path) => {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let Some((key, field)) = split_name(&name) else {
+                let name = path.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+                let Some(field) = split_name(name).and_then(|(_, f)| field_kind(f)) else {
                     g.tally.skipped += 1;
                     continue;
                 };
-                if field != "ten" && field != "npy" && !field.ends_with(".npy") {
-                    g.tally.skipped += 1;
-                    continue;
-                }
-                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                g.add(key, field, &path.display().to_string(), &bytes)?;
+                let key = split_name(name).map(|(k, _)| k).unwrap_or_default();
+                let what = path.display().to_string();
+                let (file, len) = open_regular(path)?;
+                let tensors = read_part(&field, &what, &mut file.take(len))?;
+                g.add(key, tensors, &what)?;
             }
             Source::Store(path) => {
                 let store = stores::open_read(path)?;
                 let reader = store.reader()?;
+                let what = path.display().to_string();
                 for sample in reader.samples(tenstore::store::Order::Written)? {
                     let sample = sample.map_err(|e| format!("{}: {e}", path.display()))?;
                     g.flush()?;
@@ -250,16 +526,12 @@ fn each_sample(
                         .iter()
                         .map(|v| v.to_tensor())
                         .collect::<Result<_, _>>()?;
-                    g.tally.tensors += tensors.len() as u64;
-                    g.tally.bytes += tensors
-                        .iter()
-                        .map(|t| t.view().nbytes() as u64)
-                        .sum::<u64>();
-                    g.current = Some((String::from_utf8_lossy(sample.key()).into_owned(), tensors));
+                    g.add(sample.key(), tensors, &what)?;
+                    g.flush()?;
                 }
             }
             Source::Tar(path) => {
-                let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let (file, _) = open_regular(path)?;
                 let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".tar") {
                     Box::new(BufReader::new(file))
                 } else {
@@ -271,25 +543,26 @@ fn each_sample(
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 for entry in entries {
                     let mut entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-                    if !entry.header().entry_type().is_file() {
+                    let kind = entry.header().entry_type();
+                    if kind.is_dir() {
                         continue;
                     }
-                    let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                    let what = format!("{}:{member}", path.display());
-                    let Some((key, field)) = split_name(&member) else {
+                    if !kind.is_file() {
+                        // Links, devices, FIFOs: never followed.
+                        g.tally.special += 1;
+                        continue;
+                    }
+                    let member = entry.path_bytes().into_owned();
+                    let what = format!("{}:{}", path.display(), String::from_utf8_lossy(&member));
+                    let Some((key, field)) =
+                        split_name(&member).and_then(|(k, f)| Some((k, field_kind(f)?)))
+                    else {
                         g.tally.skipped += 1;
                         continue;
                     };
-                    let (key, field) = (key.to_owned(), field.to_owned());
-                    if field != "ten" && field != "npy" && !field.ends_with(".npy") {
-                        g.tally.skipped += 1;
-                        continue;
-                    }
-                    let mut bytes = Vec::new();
-                    entry
-                        .read_to_end(&mut bytes)
-                        .map_err(|e| format!("{what}: {e}"))?;
-                    g.add(&key, &field, &what, &bytes)?;
+                    // The entry reads at most the member's declared size.
+                    let tensors = read_part(&field, &what, &mut entry)?;
+                    g.add(key, tensors, &what)?;
                 }
             }
         }
@@ -303,9 +576,17 @@ mod tests {
 
     #[test]
     fn names_split_like_webdataset_keys() {
-        assert_eq!(split_name("s001.image.npy"), Some(("s001", "image.npy")));
-        assert_eq!(split_name("train/s001.ten"), Some(("train/s001", "ten")));
-        assert_eq!(split_name("a.b/s001.npy"), Some(("a.b/s001", "npy")));
-        assert_eq!(split_name("README"), None);
+        let split = |n: &'static str| split_name(n.as_bytes());
+        assert_eq!(
+            split("s001.image.npy"),
+            Some((&b"s001"[..], &b"image.npy"[..]))
+        );
+        assert_eq!(
+            split("train/s001.ten"),
+            Some((&b"train/s001"[..], &b"ten"[..]))
+        );
+        assert_eq!(split("a.b/s001.npy"), Some((&b"a.b/s001"[..], &b"npy"[..])));
+        assert_eq!(split("README"), None);
+        assert_eq!(split_name(b"\xff.npy"), Some((&b"\xff"[..], &b"npy"[..])));
     }
 }

@@ -3,12 +3,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::keys;
 use crate::stores;
 use crate::CliResult;
 
 /// List keys, one per line, in key order.
 ///
-/// With PREFIX only keys starting with it. `--long` adds, tab-separated,
+/// Keys are printed escaped: `\\` for a backslash, `\xHH` for each byte
+/// that is not printable UTF-8 (control characters, invalid UTF-8); `get`,
+/// `rm` and `put` read keys in the same form. With PREFIX (escaped the same
+/// way) only keys starting with it. `--long` adds, tab-separated,
 /// the sample's tensor count and the size of its tenbin buffer in bytes.
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,22 +28,22 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
-    let prefix = args.prefix.as_deref().unwrap_or("").as_bytes();
+    let prefix = keys::parse(args.prefix.as_deref().unwrap_or(""))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for key in reader.keys(prefix, None)? {
+    for key in reader.keys(&prefix, None)? {
         let key = key?;
         let written = if args.long {
             let sample = reader.require(key)?;
             writeln!(
                 out,
                 "{}\t{}\t{}",
-                String::from_utf8_lossy(key),
+                keys::escape(key),
                 sample.len(),
                 sample.as_bytes().len()
             )
         } else {
-            writeln!(out, "{}", String::from_utf8_lossy(key))
+            writeln!(out, "{}", keys::escape(key))
         };
         match written {
             // A closed pipe (`| head`) ends the listing quietly.

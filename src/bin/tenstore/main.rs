@@ -16,6 +16,7 @@ mod get;
 mod import;
 mod info;
 mod inputs;
+mod keys;
 mod ls;
 mod progress;
 mod push;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::keys;
 use crate::stores;
 use crate::CliResult;
 
@@ -11,14 +12,18 @@ use crate::CliResult;
 pub struct Args {
     /// The store directory.
     store: PathBuf,
-    /// Keys to remove.
+    /// Keys to remove (escaped as `ls` prints them).
     #[arg(required = true)]
     keys: Vec<String>,
 }
 
 pub fn run(args: Args) -> CliResult {
     let store = stores::open(&args.store, false, None)?;
-    let keys: Vec<&[u8]> = args.keys.iter().map(|k| k.as_bytes()).collect();
+    let keys: Vec<Vec<u8>> = args
+        .keys
+        .iter()
+        .map(|k| keys::parse(k))
+        .collect::<Result<_, _>>()?;
     store
         .delete_exact(&keys)
         .map_err(|e| format!("{e}; nothing was removed"))?;
