@@ -45,7 +45,13 @@ struct SampleInfo {
 pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
-    let sample = reader.require(args.key.as_bytes())?;
+    let sample = match reader.require(args.key.as_bytes()) {
+        Err(e) => match stores::check_skipped(&reader) {
+            Err(damage) => return Err(format!("{e}; {damage}").into()),
+            Ok(()) => return Err(e.into()),
+        },
+        Ok(s) => s,
+    };
     if let Some(out) = &args.output {
         if out.as_os_str() == "-" {
             let mut stdout = std::io::stdout().lock();
@@ -79,7 +85,7 @@ pub fn run(args: Args) -> CliResult {
     if args.output.as_ref().is_some_and(|o| o.as_os_str() == "-")
         || (args.npy.is_some() && !args.json)
     {
-        return Ok(());
+        return Ok(stores::check_skipped(&reader)?);
     }
     let info = SampleInfo {
         key: args.key.clone(),
@@ -90,5 +96,5 @@ pub fn run(args: Args) -> CliResult {
     } else if args.output.is_none() {
         print_tensors(&info.key, &info.tensors);
     }
-    Ok(())
+    Ok(stores::check_skipped(&reader)?)
 }
