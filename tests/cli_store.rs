@@ -1890,3 +1890,89 @@ fn an_overflowing_empty_shape_is_named_as_such() {
     assert!(!err.contains("need 0"), "{err}");
     assert!(!store.exists());
 }
+
+// --- damaged shard sidecars -------------------------------------------------
+
+/// A shard store of ten samples `s0`..`s9` made through the library; the
+/// path of its sidecar.
+fn damaged_store_of_ten(dir: &Path) -> PathBuf {
+    let store = tenstore::store::ShardStore::open(
+        dir,
+        &tenstore::store::ShardOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10u8 {
+        let x = ndarray::Array1::from_elem(100, i).into_dyn();
+        let t = tenstore::Tensor::new("x", x).unwrap();
+        store.put(format!("s{i}").as_bytes(), &[t]).unwrap();
+    }
+    drop(store);
+    dir.join("000001.idx")
+}
+
+#[test]
+fn readers_of_a_damaged_sidecar_say_so_and_exit_1() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("st");
+    let idx = damaged_store_of_ten(&dir);
+    let mut ib = std::fs::read(&idx).unwrap();
+    // A zeroed byte in sidecar record 4 (records are 32 + 8 bytes).
+    ib[16 + 4 * 40 + 1] = 0;
+    std::fs::write(&idx, &ib).unwrap();
+    let st = dir.to_str().unwrap();
+
+    let out = ts(["ls", st]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("6 whole records"), "{}", shown(&out));
+    assert!(err.contains("tenstore reindex"), "{}", shown(&out));
+
+    let out = ts(["get", st, "s7"]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damage"), "{}", shown(&out));
+
+    for args in [vec!["info", st], vec!["verify", st]] {
+        let out = ts(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", shown(&out));
+    }
+
+    // The writer refuses (nothing changed), reindex repairs, put appends.
+    let before = std::fs::read(dir.join("000001.ten")).unwrap();
+    let x = tenstore::Tensor::new("x", ndarray::Array1::from_elem(3, 10u8).into_dyn()).unwrap();
+    let x = tenstore::encode_buffer(&[x]).unwrap();
+    let out = ts_stdin(["put", st, "s10", "-"], &x);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tenstore reindex"),
+        "{}",
+        shown(&out)
+    );
+    assert_eq!(std::fs::read(dir.join("000001.ten")).unwrap(), before);
+    let text = String::from_utf8(ok(ts(["reindex", st]))).unwrap();
+    assert!(text.contains("10 records"), "{text}");
+    ok(ts_stdin(["put", st, "s10", "-"], &x));
+    let listed = String::from_utf8(ok(ts(["ls", st]))).unwrap();
+    assert_eq!(listed.lines().count(), 11, "{listed}");
+    ok(ts(["get", st, "s7"]));
+    ok(ts(["verify", st]));
+}
+
+#[test]
+fn verify_fails_on_an_emptied_sidecar() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("st");
+    let idx = damaged_store_of_ten(&dir);
+    std::fs::write(&idx, b"").unwrap();
+    let out = ts(["verify", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10 whole records"),
+        "{}",
+        shown(&out)
+    );
+}

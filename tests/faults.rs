@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ndarray::{ArrayD, IxDyn};
-use tenstore::store::{Backend, ShardOptions, ShardStore, Store, StoreError, StoreOptions};
+use tenstore::store::{
+    Backend, CutReason, ShardOptions, ShardStore, Store, StoreError, StoreOptions,
+};
 use tenstore::{Tensor, TensorRef};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenstore");
@@ -312,18 +314,44 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
         }
         drop(r);
         drop(ro);
-        // The writer's recovery reports the cut and appending continues.
-        let store = ShardStore::open(tmp.path(), &ShardOptions::default()).unwrap();
+        // The writer's recovery reports the cut and appending continues;
+        // a cut sidecar hides whole records, which the writer refuses to
+        // cut: reindexing brings them back.
+        let store = match ShardStore::open(tmp.path(), &ShardOptions::default()) {
+            Err(StoreError::NeedsReindex { .. }) if which == "000001.idx" => {
+                ShardStore::reindex(tmp.path()).unwrap();
+                ShardStore::open(tmp.path(), &ShardOptions::default()).unwrap()
+            }
+            other => other.unwrap(),
+        };
         let rep = store.recovery().clone();
-        if visible < 30 {
+        let r = store.reader().unwrap();
+        let after = r.len();
+        if which == "000001.idx" {
+            // Only a last record no sidecar record commits is cut, its
+            // tensors saved beside the shards.
+            let saved = rep.cuts.iter().any(|c| {
+                matches!(&c.reason, CutReason::Uncommitted { saved: Some(f), .. }
+                    if tmp.path().join(f).is_file())
+            });
+            assert_eq!(
+                after + usize::from(saved),
+                30,
+                "round {round}: {which} cut at {cut}, {rep:?}"
+            );
+        } else {
+            assert_eq!(after, visible, "round {round}");
+        }
+        if after < 30 {
             assert!(
                 !rep.is_clean(),
                 "round {round}: {which} cut at {cut}, {visible} visible, {rep:?}"
             );
         }
+        drop(r);
         store.put(b"new", &sample(1, 10)).unwrap();
         let r = store.reader().unwrap();
-        assert_eq!(r.len(), visible + 1);
+        assert_eq!(r.len(), after + 1);
         assert!(r.verify().is_empty());
     }
 }
@@ -644,4 +672,62 @@ fn an_lmdb_file_missing_only_free_trailing_pages_opens() {
     drop(f);
     let e = Store::open(&dir, &StoreOptions::default()).err().unwrap();
     assert!(e.to_string().contains("cut short"), "{e}");
+}
+
+/// The report: one zeroed byte, an emptied or a truncated sidecar,
+/// then `verify` and `put` through the CLI. `verify` fails; the writer
+/// cuts nothing whole (it refuses and names `tenstore reindex`); after
+/// `reindex` and `put`, every sample is readable.
+#[test]
+fn damaged_sidecars_never_make_the_cli_writer_cut_samples() {
+    for damage in ["zeroed byte", "emptied", "truncated"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        {
+            let store = create(dir, Backend::Ten);
+            for i in 0..12 {
+                store
+                    .put(format!("s{i:04}").as_bytes(), &sample(i, 700))
+                    .unwrap();
+            }
+        }
+        let idx = dir.join("000001.idx");
+        let mut ib = fs::read(&idx).unwrap();
+        let rec = 32 + 8; // a 5-byte key padded to 8
+        match damage {
+            "zeroed byte" => ib[16 + 2 * rec + 30] = 0, // record 2's own crc
+            "emptied" => ib.clear(),
+            _ => ib.truncate(16 + 5 * rec + 7),
+        }
+        fs::write(&idx, &ib).unwrap();
+        let st = dir.to_str().unwrap();
+        let out = Command::new(BIN).args(["verify", st]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{damage}: verify");
+        let shard = fs::read(dir.join("000001.ten")).unwrap();
+        let input = tmp.path().join("in.ten");
+        fs::write(&input, tenstore::encode_buffer(&sample(99, 10)).unwrap()).unwrap();
+        let out = Command::new(BIN)
+            .args(["put", st, "new", input.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{damage}: put");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("tenstore reindex"),
+            "{damage}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read(dir.join("000001.ten")).unwrap(), shard, "{damage}");
+        let out = Command::new(BIN).args(["reindex", st]).output().unwrap();
+        assert!(out.status.success(), "{damage}: reindex");
+        let out = Command::new(BIN)
+            .args(["put", st, "new", input.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{damage}: put after reindex");
+        let store = Store::open(dir, &StoreOptions::default()).unwrap();
+        check_samples(&store, 0..12, 700);
+        assert_eq!(store.reader().unwrap().len().unwrap(), 13, "{damage}");
+        let out = Command::new(BIN).args(["verify", st]).output().unwrap();
+        assert!(out.status.success(), "{damage}: verify after reindex");
+    }
 }

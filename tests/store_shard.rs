@@ -374,7 +374,9 @@ fn reindex_rebuilds_lost_sidecars_and_manifest() {
     let report = ShardStore::reindex(dir.path()).unwrap();
     assert!(report.len() > 3);
     assert!(
-        report.iter().all(|&(_, _, dropped)| dropped == 0),
+        report
+            .iter()
+            .all(|s| s.bytes_after == 0 && s.rebuilt == s.records),
         "{report:?}"
     );
     let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
@@ -434,4 +436,143 @@ fn shards_are_plain_tenbin_streams() {
     assert_eq!(views[0].data(), b"k00000");
     assert_eq!(views[1].name(), "image");
     assert_eq!(views[4].data(), b"k00001");
+}
+
+// --- damaged sidecars: the writer never cuts intact samples -----------------
+
+/// Ten samples in one shard, flushed; the paths of the shard and sidecar.
+fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store = ShardStore::open(dir, &options()).unwrap();
+    put_range(&store, 0..10);
+    drop(store);
+    last_shard(dir)
+}
+
+fn read_only(dir: &Path) -> tenstore::store::ShardReader {
+    ShardStore::open(
+        dir,
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .reader()
+    .unwrap()
+}
+
+/// Opening for writing refuses and changes nothing; reindexing brings
+/// every sample back; the writer then appends after them.
+fn refused_then_reindexed(dir: &Path, shard: &Path, idx: &Path, rebuilt: u64) {
+    let (shard_before, idx_before) = (fs::read(shard).unwrap(), fs::read(idx).unwrap());
+    match ShardStore::open(dir, &ShardOptions::default()) {
+        Err(e @ StoreError::NeedsReindex { .. }) => {
+            assert!(e.to_string().contains("tenstore reindex"), "{e}")
+        }
+        Err(e) => panic!("expected a refusal naming reindex, got {e}"),
+        Ok(s) => panic!("opened for writing: {:?}", s.recovery()),
+    }
+    assert_eq!(fs::read(shard).unwrap(), shard_before, "shard unchanged");
+    assert_eq!(fs::read(idx).unwrap(), idx_before, "sidecar unchanged");
+    let report = ShardStore::reindex(dir).unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].records, 10, "{report:?}");
+    assert_eq!(report[0].rebuilt, rebuilt, "{report:?}");
+    assert_eq!(report[0].bytes_unindexed, 0, "{report:?}");
+    let store = ShardStore::open(dir, &ShardOptions::default()).unwrap();
+    assert!(store.recovery().is_clean(), "{:?}", store.recovery());
+    put_range(&store, 10..11);
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 11);
+    for i in 0..11 {
+        check(&r, i);
+    }
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert!(!r.load_report().hides_records());
+}
+
+#[test]
+fn a_zeroed_sidecar_byte_hides_nothing_from_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shard, idx) = ten_samples(dir.path());
+    let mut ib = fs::read(&idx).unwrap();
+    let rec = 32 + 8; // fixed part plus a 6-byte key padded to 8
+    ib[16 + 3 * rec] = 0; // the kind of record 3
+    fs::write(&idx, &ib).unwrap();
+    // Readers see three samples, and say what they stepped around.
+    let r = read_only(dir.path());
+    assert_eq!(r.len(), 3);
+    assert!(r.load_report().hides_records());
+    let problems = r.verify();
+    assert!(
+        problems.iter().any(|p| p.contains("7 whole records")),
+        "{problems:?}"
+    );
+    drop(r);
+    // Sidecar records 4..10 are still valid: only record 3 is rebuilt.
+    refused_then_reindexed(dir.path(), &shard, &idx, 1);
+}
+
+#[test]
+fn an_emptied_sidecar_hides_nothing_from_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shard, idx) = ten_samples(dir.path());
+    fs::write(&idx, b"").unwrap();
+    let r = read_only(dir.path());
+    assert_eq!(r.len(), 0);
+    let problems = r.verify();
+    assert!(
+        problems.iter().any(|p| p.contains("10 whole records")),
+        "{problems:?}"
+    );
+    drop(r);
+    refused_then_reindexed(dir.path(), &shard, &idx, 10);
+}
+
+#[test]
+fn a_truncated_sidecar_hides_nothing_from_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shard, idx) = ten_samples(dir.path());
+    let rec = 32 + 8;
+    let ib = fs::read(&idx).unwrap();
+    fs::write(&idx, &ib[..16 + 4 * rec + 13]).unwrap();
+    let r = read_only(dir.path());
+    assert_eq!(r.len(), 4);
+    assert!(r.load_report().hides_records());
+    drop(r);
+    refused_then_reindexed(dir.path(), &shard, &idx, 6);
+}
+
+#[test]
+fn an_uncommitted_last_record_is_cut_saved_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shard, idx) = ten_samples(dir.path());
+    // The last sidecar record never written: a crash between the shard
+    // write and the commit.
+    let rec = 32 + 8;
+    let ib = fs::read(&idx).unwrap();
+    fs::write(&idx, &ib[..16 + 9 * rec]).unwrap();
+    let full = fs::metadata(&shard).unwrap().len();
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    let rep = store.recovery().clone();
+    assert_eq!(rep.cuts.len(), 1, "{rep:?}");
+    let cut = &rep.cuts[0];
+    let saved = match &cut.reason {
+        tenstore::store::CutReason::Uncommitted {
+            key: k,
+            delete: false,
+            whole: true,
+            saved: Some(saved),
+        } if k == key(9).as_bytes() => saved.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cut.offset + cut.len, full);
+    assert_eq!(fs::metadata(&shard).unwrap().len(), cut.offset);
+    assert!(rep.to_string().contains("k00009"), "{rep}");
+    // The saved bytes are the sample's tenbin buffer: `put` takes it back.
+    let bytes = fs::read(dir.path().join(saved)).unwrap();
+    assert_eq!(bytes, tenstore::encode_buffer(&sample(9)).unwrap());
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 9);
+    assert!(r.verify().is_empty());
 }

@@ -325,6 +325,19 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// What this snapshot stepped around that may hold samples (a damaged
+    /// sidecar, whole records no sidecar commits, records past the end of
+    /// their shard), one line each: empty when it hides nothing. Listings
+    /// and lookups of a snapshot with such damage can miss samples, or
+    /// return an older version of one. Always empty for LMDB.
+    pub fn skipped(&self) -> Vec<String> {
+        match self {
+            Reader::Lmdb(_) => Vec::new(),
+            Reader::Ten(r) if r.load_report().hides_records() => r.load_report().problems(),
+            Reader::Ten(_) => Vec::new(),
+        }
+    }
+
     /// Checks every sample (tenbin structure; checksums on shard stores).
     /// One line per problem; empty when all is well.
     pub fn verify(&self) -> Result<Vec<String>> {

@@ -73,6 +73,18 @@ pub enum StoreError {
         pid: String,
     },
 
+    /// A shard store whose shards hold whole records its sidecars do not
+    /// commit (a damaged, emptied or truncated sidecar, or a batch a crash
+    /// cut short): opening it for writing would have to cut them, so it
+    /// is refused and nothing is changed.
+    #[error("{path}: {what}. Nothing was changed. Run `tenstore reindex {path}` to index every whole record of the shards (keeping the checksums of the sidecar records that are still valid), then `tenstore verify {path}`")]
+    NeedsReindex {
+        /// The store.
+        path: PathBuf,
+        /// What is uncommitted, where.
+        what: String,
+    },
+
     /// A tensor name the store reserves for its own records.
     #[error("tensor name {name:?} is reserved by the shard store's record layout")]
     ReservedName {

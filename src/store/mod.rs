@@ -21,7 +21,10 @@ pub use error::{Result, StoreError};
 pub use lmdb::{Entries, LmdbOptions, LmdbReader, LmdbStats, LmdbStore};
 pub use meta::{FORMAT_VERSION, META_FILE};
 pub use sample::Sample;
-pub use shard::{Durability, RecoveryReport, ShardOptions, ShardReader, ShardStats, ShardStore};
+pub use shard::{
+    Cut, CutReason, Durability, RecoveryReport, ReindexedShard, ShardOptions, ShardReader,
+    ShardStats, ShardStore,
+};
 
 /// Shuffles `items` in place with a permutation fixed by `seed`
 /// (Fisher-Yates over splitmix64).

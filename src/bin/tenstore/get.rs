@@ -54,7 +54,13 @@ pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
     let key = keys::parse(&args.key)?;
-    let sample = reader.require(&key)?;
+    let sample = match reader.require(&key) {
+        Err(e) => match stores::check_skipped(&reader) {
+            Err(damage) => return Err(format!("{e}; {damage}").into()),
+            Ok(()) => return Err(e.into()),
+        },
+        Ok(s) => s,
+    };
     if let Some(out) = &args.output {
         if out.as_os_str() == "-" {
             let mut stdout = std::io::stdout().lock();
@@ -88,7 +94,7 @@ pub fn run(args: Args) -> CliResult {
     if args.output.as_ref().is_some_and(|o| o.as_os_str() == "-")
         || (args.npy.is_some() && !args.json)
     {
-        return Ok(());
+        return Ok(stores::check_skipped(&reader)?);
     }
     let info = SampleInfo {
         key: keys::escape(&key),
@@ -100,5 +106,5 @@ pub fn run(args: Args) -> CliResult {
     } else if args.output.is_none() {
         print_tensors(&info.key, &info.tensors);
     }
-    Ok(())
+    Ok(stores::check_skipped(&reader)?)
 }

@@ -55,6 +55,7 @@ pub fn run(args: Args) -> CliResult {
 fn store_info(path: &Path, json: bool) -> CliResult {
     let store = stores::open_read(path)?;
     let stats = store.stats()?;
+    let reader = store.reader()?;
     let info = StoreInfo {
         path: path.display().to_string(),
         backend: stats.backend.name(),
@@ -82,7 +83,7 @@ fn store_info(path: &Path, json: bool) -> CliResult {
             tenstore::store::Backend::Ten => println!("shards    {}", info.shards),
         }
     }
-    Ok(())
+    Ok(stores::check_skipped(&reader)?)
 }
 
 fn file_info(path: &Path, json: bool) -> CliResult {

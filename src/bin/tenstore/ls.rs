@@ -52,7 +52,8 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
     }
+    Ok(stores::check_skipped(&reader)?)
 }

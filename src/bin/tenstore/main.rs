@@ -21,6 +21,7 @@ mod ls;
 mod progress;
 mod push;
 mod put;
+mod reindex;
 mod report;
 mod rm;
 mod serve;
@@ -55,6 +56,7 @@ enum Command {
     Import(import::Args),
     Export(export::Args),
     Verify(verify::Args),
+    Reindex(reindex::Args),
     Serve(serve::Args),
     Push(push::Args),
     Demo(demo::Args),
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Reindex(args) => reindex::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Push(args) => push::run(args),
         Command::Demo(args) => demo::run(args),

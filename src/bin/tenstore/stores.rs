@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tenstore::store::{Backend, LmdbOptions, Store, StoreError, StoreOptions};
+use tenstore::store::{Backend, LmdbOptions, Reader, Store, StoreError, StoreOptions};
 
 /// `--adopt`: writers may adopt an LMDB environment tenstore did not make.
 static ADOPT: AtomicBool = AtomicBool::new(false);
@@ -25,7 +25,7 @@ fn lmdb_options(no_sync: bool) -> LmdbOptions {
 /// Opens an existing store of either backend, or with `create` makes one
 /// of `backend` (LMDB when not given).
 pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store, StoreError> {
-    Store::open(
+    let store = Store::open(
         path,
         &StoreOptions {
             create,
@@ -33,13 +33,43 @@ pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store
             lmdb: lmdb_options(false),
             ..Default::default()
         },
-    )
+    )?;
+    report_recovery(&store);
+    Ok(store)
+}
+
+/// Says on stderr what opening a shard store for writing repaired.
+fn report_recovery(store: &Store) {
+    if let Store::Ten(s) = store {
+        if !s.recovery().is_clean() {
+            for line in s.recovery().to_string().lines() {
+                eprintln!("tenstore: recovery: {line}");
+            }
+        }
+    }
+}
+
+/// Says on stderr what a snapshot stepped around; an error (exit 1) if it
+/// may have hidden samples, to return once the visible output is written.
+pub fn check_skipped(reader: &Reader<'_>) -> Result<(), String> {
+    let skipped = reader.skipped();
+    for line in &skipped {
+        eprintln!("tenstore: damage: {line}");
+    }
+    if skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the store is damaged ({} problems above): samples may be missing from this answer, or older than the latest; run `tenstore verify` and `tenstore reindex`",
+            skipped.len()
+        ))
+    }
 }
 
 /// Like [`open`], for bulk loads: LMDB commits without syncing, and the
 /// caller makes everything durable with one `flush` at the end.
 pub fn open_bulk(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store, StoreError> {
-    Store::open(
+    let store = Store::open(
         path,
         &StoreOptions {
             create,
@@ -47,7 +77,9 @@ pub fn open_bulk(path: &Path, create: bool, backend: Option<Backend>) -> Result<
             lmdb: lmdb_options(true),
             ..Default::default()
         },
-    )
+    )?;
+    report_recovery(&store);
+    Ok(store)
 }
 
 /// Opens an existing store for reading only. An LMDB store whose lock

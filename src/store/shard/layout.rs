@@ -162,6 +162,43 @@ pub fn decode_idx(bytes: &[u8], start: u64, max_key: usize) -> (Vec<IdxRecord>, 
     (out, start + at as u64, IdxStop::End)
 }
 
+/// Valid sidecar records after a damaged one: every record that decodes,
+/// with its own checksum holding, at an 8-byte aligned file offset after
+/// `from` (records start at such offsets). `bytes` is the whole file.
+pub fn resync_idx(bytes: &[u8], from: u64, max_key: usize) -> Vec<(u64, IdxRecord)> {
+    let mut out = Vec::new();
+    let mut at = (from as usize + 8) / 8 * 8;
+    while at + IDX_FIXED <= bytes.len() {
+        match decode_one(&bytes[at..], max_key) {
+            Some((rec, used)) => {
+                out.push((at as u64, rec));
+                at += used;
+            }
+            None => at += 8,
+        }
+    }
+    out
+}
+
+/// Whether the bytes at a sidecar's first bad record look like a torn
+/// write (zeros, or the start of a record cut short) rather than damage
+/// (a complete record failing its checksum, or bytes no record starts
+/// with).
+pub fn torn_like(tail: &[u8], max_key: usize) -> bool {
+    if tail.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let n = tail.len().min(4);
+    if tail[..n] != PUT[..n] && tail[..n] != DEL[..n] {
+        return false;
+    }
+    if tail.len() < 8 {
+        return true;
+    }
+    let key_len = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]) as usize;
+    (1..=max_key).contains(&key_len) && tail.len() < idx_len(key_len)
+}
+
 fn decode_one(b: &[u8], max_key: usize) -> Option<(IdxRecord, usize)> {
     let fixed = b.get(..IDX_FIXED)?;
     let word4 = |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);

@@ -15,5 +15,8 @@ pub(crate) mod snapshot;
 mod writer;
 
 pub use reader::{ShardEntries, ShardReader};
-pub use snapshot::LoadReport;
-pub use writer::{Durability, RecoveryReport, ShardOptions, ShardStats, ShardStore};
+pub use snapshot::{LoadReport, Uncovered};
+pub use writer::{
+    Cut, CutReason, Durability, RecoveryReport, ReindexedShard, ShardOptions, ShardStats,
+    ShardStore,
+};

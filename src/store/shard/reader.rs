@@ -96,16 +96,7 @@ impl ShardReader {
     /// its key array and its tenbin structure. Returns one line per
     /// problem.
     pub fn verify(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (no, at) in &self.snap.report.torn_sidecars {
-            problems.push(format!("sidecar {no:06}.idx: records stop being valid at byte {at}; later records are ignored"));
-        }
-        if self.snap.report.out_of_bounds > 0 {
-            problems.push(format!(
-                "{} committed records point past the end of their shard",
-                self.snap.report.out_of_bounds
-            ));
-        }
+        let mut problems = self.snap.report.problems();
         for e in self.snap.entries() {
             let Some(bytes) = self.snap.record(&e.loc) else {
                 problems.push(format!(

@@ -13,8 +13,9 @@ use crate::store::error::{Result, StoreError};
 use crate::store::lmdb::MAX_KEY_LEN;
 use crate::store::shard::index::{Entry, Index, Loc};
 use crate::store::shard::layout::{
-    decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, MANIFEST,
+    decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
 };
+use crate::store::shard::scan::scan;
 use crate::store::Sample;
 
 /// One shard as a snapshot sees it.
@@ -24,6 +25,8 @@ struct ShardView {
     map: Option<Arc<Mmap>>,
     /// Sidecar bytes already read (a valid prefix).
     idx_read: u64,
+    /// Where the last record its sidecar commits ends.
+    covered: u64,
 }
 
 /// Damage a snapshot found and stepped around while loading.
@@ -36,6 +39,81 @@ pub struct LoadReport {
     /// Committed records that point past the end of their shard (a shard
     /// truncated by hand): not visible.
     pub out_of_bounds: u64,
+    /// Shards with bytes past the last record their sidecar commits (a
+    /// damaged, emptied or truncated sidecar, or a write a crash cut
+    /// short). The last shard is left out while a writer holds the store,
+    /// whose appends pass through there before they commit.
+    pub uncovered: Vec<Uncovered>,
+}
+
+/// Bytes of a shard past the last record its sidecar commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uncovered {
+    /// The shard's number.
+    pub shard: u32,
+    /// Where the committed records end.
+    pub from: u64,
+    /// The shard's length.
+    pub to: u64,
+    /// Whole records found there (by their tenbin structure): samples or
+    /// deletions that are not visible. 0 for a torn write.
+    pub records: u64,
+}
+
+impl LoadReport {
+    /// Whether the snapshot stepped around records that may hold samples:
+    /// a damaged sidecar, records past their shard's end, or whole records
+    /// a sidecar does not commit. (A torn tail alone is not: it holds no
+    /// whole record.)
+    pub fn hides_records(&self) -> bool {
+        !self.torn_sidecars.is_empty()
+            || self.out_of_bounds > 0
+            || self.uncovered.iter().any(|u| u.records > 0)
+    }
+
+    /// One line per problem, each naming what to do.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (no, at) in &self.torn_sidecars {
+            out.push(format!("sidecar {no:06}.idx: records stop being valid at byte {at}; later records are ignored (run `tenstore reindex`)"));
+        }
+        if self.out_of_bounds > 0 {
+            out.push(format!(
+                "{} committed records point past the end of their shard (the shard was shortened; those samples are gone)",
+                self.out_of_bounds
+            ));
+        }
+        for u in &self.uncovered {
+            if u.records > 0 {
+                out.push(format!(
+                    "shard {:06}.ten: bytes {}..{} hold {} whole records its sidecar does not commit, not visible (a damaged sidecar, or a batch a crash cut short): run `tenstore reindex`",
+                    u.shard, u.from, u.to, u.records
+                ));
+            } else {
+                out.push(format!(
+                    "shard {:06}.ten: bytes {}..{} are a torn write its sidecar does not commit (the next writer cuts them)",
+                    u.shard, u.from, u.to
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Whether a writer holds the store's lock (probed with a shared lock,
+/// released at once).
+fn writer_active(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir.join(LOCK)) else {
+        return false;
+    };
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
 }
 
 /// A frozen view of a shard store: every sample committed before it was
@@ -163,6 +241,7 @@ impl Snapshot {
                     no,
                     map: None,
                     idx_read: 0,
+                    covered: 0,
                 });
             }
             let view = &mut shards[pos];
@@ -198,9 +277,11 @@ impl Snapshot {
                     report.out_of_bounds += 1;
                     continue;
                 }
+                view.covered = view.covered.max(r.offset + r.len);
                 index.apply(pos, r);
             }
         }
+        report.uncovered = self.uncovered(&manifest, &mut shards)?;
         let (index, sorted) = match index {
             Some(i) => (Arc::new(i), Arc::new(OnceLock::new())),
             None => (self.index.clone(), self.sorted.clone()),
@@ -214,6 +295,38 @@ impl Snapshot {
             report,
             verify: self.verify,
         })
+    }
+
+    /// Shards with bytes past what their sidecars commit.
+    fn uncovered(&self, manifest: &Manifest, shards: &mut [ShardView]) -> Result<Vec<Uncovered>> {
+        let mut out = Vec::new();
+        let mut writer = None;
+        let n = shards.len();
+        for (pos, view) in shards.iter_mut().enumerate() {
+            let path = self.dir.join(shard_name(view.no));
+            let len = std::fs::metadata(&path)
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+                .len();
+            if len <= view.covered {
+                continue;
+            }
+            if pos + 1 == n && *writer.get_or_insert_with(|| writer_active(&self.dir)) {
+                continue;
+            }
+            if view.map.as_ref().is_none_or(|m| (m.len() as u64) < len) {
+                view.map = map_shard(&path)?;
+            }
+            let Some(map) = &view.map else { continue };
+            let found = scan(map, view.covered as usize);
+            out.push(Uncovered {
+                shard: view.no,
+                from: view.covered,
+                to: map.len() as u64,
+                records: found.records.len() as u64,
+            });
+        }
+        debug_assert_eq!(n, manifest.shards.len());
+        Ok(out)
     }
 
     /// Number of live samples.

@@ -11,11 +11,13 @@ use crate::store::lmdb::{check_key, MAX_KEY_LEN};
 use crate::store::meta::Meta;
 use crate::store::shard::index::Index;
 use crate::store::shard::layout::{
-    decode_idx, encode_idx, idx_name, record_len, shard_name, tombstone, write_record, IdxRecord,
-    IdxStop, Manifest, DEL, IDX_MAGIC, KEY_NAME, LOCK, MANIFEST, PUT, TOMB_NAME,
+    decode_idx, encode_idx, idx_name, key_array_len, record_len, resync_idx, shard_name, tombstone,
+    torn_like, write_record, IdxRecord, IdxStop, Manifest, DEL, IDX_MAGIC, KEY_NAME, LOCK,
+    MANIFEST, PUT, TOMB_NAME,
 };
 use crate::store::shard::reader::ShardReader;
-use crate::store::shard::snapshot::{read_manifest, Snapshot};
+use crate::store::shard::scan::{scan, ScanStop};
+use crate::store::shard::snapshot::{map_shard, read_manifest, Snapshot};
 use crate::tensor::AsTensorRef;
 
 /// When appended samples are forced to disk (`fdatasync`).
@@ -86,12 +88,125 @@ pub struct RecoveryReport {
     /// Files of shards not in the manifest (left by a crash during a roll
     /// or a compaction), removed.
     pub orphans_removed: Vec<String>,
+    /// Every cut, with where and why.
+    pub cuts: Vec<Cut>,
 }
 
 impl RecoveryReport {
     /// Whether anything was repaired.
     pub fn is_clean(&self) -> bool {
         *self == RecoveryReport::default()
+    }
+}
+
+impl std::fmt::Display for RecoveryReport {
+    /// One line per repair.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        let mut line = |f: &mut std::fmt::Formatter<'_>, text: String| {
+            let sep = if first { "" } else { "\n" };
+            first = false;
+            write!(f, "{sep}{text}")
+        };
+        for c in &self.cuts {
+            line(f, c.to_string())?;
+        }
+        for o in &self.orphans_removed {
+            line(
+                f,
+                format!("removed {o}: a shard file the manifest does not list (left by a crash during a roll or compaction)"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One cut recovery made: `len` bytes of `file` from `offset` on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// The file's name in the store directory.
+    pub file: String,
+    /// Where the cut starts (the new length of the file).
+    pub offset: u64,
+    /// Bytes cut off.
+    pub len: u64,
+    /// Why.
+    pub reason: CutReason,
+}
+
+/// Why recovery cut bytes off a shard or sidecar. Recovery cuts only bytes
+/// that hold no whole committed record; when a shard holds whole records
+/// its sidecar does not commit (a damaged sidecar), opening for writing
+/// fails with [`StoreError::NeedsReindex`] instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CutReason {
+    /// The sidecar did not start with its header and its shard is empty.
+    BadHeader,
+    /// A sidecar record cut short, or zeros: a commit interrupted by a
+    /// crash.
+    TornSidecarRecord,
+    /// Sidecar records naming bytes past the end of their shard (the shard
+    /// was shortened): what they named is gone.
+    PastShardEnd {
+        /// How many records.
+        records: u64,
+    },
+    /// The last record of the shard, which no sidecar record commits: a
+    /// put or delete interrupted by a crash before its commit.
+    Uncommitted {
+        /// Its key.
+        key: Vec<u8>,
+        /// `true` for a deletion.
+        delete: bool,
+        /// Whether its chunks are whole (it may still lack trailing
+        /// tensors: a shard does not say how many a sample has).
+        whole: bool,
+        /// The file (in the store directory) its tensor bytes were saved
+        /// to before the cut, if it had any.
+        saved: Option<String>,
+    },
+    /// Bytes after the last record that start no record (a torn chunk, or
+    /// zeros).
+    TornBytes,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cut {} bytes of {} at byte {}: ",
+            self.len, self.file, self.offset
+        )?;
+        match &self.reason {
+            CutReason::BadHeader => write!(f, "a sidecar without its header (its shard is empty)"),
+            CutReason::TornSidecarRecord => {
+                write!(f, "a sidecar record cut short by a crash during a commit")
+            }
+            CutReason::PastShardEnd { records } => write!(
+                f,
+                "{records} sidecar records name bytes past the end of their shard (the shard was shortened; those samples are gone)"
+            ),
+            CutReason::Uncommitted {
+                key,
+                delete,
+                whole,
+                saved,
+            } => {
+                let what = if *delete { "deletion" } else { "record" };
+                let state = if *whole { "whole" } else { "torn" };
+                write!(
+                    f,
+                    "an uncommitted {what} of key \"{}\" ({state}), left by a write a crash interrupted before its commit",
+                    crate::error::escape(key)
+                )?;
+                if let Some(saved) = saved {
+                    write!(f, "; its tensor bytes are saved in {saved}")?;
+                }
+                Ok(())
+            }
+            CutReason::TornBytes => write!(f, "a torn write (bytes that start no record)"),
+        }
     }
 }
 
@@ -332,9 +447,14 @@ impl ShardStore {
     ///
     /// Unless `read_only`, this takes the writer lock (a second writer gets
     /// [`StoreError::Locked`] naming the pid that holds it) and recovers
-    /// from a crash: torn sidecar and shard tails are cut off and orphan
-    /// shards removed; [`recovery`](Self::recovery) says what was dropped.
-    /// Cost: O(index size), not O(data).
+    /// from a crash: torn sidecar and shard tails are cut off (a lone
+    /// uncommitted last record's tensors saved to a file first) and orphan
+    /// shards removed; [`recovery`](Self::recovery) says what was cut and
+    /// why. Whole records a sidecar does not commit are never cut: when a
+    /// shard holds some (a damaged, emptied or truncated sidecar), this
+    /// fails with [`StoreError::NeedsReindex`] and changes nothing; see
+    /// [`reindex`](Self::reindex). Cost: O(index size), plus a scan of any
+    /// uncommitted shard tail.
     pub fn open<P: AsRef<Path>>(dir: P, options: &ShardOptions) -> Result<ShardStore> {
         let dir = dir.as_ref();
         let exists = dir.join(MANIFEST).is_file();
@@ -609,14 +729,21 @@ impl ShardStore {
     }
 
     /// Rebuilds the sidecars (and the manifest, if it is lost) from the
-    /// shards themselves, verifying each record's tenbin structure; a shard
-    /// is read up to its first damaged or incomplete record. Takes the
-    /// writer lock. Returns, per shard, the number of records indexed and
-    /// the bytes after the last good one.
+    /// shards themselves. Takes the writer lock.
     ///
-    /// A shard cannot tell whether its last sample lost trailing tensors to
-    /// a torn write; the sidecars can, so keep them when you can.
-    pub fn reindex<P: AsRef<Path>>(dir: P) -> Result<Vec<(u32, u64, u64)>> {
+    /// Every sidecar record that is still valid (its own checksum holds,
+    /// also past a damaged one) and names bytes inside its shard is kept
+    /// as it is, with the checksum committed with it, so `verify` still
+    /// catches damage to its bytes. The shard bytes no such record covers
+    /// are scanned for whole records (their tenbin structure checked),
+    /// which get new sidecar records with checksums of the bytes as they
+    /// are now: [`ReindexedShard::rebuilt`] counts them. A record cut off
+    /// mid-chunk is not indexed (the next writer cuts it).
+    ///
+    /// A shard cannot tell whether a record that ends where the shard ends
+    /// lost trailing tensors to a torn write; the sidecars can, so keep
+    /// them when you can.
+    pub fn reindex<P: AsRef<Path>>(dir: P) -> Result<Vec<ReindexedShard>> {
         let dir = dir.as_ref();
         let _lock = lock(dir)?;
         let shards: Vec<u32> = match read_manifest(dir)? {
@@ -638,15 +765,30 @@ impl ShardStore {
         };
         let mut out = Vec::new();
         for &no in &shards {
-            let path = dir.join(shard_name(no));
-            let bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
-            let (records, good_end) = crate::store::shard::scan::scan(&bytes);
+            let map = map_shard(&dir.join(shard_name(no)))?;
+            let bytes: &[u8] = map.as_deref().map_or(&[], |m| &m[..]);
+            let idx_path = dir.join(idx_name(no));
+            let old = match fs::read(&idx_path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(StoreError::io(format!("reading {}", idx_path.display()), e)),
+            };
+            let (records, rebuilt) = merge_records(&old, bytes);
             let mut idx = IDX_MAGIC.to_vec();
+            let mut end = 0;
             for r in &records {
                 idx.extend_from_slice(&encode_idx(r.kind, &r.key, r.offset, r.len, r.crc));
+                end = end.max(r.offset + r.len);
             }
             write_atomic(dir, &idx_name(no), &idx)?;
-            out.push((no, records.len() as u64, bytes.len() as u64 - good_end));
+            let covered: u64 = records.iter().map(|r| r.len).sum();
+            out.push(ReindexedShard {
+                shard: no,
+                records: records.len() as u64,
+                rebuilt,
+                bytes_after: bytes.len() as u64 - end,
+                bytes_unindexed: bytes.len() as u64 - covered,
+            });
         }
         if read_manifest(dir)?.is_none() {
             write_manifest(
@@ -659,6 +801,75 @@ impl ShardStore {
         }
         Ok(out)
     }
+}
+
+/// What [`ShardStore::reindex`] did to one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReindexedShard {
+    /// The shard's number.
+    pub shard: u32,
+    /// Records its new sidecar holds.
+    pub records: u64,
+    /// Of those, records no valid sidecar record committed: indexed from
+    /// the shard's structure alone, with checksums of their bytes as they
+    /// are now.
+    pub rebuilt: u64,
+    /// Bytes after the last record indexed (a torn tail: the next writer
+    /// cuts it).
+    pub bytes_after: u64,
+    /// Bytes of the shard no record indexed covers (the tail included):
+    /// torn or damaged bytes, and records the scan could not read.
+    pub bytes_unindexed: u64,
+}
+
+/// The records of a shard: the valid records of its old sidecar `old`
+/// (header and all) that lie inside `shard`, and whole records scanned
+/// from the bytes between and after them. Returns them in shard order and
+/// how many were scanned.
+fn merge_records(old: &[u8], shard: &[u8]) -> (Vec<IdxRecord>, u64) {
+    let (mut kept, _, stop) = decode_idx(old, 0, MAX_KEY_LEN);
+    let header_ok = old.len() >= IDX_MAGIC.len() && old[..IDX_MAGIC.len()] == IDX_MAGIC[..];
+    if let (true, IdxStop::Torn(at)) = (header_ok, stop) {
+        kept.extend(resync_idx(old, at, MAX_KEY_LEN).into_iter().map(|(_, r)| r));
+    }
+    kept.retain(|r| {
+        r.offset
+            .checked_add(r.len)
+            .is_some_and(|e| e <= shard.len() as u64)
+    });
+    kept.sort_by_key(|r| r.offset);
+    // Overlapping records cannot both be right: keep the first.
+    let mut old_records: Vec<IdxRecord> = Vec::with_capacity(kept.len());
+    for r in kept {
+        if old_records
+            .last()
+            .is_none_or(|p| p.offset + p.len <= r.offset)
+        {
+            old_records.push(r);
+        }
+    }
+    let mut out = Vec::with_capacity(old_records.len());
+    let mut rebuilt = 0;
+    let mut gap_start = 0u64;
+    let mut old_iter = old_records.into_iter().peekable();
+    loop {
+        let gap_end = old_iter.peek().map_or(shard.len() as u64, |r| r.offset);
+        if gap_end > gap_start {
+            // Scanned records that fit the gap: a record running into the
+            // next committed one ends at it.
+            let found = scan(&shard[..gap_end as usize], gap_start as usize);
+            rebuilt += found.records.len() as u64;
+            out.extend(found.records);
+        }
+        match old_iter.next() {
+            Some(r) => {
+                gap_start = r.offset + r.len;
+                out.push(r);
+            }
+            None => break,
+        }
+    }
+    (out, rebuilt)
 }
 
 /// Writes out the pending sidecar records of `cur` and syncs both files.
@@ -684,6 +895,212 @@ type Append<'a> = (
     Box<dyn Fn(&mut dyn Write) -> io::Result<()> + 'a>,
 );
 
+/// What recovery will do to one shard and its sidecar.
+struct ShardPlan {
+    pos: usize,
+    no: u32,
+    /// The committed records kept.
+    records: Vec<IdxRecord>,
+    /// The sidecar's new length and whether its header is rewritten.
+    idx_cut: Option<(u64, bool)>,
+    /// Where the shard is cut, and the bytes to save first (a range).
+    shard_cut: Option<(u64, Option<(u64, u64)>)>,
+    cuts: Vec<Cut>,
+    records_dropped: u64,
+}
+
+/// Decides what recovery does to shard `no`, refusing (before anything is
+/// changed) when the shard holds whole records its sidecar does not commit.
+fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
+    let idx_path = dir.join(idx_name(no));
+    let shard_path = dir.join(shard_name(no));
+    let bytes = fs::read(&idx_path).map_err(io_err(format!("reading {}", idx_path.display())))?;
+    let shard_len = fs::metadata(&shard_path)
+        .map_err(io_err(format!("reading {}", shard_path.display())))?
+        .len();
+    let refuse = |what: String| StoreError::NeedsReindex {
+        path: dir.to_owned(),
+        what,
+    };
+    let (records, mut valid, stop) = decode_idx(&bytes, 0, MAX_KEY_LEN);
+    let has_magic = bytes.len() >= IDX_MAGIC.len() && bytes[..IDX_MAGIC.len()] == IDX_MAGIC[..];
+    // Damage, as opposed to a commit a crash interrupted.
+    let mut damage = None;
+    if !has_magic {
+        if shard_len > 0 {
+            damage = Some(format!(
+                "sidecar {} has no valid header (emptied or overwritten)",
+                idx_name(no)
+            ));
+        }
+    } else if let IdxStop::Torn(at) = stop {
+        let later = resync_idx(&bytes, at, MAX_KEY_LEN);
+        if !later.is_empty() {
+            damage = Some(format!(
+                "sidecar {}: the record at byte {at} is damaged and {} valid records follow it",
+                idx_name(no),
+                later.len()
+            ));
+        } else if !torn_like(&bytes[at as usize..], MAX_KEY_LEN) {
+            damage = Some(format!(
+                "sidecar {}: the record at byte {at} is complete but fails its checksum",
+                idx_name(no)
+            ));
+        }
+    }
+    let mut plan = ShardPlan {
+        pos,
+        no,
+        records: Vec::new(),
+        idx_cut: None,
+        shard_cut: None,
+        cuts: Vec::new(),
+        records_dropped: 0,
+    };
+    // Keep records up to the first that points past the shard.
+    let mut end = 0u64;
+    let mut at = IDX_MAGIC.len() as u64;
+    let total = records.len();
+    let mut past_end = false;
+    for r in records {
+        if r.offset.checked_add(r.len).is_none_or(|e| e > shard_len) {
+            plan.records_dropped = (total - plan.records.len()) as u64;
+            valid = at;
+            past_end = true;
+            break;
+        }
+        end = end.max(r.offset + r.len);
+        at += crate::store::shard::layout::idx_len(r.key.len()) as u64;
+        plan.records.push(r);
+    }
+    // The shard past what the sidecar commits.
+    if shard_len > end {
+        let map = map_shard(&shard_path)?.ok_or_else(|| {
+            StoreError::io(
+                format!("reading {}", shard_path.display()),
+                io::Error::other("the shard shrank while being read"),
+            )
+        })?;
+        let bytes = &map[..];
+        let found = scan(bytes, end as usize);
+        let span = format!("bytes {end}..{shard_len} of {}", shard_name(no));
+        if let Some(d) = &damage {
+            if !found.records.is_empty() {
+                return Err(refuse(format!(
+                    "{d}, and {} holds {} whole records it does not commit",
+                    span,
+                    found.records.len()
+                )));
+            }
+        }
+        if found.closed() > 0 {
+            return Err(refuse(format!(
+                "{span} hold {} whole records that sidecar {} does not commit (a damaged or truncated sidecar, or a batch a crash cut short)",
+                found.records.len(),
+                idx_name(no)
+            )));
+        }
+        if let ScanStop::Malformed(bad) = found.stop {
+            if bytes[bad as usize..].iter().any(|&b| b != 0) {
+                return Err(refuse(format!(
+                    "bytes {bad}..{shard_len} of {} are neither a record nor a torn write (damage)",
+                    shard_name(no)
+                )));
+            }
+        }
+        // At most one record, at the very end: an interrupted write.
+        let last = found
+            .records
+            .first()
+            .map(|r| (r.kind, r.key.to_vec(), r.offset, true))
+            .or(found.torn.map(|(k, key, o)| (k, key, o, false)));
+        let (reason, save) = match last {
+            Some((kind, key, offset, whole)) => {
+                let from = offset + key_array_len(key.len()) as u64;
+                let save = (kind == PUT && from < shard_len).then_some((from, shard_len));
+                (
+                    CutReason::Uncommitted {
+                        key,
+                        delete: kind == DEL,
+                        whole,
+                        saved: None,
+                    },
+                    save,
+                )
+            }
+            None => (CutReason::TornBytes, None),
+        };
+        plan.shard_cut = Some((end, save));
+        plan.cuts.push(Cut {
+            file: shard_name(no),
+            offset: end,
+            len: shard_len - end,
+            reason,
+        });
+    }
+    if !has_magic {
+        plan.idx_cut = Some((0, true));
+        plan.cuts.push(Cut {
+            file: idx_name(no),
+            offset: 0,
+            len: bytes.len() as u64,
+            reason: CutReason::BadHeader,
+        });
+    } else if valid < bytes.len() as u64 {
+        plan.idx_cut = Some((valid, false));
+        plan.cuts.push(Cut {
+            file: idx_name(no),
+            offset: valid,
+            len: bytes.len() as u64 - valid,
+            reason: if past_end {
+                CutReason::PastShardEnd {
+                    records: plan.records_dropped,
+                }
+            } else {
+                CutReason::TornSidecarRecord
+            },
+        });
+    }
+    Ok(plan)
+}
+
+/// Saves bytes `from..to` of shard `no` to a new file in `dir` before
+/// recovery cuts them; returns its name.
+fn save_cut(dir: &Path, no: u32, from: u64, to: u64) -> Result<String> {
+    let path = dir.join(shard_name(no));
+    let map = map_shard(&path)?.ok_or_else(|| {
+        StoreError::io(
+            format!("reading {}", path.display()),
+            io::Error::other("the shard shrank while being read"),
+        )
+    })?;
+    let bytes = map
+        .get(from as usize..to as usize)
+        .ok_or_else(|| StoreError::io("saving a cut record", io::Error::other("shard shrank")))?;
+    for n in 0u32.. {
+        let name = match n {
+            0 => format!("cut-{no:06}-{from}.ten"),
+            n => format!("cut-{no:06}-{from}-{n}.ten"),
+        };
+        let target = dir.join(&name);
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::io(format!("creating {}", target.display()), e)),
+        };
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(format!("writing {}", target.display())))?;
+        sync_dir(dir)?;
+        return Ok(name);
+    }
+    unreachable!("u32 names run out only after 2^32 saved cuts at one offset")
+}
+
 impl Writer {
     fn open(dir: &Path, recovery: &mut RecoveryReport) -> Result<Writer> {
         let lock = lock(dir)?;
@@ -699,6 +1116,11 @@ impl Writer {
                 m
             }
         };
+        // Decide everything first: a refusal changes nothing.
+        let mut plans = Vec::with_capacity(manifest.shards.len());
+        for (pos, &no) in manifest.shards.iter().enumerate() {
+            plans.push(plan_shard(dir, pos, no)?);
+        }
         // Orphans: shard files the manifest does not list.
         for (no, name) in shard_files(dir)? {
             if !manifest.shards.contains(&no) {
@@ -708,52 +1130,30 @@ impl Writer {
             }
         }
         let mut index = Index::default();
-        for (pos, &no) in manifest.shards.iter().enumerate() {
-            let idx_path = dir.join(idx_name(no));
-            let shard_path = dir.join(shard_name(no));
-            let bytes =
-                fs::read(&idx_path).map_err(io_err(format!("reading {}", idx_path.display())))?;
-            let shard_len = fs::metadata(&shard_path)
-                .map_err(io_err(format!("reading {}", shard_path.display())))?
-                .len();
-            let (records, mut valid, stop) = decode_idx(&bytes, 0, MAX_KEY_LEN);
-            if valid == 0 {
-                valid = IDX_MAGIC.len() as u64;
-            }
-            // Keep records up to the first that points past the shard.
-            let mut end = 0u64;
-            let mut kept = 0;
-            let mut at = IDX_MAGIC.len() as u64;
-            for r in &records {
-                if r.offset.checked_add(r.len).is_none_or(|e| e > shard_len) {
-                    recovery.records_dropped += (records.len() - kept) as u64;
-                    valid = at;
-                    break;
-                }
-                end = end.max(r.offset + r.len);
-                at += crate::store::shard::layout::idx_len(r.key.len()) as u64;
-                kept += 1;
-            }
-            if valid < bytes.len() as u64
-                || matches!(stop, IdxStop::Torn(_))
-                || bytes.len() < IDX_MAGIC.len()
-            {
-                recovery.sidecar_bytes_dropped += (bytes.len() as u64).saturating_sub(valid);
+        for mut plan in plans {
+            let idx_path = dir.join(idx_name(plan.no));
+            let shard_path = dir.join(shard_name(plan.no));
+            if let Some((valid, magic)) = plan.idx_cut {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&idx_path)
                     .map_err(io_err(format!("opening {}", idx_path.display())))?;
-                if bytes.len() < IDX_MAGIC.len() || bytes[..IDX_MAGIC.len()] != IDX_MAGIC[..] {
-                    f.set_len(0).map_err(io_err("repairing a sidecar"))?;
+                f.set_len(valid).map_err(io_err("repairing a sidecar"))?;
+                if magic {
                     (&f).write_all(IDX_MAGIC)
                         .map_err(io_err("repairing a sidecar"))?;
-                } else {
-                    f.set_len(valid).map_err(io_err("repairing a sidecar"))?;
                 }
                 f.sync_all().map_err(io_err("repairing a sidecar"))?;
             }
-            if shard_len > end {
-                recovery.shard_bytes_dropped += shard_len - end;
+            if let Some((end, save)) = plan.shard_cut {
+                if let Some((from, to)) = save {
+                    let name = save_cut(dir, plan.no, from, to)?;
+                    for c in &mut plan.cuts {
+                        if let CutReason::Uncommitted { saved, .. } = &mut c.reason {
+                            *saved = Some(name.clone());
+                        }
+                    }
+                }
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&shard_path)
@@ -762,8 +1162,17 @@ impl Writer {
                     .map_err(io_err("cutting a torn shard tail"))?;
                 f.sync_all().map_err(io_err("cutting a torn shard tail"))?;
             }
-            for r in records.into_iter().take(kept) {
-                index.apply(pos, r);
+            for c in &plan.cuts {
+                if c.file.ends_with(".ten") {
+                    recovery.shard_bytes_dropped += c.len;
+                } else {
+                    recovery.sidecar_bytes_dropped += c.len;
+                }
+            }
+            recovery.records_dropped += plan.records_dropped;
+            recovery.cuts.append(&mut plan.cuts);
+            for r in plan.records {
+                index.apply(plan.pos, r);
             }
         }
         let last = *manifest.shards.last().ok_or_else(|| StoreError::Format {
