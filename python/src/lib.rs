@@ -43,7 +43,7 @@ fn decode_buffer<'py>(py: Python<'py>, buf: &Bound<'py, PyAny>) -> PyResult<Boun
 #[pyfunction]
 fn decode_list<'py>(py: Python<'py>, frames: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let frames: Vec<Bound<'py, PyAny>> = frames.try_iter()?.collect::<PyResult<_>>()?;
-    if frames.len() % 2 != 0 {
+    if !frames.len().is_multiple_of(2) {
         return Err(errors::FormatError::new_err(format!(
             "{} frames: a tensor is a header frame and a data frame, so the count must be even",
             frames.len()

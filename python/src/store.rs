@@ -115,11 +115,16 @@ impl Drop for Snap {
 
 /// Stores open in this process, by canonical path: LMDB allows one
 /// environment per file per process, so `Store(p)` twice shares it.
-static OPEN: Mutex<Option<HashMap<PathBuf, (u32, bool, Weak<Store>)>>> = Mutex::new(None);
+static OPEN: Mutex<Option<HashMap<PathBuf, OpenEntry>>> = Mutex::new(None);
+
+/// The pid that opened a store, whether read-only, and the store.
+type OpenEntry = (u32, bool, Weak<Store>);
+/// A `Reader`'s current snapshot.
+type ReaderSlot = Mutex<Option<Arc<Snap>>>;
 
 /// Every store and reader slot, to release what a forked child inherits.
 static STORE_SLOTS: Mutex<Vec<Weak<Mutex<Option<Owned>>>>> = Mutex::new(Vec::new());
-static READER_SLOTS: Mutex<Vec<Weak<Mutex<Option<Arc<Snap>>>>>> = Mutex::new(Vec::new());
+static READER_SLOTS: Mutex<Vec<Weak<ReaderSlot>>> = Mutex::new(Vec::new());
 
 fn open_shared(
     path: &Path,

@@ -163,7 +163,9 @@ def test_pickle_and_workers(tmp_path, backend, method):
     fill(path, backend)
     store = tenstore.Store(path, readonly=True)
     reader = store.reader()
-    parent_arr = reader["k0001"]["label"]  # a live snapshot in the parent
+    # A live snapshot in the parent (a forked child inherits the reader
+    # and releases it without ending the parent's transaction).
+    assert reader["k0001"]["label"].tolist() == [1]
     again = pickle.loads(pickle.dumps(reader))
     assert again.keys() == reader.keys()
     assert pickle.loads(pickle.dumps(store)).path == store.path
@@ -177,6 +179,7 @@ def test_pickle_and_workers(tmp_path, backend, method):
         assert p.exitcode == 0 and pid != os.getpid()
         assert label == [5] and n == 20
     # The parent's snapshot still works after the children ran and exited.
+    parent_arr = reader["k0001"]["label"]
     assert parent_arr.tolist() == [1]
     assert reader["k0002"]["label"].tolist() == [2]
 

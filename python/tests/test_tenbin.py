@@ -73,7 +73,7 @@ def test_reference_reads_ours_and_we_read_the_reference():
     ours_frames = tenbin.encode_list(arrays)
     assert [bytes(f) for f in ours_frames] == [bytes(f) for f in ref.encode_list(arrays)]
     assert [bytes(c) for c in tenbin.decode_chunks(ours)] == [bytes(c) for c in ref.decode_chunks(bytes(ours))]
-    assert bytes(tenbin.encode_chunks([b"abc", b"x" * 70])) == bytes(ref.encode_chunks([np.frombuffer(b"abc", "u1"), np.frombuffer(b"x" * 70, "u1")]))
+    assert bytes(tenbin.encode_chunks([b"abc", b"x" * 70])) == bytes(ref.encode_chunks([memoryview(b"abc"), memoryview(b"x" * 70)]))
 
 
 def test_zero_copy_views():
@@ -157,10 +157,16 @@ def test_bad_golden_raises_format_error(path):
 
 
 def test_truncations_never_crash():
-    buf = bytes(tenbin.encode_buffer([np.arange(100, dtype=np.float64), np.ones((3, 3), np.uint8)]))
-    for n in range(len(buf)):
+    first = np.arange(100, dtype=np.float64)
+    buf = bytes(tenbin.encode_buffer([first, np.ones((3, 3), np.uint8)]))
+    boundary = len(tenbin.encode_buffer([first]))
+    for n in range(1, len(buf)):
+        if n == boundary:  # a whole first tensor: a valid, shorter buffer
+            (a,) = tenbin.decode_buffer(buf[:n])
+            assert np.array_equal(a, first)
+            continue
         with pytest.raises(tenstore.FormatError):
-            tenbin.decode_buffer(buf[:n] if n else b"\x00")
+            tenbin.decode_buffer(buf[:n])
 
 
 def test_zmq_multipart_and_single():

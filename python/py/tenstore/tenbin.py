@@ -93,7 +93,7 @@ def encode_list(l, infos=None):
     result = []
     for a, name in zip(l, names):
         header, contiguous = _native.encode_header(a, name)
-        result += [header, memoryview(contiguous).cast("B")]
+        result += [header, memoryview(contiguous.reshape(-1).view(np.uint8))]
     return result
 
 
