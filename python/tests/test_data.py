@@ -1,0 +1,59 @@
+import multiprocessing as mp
+import pickle
+
+import numpy as np
+import pytest
+
+import tenstore
+from tenstore.data import Dataset, IterableDataset
+
+from test_store import fill
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "ten"])
+def test_map_dataset(tmp_path, backend):
+    path = str(tmp_path / "s")
+    fill(path, backend, n=12)
+    ds = Dataset(path)
+    assert len(ds) == 12
+    assert ds[3]["label"].tolist() == [3]
+    ds2 = pickle.loads(pickle.dumps(ds))
+    assert ds2[11]["logits"][0] == 11.0
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "ten"])
+def test_iterable_split_covers_every_sample_once(tmp_path, backend):
+    path = str(tmp_path / "s")
+    fill(path, backend, n=25)
+    labels = []
+    for rank in range(2):
+        for w in range(3):
+            ds = IterableDataset(path, seed=1, rank=rank, world_size=2, worker=w, num_workers=3)
+            labels += [int(s["label"][0]) for s in ds]
+    assert sorted(labels) == list(range(25))
+    a = [int(s["label"][0]) for s in IterableDataset(path, seed=1)]
+    b = [int(s["label"][0]) for s in IterableDataset(path, seed=1)]
+    ds = IterableDataset(path, seed=1)
+    ds.set_epoch(1)
+    c = [int(s["label"][0]) for s in ds]
+    assert a == b and sorted(c) == sorted(a) and c != a
+    assert [int(s["label"][0]) for s in IterableDataset(path, shuffle=False)] == list(range(25))
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "ten"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_torch_dataloader(tmp_path, backend, method):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    path = str(tmp_path / "s")
+    fill(path, backend, n=16)
+    ds = Dataset(path)
+    assert len(ds) == 16  # opens the store in the parent before forking
+    loader = DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context=method)
+    labels = torch.cat([b["label"][:, 0] for b in loader]).tolist()
+    assert labels == list(range(16))
+    it = IterableDataset(path, seed=3)
+    loader = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=method)
+    got = sorted(int(s["label"][0]) for s in loader)
+    assert got == list(range(16))
