@@ -198,7 +198,7 @@ impl Frame {
     /// Sends this frame on `socket` (with `flags`, e.g. `zmq::SNDMORE`).
     /// On success libzmq owns the frame; on failure it is closed here,
     /// which lets go of its part of the block.
-    pub(crate) fn send(mut self, socket: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
+    pub(crate) fn send(mut self, socket: &mut zmq::Socket, flags: i32) -> std::io::Result<()> {
         // SAFETY: `self.msg` was initialized by `zmq_msg_init_data` (see
         // `frames`) and is open until `drop`; `socket` is a live socket,
         // borrowed mutably so no other thread uses it meanwhile (libzmq
@@ -207,8 +207,8 @@ impl Frame {
         // unchanged and `drop` closes it.
         let rc = unsafe { zmq_sys::zmq_msg_send(&mut self.msg, socket.as_mut_ptr(), flags) };
         if rc == -1 {
-            // SAFETY: reads this thread's errno, set by the failed call.
-            Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+            // libzmq reports its errors in this thread's errno.
+            Err(std::io::Error::last_os_error())
         } else {
             Ok(())
         }

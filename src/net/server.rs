@@ -697,28 +697,35 @@ fn worker<'s>(mut socket: zmq::Socket, shared: Shared<'_, 's>) {
                 head.push(zmq::Message::from(msg.as_bytes()));
             }
         }
-        if send_reply_frames(&mut socket, head, data).is_err() {
+        if !send_reply_frames(&mut socket, head, data) {
             return;
         }
     }
 }
 
 /// Sends a reply's head (envelope, status, any err message) and its data
-/// frames as one multipart message.
+/// frames as one multipart message to the proxy; false when the socket
+/// failed (the context is ending).
 fn send_reply_frames(
     socket: &mut zmq::Socket,
     head: Vec<zmq::Message>,
     data: Vec<budget::Frame>,
-) -> std::result::Result<(), zmq::Error> {
+) -> bool {
     let (n_head, n_data) = (head.len(), data.len());
     for (i, f) in head.into_iter().enumerate() {
         let more = i + 1 < n_head || n_data > 0;
-        socket.send(f, if more { zmq::SNDMORE } else { 0 })?;
+        if socket.send(f, if more { zmq::SNDMORE } else { 0 }).is_err() {
+            return false;
+        }
     }
     for (i, f) in data.into_iter().enumerate() {
-        f.send(socket, if i + 1 < n_data { zmq::SNDMORE } else { 0 })?;
+        if f.send(socket, if i + 1 < n_data { zmq::SNDMORE } else { 0 })
+            .is_err()
+        {
+            return false;
+        }
     }
-    Ok(())
+    true
 }
 
 /// Streams every sample of `store`, `epochs` times, on a PUSH socket bound
