@@ -1797,3 +1797,280 @@ fn push_stops_on_sigterm_while_a_puller_lags() {
     assert!(last.starts_with("tenstore push: sent "), "{rest:?}");
     drop(pull);
 }
+
+// ---------------------------------------------------------------------------
+// Robustness, round two (issue 9): clients that do not read, a store that
+// must not go backwards, bind addresses that are resolved and judged.
+
+impl Proc {
+    /// The anonymous resident set (heap, libzmq's queues; not the store's
+    /// file maps), in KiB.
+    fn rss_anon_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no RssAnon in /proc/{}/status", self.pid))
+    }
+}
+
+/// A `get` of 1,024 keys cycling over samples 0..N: about 12.8 MB of reply.
+fn big_get() -> Vec<Vec<u8>> {
+    std::iter::once(b"get".to_vec())
+        .chain((0..1024).map(|i| key(i % N).into_bytes()))
+        .collect()
+}
+
+/// One request of a well-behaved client while others misbehave: `len` is
+/// always answered; a `get` is answered with the right values or refused
+/// as busy, never left unanswered. Returns whether the get was served.
+fn good_request(c: &mut Client, i: usize) -> bool {
+    assert_eq!(c.ok(&[b"len"]), [N.to_string().into_bytes()]);
+    let (ok, reply) = c.ask(&[b"get", key(i).as_bytes()]);
+    if ok {
+        check_buffer("good client", i, &reply[0]);
+    } else {
+        let msg = String::from_utf8_lossy(&reply[0]);
+        assert!(msg.starts_with("server busy: "), "{msg}");
+    }
+    ok
+}
+
+#[test]
+fn clients_that_never_read_replies_cannot_make_the_server_hold_more_than_max_queued_bytes() {
+    const MAX_QUEUED: u64 = 64 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cli_store(tmp.path(), N);
+    let mut server = Proc::serve(
+        &store,
+        "tcp://127.0.0.1:*",
+        &["--max-queued-bytes", &MAX_QUEUED.to_string()],
+    );
+    let ctx = zmq::Context::new();
+    let mut good = Client::new(&ctx, &server.endpoint, Kind::DealerDelim);
+    // Warm-up: big replies that are read, so every worker has its working
+    // set; then the baseline.
+    let big = big_get();
+    let big_refs: Vec<&[u8]> = big.iter().map(|f| &f[..]).collect();
+    for _ in 0..8 {
+        let got = good.ok(&big_refs);
+        assert_eq!(got.len(), 1024);
+        check_buffer("warm-up", 1023 % N, &got[1023]);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let baseline = server.rss_anon_kib();
+
+    // 12 DEALERs each send five gets of 12.8 MB of replies (768 MB in all)
+    // and never read: they take one reply into their own queue (RCVHWM 1,
+    // a 64 KiB socket buffer) and leave the rest to the server.
+    let bad: Vec<zmq::Socket> = (0..12)
+        .map(|_| {
+            let s = ctx.socket(zmq::DEALER).unwrap();
+            s.set_rcvhwm(1).unwrap();
+            s.set_rcvbuf(64 << 10).unwrap();
+            s.set_linger(0).unwrap();
+            s.set_sndtimeo(TIMEOUT_MS).unwrap();
+            s.connect(&server.endpoint).unwrap();
+            for _ in 0..5 {
+                s.send_multipart(&big, 0).unwrap();
+            }
+            s
+        })
+        .collect();
+    // Three seconds of a well-behaved client meanwhile (every request is
+    // answered), and the server's memory watched.
+    let mut peak = 0;
+    let mut served = 0;
+    let mut asked = 0;
+    let during = Instant::now();
+    while during.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(server.rss_anon_kib());
+        asked += 1;
+        served += usize::from(good_request(&mut good, asked % N));
+        thread::sleep(Duration::from_millis(20));
+    }
+    peak = peak.max(server.rss_anon_kib());
+    let bound = baseline + MAX_QUEUED / 1024 + (32 << 10);
+    eprintln!(
+        "RssAnon {baseline} KiB at the start, {peak} KiB at most with 12 clients not reading \
+         (bound {bound} KiB); {served} of {asked} gets served meanwhile"
+    );
+    assert!(
+        peak <= bound,
+        "the server's anonymous RSS reached {peak} KiB, over {bound} KiB \
+         ({baseline} KiB + --max-queued-bytes + 32 MiB)"
+    );
+
+    // The bad clients leave: what was queued for them is freed.
+    drop(bad);
+    let left = Instant::now();
+    let mut after = server.rss_anon_kib();
+    while after > baseline + (24 << 10) {
+        assert!(
+            left.elapsed() < Duration::from_secs(10),
+            "RssAnon still {after} KiB 10 s after the clients left (baseline {baseline} KiB)"
+        );
+        thread::sleep(Duration::from_millis(50));
+        after = server.rss_anon_kib();
+    }
+    // And everyone is served in full again.
+    for i in 0..20 {
+        assert!(good_request(&mut good, i * 7 % N), "get {i} refused after");
+    }
+    let got = good.ok(&big_refs);
+    check_buffer("after", 5, &got[5]);
+    let mut fresh = Client::new(&ctx, &server.endpoint, Kind::Req);
+    check_commands(&mut fresh, N, "lmdb");
+    server.stop_serve();
+}
+
+/// `keys` lists the newest samples while a writer adds more; a `get` of
+/// every listed key right after must find it (whichever worker answers),
+/// and `len` never goes down.
+fn listed_keys_stay_visible(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let start = 100;
+    let store = lib_store(&dir, backend, start);
+    let mut server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    let ctx = zmq::Context::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(start as u64));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        thread::spawn(move || {
+            let mut next = start;
+            while !stop.load(Ordering::Relaxed) && next < 3000 {
+                put_demo(&store, next..next + 5);
+                next += 5;
+                written.store(next as u64, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let mut c = Client::new(&ctx, &server.endpoint, Kind::Req);
+    let mut last_len = 0u64;
+    let mut after = key(start - 10).into_bytes();
+    let mut checked = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let listed = c.ok(&[b"keys", b"sample-", &after, b"100000"]);
+        for k in listed.iter().rev().take(3) {
+            let (ok, reply) = c.ask(&[b"get", k]);
+            assert!(
+                ok,
+                "{backend:?}: key {} was listed, then get said {:?}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(&reply[0])
+            );
+            check_buffer("listed", index_of_key(k), &reply[0]);
+            checked += 1;
+        }
+        let len: u64 = String::from_utf8(c.ok(&[b"len"]).remove(0))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            len >= last_len,
+            "{backend:?}: len went from {last_len} to {len}"
+        );
+        last_len = len;
+        if let Some(k) = listed.last() {
+            // Start the next listing a little before this one's end, so
+            // that each lists the newest samples.
+            after = key(index_of_key(k).saturating_sub(10)).into_bytes();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let total = written.load(Ordering::Relaxed);
+    eprintln!("{backend:?}: {checked} listed keys fetched while {total} samples were written");
+    assert!(total > start as u64 + 50, "the writer wrote only {total}");
+    assert!(checked > 100, "only {checked} gets");
+    server.stop_serve();
+}
+
+/// The sample number of a key `sample-%08d`.
+fn index_of_key(k: &[u8]) -> usize {
+    std::str::from_utf8(k)
+        .unwrap()
+        .strip_prefix("sample-")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_key_listed_during_writes_is_found_by_the_next_get_lmdb() {
+    listed_keys_stay_visible(Backend::Lmdb);
+}
+
+#[test]
+fn a_key_listed_during_writes_is_found_by_the_next_get_shards() {
+    listed_keys_stay_visible(Backend::Ten);
+}
+
+/// Starts `serve --bind BIND`, returns the banner and the endpoint after
+/// one `len` over it from a client (IPv6 on when the endpoint is).
+fn serve_at(store: &Path, bind: &str) -> (String, String) {
+    let mut server = Proc::start(
+        &["serve", store.to_str().unwrap(), "--bind", bind],
+        "tenstore serve: listening on ",
+    );
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::REQ).unwrap();
+    s.set_ipv6(server.endpoint.contains('[')).unwrap();
+    s.set_rcvtimeo(TIMEOUT_MS).unwrap();
+    s.set_linger(0).unwrap();
+    // A wildcard endpoint is reached over loopback.
+    let target = server
+        .endpoint
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    s.connect(&target).unwrap();
+    s.send_multipart([&b"len"[..]], 0).unwrap();
+    let reply = s
+        .recv_multipart(0)
+        .unwrap_or_else(|e| panic!("{bind}: {e}"));
+    assert_eq!(reply, [b"ok".to_vec(), b"20".to_vec()], "{bind}");
+    assert_eq!(server.stop_serve(), (1, 0));
+    (server.banner.clone(), server.endpoint.clone())
+}
+
+#[test]
+fn bind_addresses_are_resolved_and_judged_by_their_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cli_store(tmp.path(), 20);
+    for (bind, loopback, prefix) in [
+        ("tcp://localhost:*", true, "tcp://127.0.0.1:"),
+        ("tcp://[::1]:*", true, "tcp://[::1]:"),
+        ("tcp://127.0.0.2:*", true, "tcp://127.0.0.2:"),
+        ("tcp://127.255.0.1:*", true, "tcp://127.255.0.1:"),
+        ("tcp://[::]:*", false, "tcp://[::]:"),
+        ("tcp://0.0.0.0:*", false, "tcp://0.0.0.0:"),
+    ] {
+        let (banner, endpoint) = serve_at(&store, bind);
+        assert!(endpoint.starts_with(prefix), "{bind}: {banner}");
+        let want = if loopback {
+            "(loopback only)"
+        } else {
+            "(reachable from other hosts)"
+        };
+        assert!(banner.contains(want), "{bind}: {banner}");
+    }
+    // A name that resolves to nothing is an error that says so.
+    let err = Proc::try_start(
+        &[
+            "serve",
+            store.to_str().unwrap(),
+            "--bind",
+            "tcp://no-such-host.invalid:5555",
+        ],
+        "tenstore serve: listening on ",
+    )
+    .err()
+    .expect("serve bound an unknown host");
+    assert!(err.contains("exit status: 1"), "{err}");
+    assert!(err.contains("no-such-host.invalid"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! The store layer knows nothing of this one; this one hands out what the
 //! codec and the stores give it.
 
+mod budget;
 mod error;
 pub mod protocol;
 mod sctp;

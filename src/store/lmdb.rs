@@ -747,6 +747,13 @@ impl<'s> LmdbReader<'s> {
         Ok(Entries(Box::new(it)))
     }
 
+    /// The id of the newest write transaction this snapshot sees. A
+    /// snapshot begun later never has a smaller one, and two with the same
+    /// id see the same samples.
+    pub fn txn_id(&self) -> Result<u64> {
+        Ok(self.txn()?.id() as u64)
+    }
+
     /// Replaces this snapshot with a new one that sees every commit so far.
     pub fn refresh(&mut self) -> Result<()> {
         // End the old snapshot first: if the map must be adopted from

@@ -23,9 +23,16 @@ use crate::CliResult;
 ///   info                            -> ok JSON         ({"backend", "samples", "bytes"})
 ///   anything else                   -> err MESSAGE
 ///
-/// Listens on loopback unless told otherwise. Prints the endpoint on its
-/// first line. Ctrl-C or SIGTERM stops taking requests, answers those in
-/// flight and exits 0.
+/// Listens on loopback unless told otherwise (a host name is resolved and
+/// its address bound). Prints the endpoint on its first line, and whether
+/// only this host can reach it. Ctrl-C or SIGTERM stops taking requests,
+/// answers those in flight and exits 0.
+///
+/// Replies waiting for clients to read them hold at most
+/// --max-queued-bytes in all and an eighth of that per client (a client
+/// with nothing unread may always get one reply); a reply that does not
+/// fit is answered "err server busy: ...", and the client may retry. A
+/// client that leaves 256 replies unread loses the replies after those.
 #[derive(clap::Args)]
 pub struct Args {
     /// The store directory (either backend).
@@ -42,12 +49,27 @@ pub struct Args {
     /// Most keys in one get (1 to 1,000,000).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_keys: u32,
-    /// Largest reply in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    max_reply: usize,
+    /// Largest reply in bytes [default: 268435456, or --max-queued-bytes
+    /// when that is less].
+    #[arg(long)]
+    max_reply: Option<usize>,
+    /// Most bytes of replies waiting for clients to read them, in all (at
+    /// least --max-reply).
+    #[arg(long, default_value_t = 1 << 30)]
+    max_queued_bytes: usize,
 }
 
 pub fn run(args: Args) -> CliResult {
+    let max_reply = args
+        .max_reply
+        .unwrap_or(Limits::default().max_reply_bytes.min(args.max_queued_bytes));
+    if max_reply > args.max_queued_bytes {
+        return Err(format!(
+            "--max-reply {max_reply} is larger than --max-queued-bytes {}: such replies could never be sent",
+            args.max_queued_bytes
+        )
+        .into());
+    }
     let store = stores::open_read(&args.store)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
@@ -58,17 +80,16 @@ pub fn run(args: Args) -> CliResult {
         limits: Limits {
             max_frame_bytes: args.max_frame,
             max_frames: args.max_keys as usize + 1,
-            max_reply_bytes: args.max_reply,
+            max_reply_bytes: max_reply,
             ..Limits::default()
         },
         refresh: Duration::from_millis(100),
+        max_queued_bytes: args.max_queued_bytes,
+        max_peer_queued_bytes: args.max_queued_bytes / 8,
         ..ServeConfig::default()
     };
     let server = Server::bind(store.clone(), config)?;
-    let loopback = server.endpoint().contains("127.0.0.1")
-        || server.endpoint().contains("[::1]")
-        || server.endpoint().starts_with("ipc://")
-        || server.endpoint().starts_with("inproc://");
+    let loopback = server.loopback_only();
     println!(
         "tenstore serve: listening on {} ({}), {} {} store with {} samples, {} workers",
         server.endpoint(),
