@@ -98,11 +98,7 @@ pub use codec::{
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use io::{load, load_with, read, read_all, save, save_with, write, FileOptions};
-pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView};
-
-/// Most dimensions an array may have: NumPy's own limit. Headers that
-/// declare more are refused before anything is allocated.
-pub const MAX_NDIM: usize = 64;
+pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView, MAX_NDIM};
 
 pub use half;
 pub use ndarray;

@@ -210,52 +210,23 @@ where
 #[allow(unused_macros)]
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
+        tenstore::for_each_dtype!(with_dtype; @rows $dtype, $T => $body)
+    };
+    (@rows $dtype:expr, $T:ident => $body:expr;
+        $(($v:ident, $t:ty, $code:literal, $size:literal, $class:ident, $($rest:tt)*)),* $(,)?) => {
         match $dtype {
-            tenstore::DType::F16 => {
-                type $T = tenstore::half::f16;
-                $body
-            }
-            tenstore::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            tenstore::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            tenstore::DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            tenstore::DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            tenstore::DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            tenstore::DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            tenstore::DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            tenstore::DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            tenstore::DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            tenstore::DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            other => panic!("dtype {other} is not one of the reference's"),
+            $(tenstore::DType::$v => with_dtype!(@arm $class, $v, $T = $t => $body),)*
+            other => panic!("dtype {other} is not known to these tests"),
         }
+    };
+    (@arm reference, $v:ident, $T:ident = $t:ty => $body:expr) => {{
+        type $T = $t;
+        $body
+    }};
+    (@arm extension, $v:ident, $T:ident = $t:ty => $body:expr) => {
+        panic!(
+            "dtype {} is not one of the reference's",
+            tenstore::DType::$v
+        )
     };
 }
