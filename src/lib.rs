@@ -67,6 +67,16 @@
 //!   sends them) and SCTP, and the `tenstore serve` request server.
 //! - [`npy`]: `.npy` files in and out.
 //!
+//! ## Features
+//!
+//! - `cli` (default): the `tenstore` binary and the crates only it uses
+//!   (`clap`, `tar`, `flate2`, `sha2`, `signal-hook`); turns on `zmq`.
+//! - `zmq` (default): ZeroMQ, for the `net` zsend/zrecv functions and the
+//!   `serve` server (`net::Server`, `net::push`).
+//!
+//! With `default-features = false` the crate builds the codec, the stores,
+//! `.npy` and SCTP, and compiles none of the crates above.
+//!
 //! ## Strictness
 //!
 //! Every length field is checked against the bytes really there before it
