@@ -10,7 +10,8 @@
 //! A buffer is a sequence of chunks: the magic `~TenBin~`, a little-endian
 //! int64 length `n`, `n` payload bytes, zero padding to a multiple of 64.
 //! Each array is two chunks: a header (dtype code, name, ndim, dims as int64
-//! words) and its data in C order. See `FORMAT.md` for the full layout.
+//! words) and its data in C order. `FORMAT.md`, at the root of the
+//! repository and the package, describes the full layout.
 //!
 //! ## A tour
 //!
