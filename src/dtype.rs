@@ -17,87 +17,128 @@
 use std::fmt;
 
 use bytemuck::{CheckedBitPattern, NoUninit};
-use half::{bf16, f16};
-use ndarray::ArrayD;
-use num_complex::Complex;
 
-use crate::tensor::AnyArray;
-
-/// A tenbin dtype code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum DType {
-    /// `f2`: IEEE half precision, [`half::f16`].
-    F16,
-    /// `f4`: `f32`.
-    F32,
-    /// `f8`: `f64`.
-    F64,
-    /// `i1`: `i8`.
-    I8,
-    /// `i2`: `i16`.
-    I16,
-    /// `i4`: `i32`.
-    I32,
-    /// `i8`: `i64`.
-    I64,
-    /// `u1`: `u8`.
-    U8,
-    /// `u2`: `u16`.
-    U16,
-    /// `u4`: `u32` (the reference misspells it and cannot use it; tenstore can).
-    U32,
-    /// `u8`: `u64`.
-    U64,
-    /// `b1` (extension): `bool`, one byte, 0 or 1.
-    Bool,
-    /// `bf16` (extension): [`half::bf16`].
-    BF16,
-    /// `c8` (extension): `Complex<f32>`, real then imaginary part.
-    C64,
-    /// `c16` (extension): `Complex<f64>`, real then imaginary part.
-    C128,
+/// The dtype table: calls `$callback!` with one row per dtype, in the order
+/// of [`DType::ALL`] (reference codes first). Every list of dtypes in
+/// tenstore is generated from these rows, so a dtype is added in one place.
+///
+/// `for_each_dtype!(callback)` expands to `callback! { rows }`, and
+/// `for_each_dtype!(callback; args)` to `callback! { args; rows }`, where
+/// each row is a parenthesised tuple:
+///
+/// `(Variant, RustType, "code", itemsize, class, "numpy name", [npy], "doc")`
+///
+/// - `Variant`: the [`DType`] variant (and the `AnyArray` variant);
+/// - `RustType`: the [`Element`] type (paths go through `$crate`);
+/// - `"code"`: the tenbin code; `itemsize`: bytes per element;
+/// - `class`: `reference` (webdataset's `tenbin` knows it) or `extension`;
+/// - `"numpy name"`: what `numpy.dtype()` accepts;
+/// - `[npy]`: `["<descr>", "char"]`, the little-endian `.npy` descr and
+///   NumPy's one-letter code, or `[]` when `.npy` has no form for it;
+/// - `"doc"`: the variant's documentation.
+///
+/// A callback names the columns it uses and may take the rest as
+/// `$($rest:tt)*`. Not a stable interface: it serves tenstore's own modules
+/// and tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_dtype {
+    ($callback:ident $(; $($args:tt)*)?) => {
+        $callback! {
+            $($($args)* ;)?
+            (F16, $crate::half::f16, "f2", 2, reference, "float16", ["<f2", "e"],
+                "`f2`: IEEE half precision, [`half::f16`]."),
+            (F32, f32, "f4", 4, reference, "float32", ["<f4", "f"], "`f4`: `f32`."),
+            (F64, f64, "f8", 8, reference, "float64", ["<f8", "d"], "`f8`: `f64`."),
+            (I8, i8, "i1", 1, reference, "int8", ["|i1", "b"], "`i1`: `i8`."),
+            (I16, i16, "i2", 2, reference, "int16", ["<i2", "h"], "`i2`: `i16`."),
+            (I32, i32, "i4", 4, reference, "int32", ["<i4", "i"], "`i4`: `i32`."),
+            (I64, i64, "i8", 8, reference, "int64", ["<i8", "q"], "`i8`: `i64`."),
+            (U8, u8, "u1", 1, reference, "uint8", ["|u1", "B"], "`u1`: `u8`."),
+            (U16, u16, "u2", 2, reference, "uint16", ["<u2", "H"], "`u2`: `u16`."),
+            (U32, u32, "u4", 4, reference, "uint32", ["<u4", "I"],
+                "`u4`: `u32` (the reference misspells it and cannot use it; tenstore can)."),
+            (U64, u64, "u8", 8, reference, "uint64", ["<u8", "Q"], "`u8`: `u64`."),
+            (Bool, bool, "b1", 1, extension, "bool", ["|b1", "?"],
+                "`b1` (extension): `bool`, one byte, 0 or 1."),
+            (BF16, $crate::half::bf16, "bf16", 2, extension, "bfloat16", [],
+                "`bf16` (extension): [`half::bf16`]."),
+            (C64, $crate::num_complex::Complex<f32>, "c8", 8, extension, "complex64", ["<c8", "F"],
+                "`c8` (extension): `Complex<f32>`, real then imaginary part."),
+            (C128, $crate::num_complex::Complex<f64>, "c16", 16, extension, "complex128",
+                ["<c16", "D"], "`c16` (extension): `Complex<f64>`, real then imaginary part."),
+        }
+    };
 }
 
+/// What the table says of one dtype, indexed by its discriminant.
+struct Row {
+    code: &'static str,
+    itemsize: usize,
+    align: usize,
+    reference: bool,
+    numpy_name: &'static str,
+}
+
+macro_rules! is_reference {
+    (reference) => {
+        true
+    };
+    (extension) => {
+        false
+    };
+}
+
+/// Declares [`DType`], its table of facts and the [`Element`] types.
+macro_rules! dtypes {
+    ($(($v:ident, $t:ty, $code:literal, $size:literal, $class:ident, $numpy:literal,
+        [$($npy:tt)*], $doc:literal)),* $(,)?) => {
+        /// A tenbin dtype code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum DType {
+            $(#[doc = $doc] $v,)*
+        }
+
+        /// How many dtypes there are.
+        const COUNT: usize = [$(DType::$v),*].len();
+
+        impl DType {
+            /// Every dtype, reference codes first.
+            pub const ALL: [DType; COUNT] = [$(DType::$v),*];
+        }
+
+        /// The table's facts, in the order of [`DType::ALL`].
+        const ROWS: [Row; COUNT] = [$(Row {
+            code: $code,
+            itemsize: $size,
+            align: std::mem::align_of::<$t>(),
+            reference: is_reference!($class),
+            numpy_name: $numpy,
+        }),*];
+
+        $(
+            impl sealed::Sealed for $t {}
+            impl Element for $t {
+                const DTYPE: DType = DType::$v;
+            }
+        )*
+    };
+}
+
+for_each_dtype!(dtypes);
+
 impl DType {
-    /// Every dtype, reference codes first.
-    pub const ALL: [DType; 15] = [
-        DType::F16,
-        DType::F32,
-        DType::F64,
-        DType::I8,
-        DType::I16,
-        DType::I32,
-        DType::I64,
-        DType::U8,
-        DType::U16,
-        DType::U32,
-        DType::U64,
-        DType::Bool,
-        DType::BF16,
-        DType::C64,
-        DType::C128,
-    ];
+    /// This dtype's row of the table.
+    const fn row(self) -> &'static Row {
+        // The variants are declared in the order of the rows and carry no
+        // explicit discriminants, so the discriminant is the row's index.
+        &ROWS[self as usize]
+    }
 
     /// The tenbin code, e.g. `"f4"`.
     pub const fn code(self) -> &'static str {
-        match self {
-            DType::F16 => "f2",
-            DType::F32 => "f4",
-            DType::F64 => "f8",
-            DType::I8 => "i1",
-            DType::I16 => "i2",
-            DType::I32 => "i4",
-            DType::I64 => "i8",
-            DType::U8 => "u1",
-            DType::U16 => "u2",
-            DType::U32 => "u4",
-            DType::U64 => "u8",
-            DType::Bool => "b1",
-            DType::BF16 => "bf16",
-            DType::C64 => "c8",
-            DType::C128 => "c16",
-        }
+        self.row().code
     }
 
     /// The dtype with this tenbin code, if any.
@@ -121,10 +162,10 @@ impl DType {
     /// The dtype whose header word is `w`: an integer compare per dtype,
     /// for the decoder's hot path.
     pub(crate) fn from_word(w: u64) -> Option<DType> {
-        const WORDS: [u64; 15] = {
-            let mut out = [0u64; 15];
+        const WORDS: [u64; COUNT] = {
+            let mut out = [0u64; COUNT];
             let mut i = 0;
-            while i < 15 {
+            while i < COUNT {
                 out[i] = DType::ALL[i].word();
                 i += 1;
             }
@@ -135,50 +176,24 @@ impl DType {
 
     /// Size of one element in bytes.
     pub const fn itemsize(self) -> usize {
-        match self {
-            DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
-            DType::C128 => 16,
-        }
+        self.row().itemsize
     }
 
     /// Alignment the Rust element type needs for a zero-copy view.
     pub const fn align(self) -> usize {
-        match self {
-            DType::C64 => 4,
-            DType::C128 => 8,
-            other => other.itemsize(),
-        }
+        self.row().align
     }
 
     /// Whether the reference implementation (webdataset's `tenbin`) can read
     /// and write this dtype. `u4` counts: its table only misspells it.
     pub const fn is_reference(self) -> bool {
-        !matches!(self, DType::Bool | DType::BF16 | DType::C64 | DType::C128)
+        self.row().reference
     }
 
     /// The NumPy name of the dtype, as `numpy.dtype(name)` accepts it
     /// (`bfloat16` needs the `ml_dtypes` package there).
     pub const fn numpy_name(self) -> &'static str {
-        match self {
-            DType::F16 => "float16",
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-            DType::I8 => "int8",
-            DType::I16 => "int16",
-            DType::I32 => "int32",
-            DType::I64 => "int64",
-            DType::U8 => "uint8",
-            DType::U16 => "uint16",
-            DType::U32 => "uint32",
-            DType::U64 => "uint64",
-            DType::Bool => "bool",
-            DType::BF16 => "bfloat16",
-            DType::C64 => "complex64",
-            DType::C128 => "complex128",
-        }
+        self.row().numpy_name
     }
 }
 
@@ -202,50 +217,6 @@ pub trait Element:
 {
     /// The dtype whose elements this type holds.
     const DTYPE: DType;
-
-    #[doc(hidden)]
-    fn into_any(array: ArrayD<Self>) -> AnyArray;
-
-    #[doc(hidden)]
-    fn any_ref(array: &AnyArray) -> Option<&ArrayD<Self>>;
-
-    #[doc(hidden)]
-    fn any_into(array: AnyArray) -> Result<ArrayD<Self>, AnyArray>;
-}
-
-macro_rules! element {
-    ($($t:ty => $d:ident),* $(,)?) => {$(
-        impl sealed::Sealed for $t {}
-        impl Element for $t {
-            const DTYPE: DType = DType::$d;
-
-            fn into_any(array: ArrayD<Self>) -> AnyArray {
-                AnyArray::$d(array)
-            }
-
-            fn any_ref(array: &AnyArray) -> Option<&ArrayD<Self>> {
-                match array {
-                    AnyArray::$d(a) => Some(a),
-                    _ => None,
-                }
-            }
-
-            fn any_into(array: AnyArray) -> Result<ArrayD<Self>, AnyArray> {
-                match array {
-                    AnyArray::$d(a) => Ok(a),
-                    other => Err(other),
-                }
-            }
-        }
-    )*};
-}
-
-element! {
-    f16 => F16, f32 => F32, f64 => F64,
-    i8 => I8, i16 => I16, i32 => I32, i64 => I64,
-    u8 => U8, u16 => U16, u32 => U32, u64 => U64,
-    bool => Bool, bf16 => BF16,
-    Complex<f32> => C64, Complex<f64> => C128,
 }
 
 #[cfg(test)]
@@ -253,27 +224,37 @@ mod tests {
     use super::*;
 
     fn check<T: Element>() {
-        assert_eq!(T::DTYPE.itemsize(), std::mem::size_of::<T>());
-        assert_eq!(T::DTYPE.align(), std::mem::align_of::<T>());
+        assert_eq!(
+            T::DTYPE.itemsize(),
+            std::mem::size_of::<T>(),
+            "{}",
+            T::DTYPE
+        );
+        // Payloads sit at multiples of 16 bytes: every dtype must view in
+        // place there.
+        assert!(16 % T::DTYPE.align() == 0, "{}", T::DTYPE);
+    }
+
+    macro_rules! check_all {
+        ($(($v:ident, $t:ty, $($rest:tt)*)),* $(,)?) => {
+            $(check::<$t>();)*
+        };
     }
 
     #[test]
     fn sizes_and_alignments_match_rust_types() {
-        check::<f16>();
-        check::<bf16>();
-        check::<f32>();
-        check::<f64>();
-        check::<i8>();
-        check::<i16>();
-        check::<i32>();
-        check::<i64>();
-        check::<u8>();
-        check::<u16>();
-        check::<u32>();
-        check::<u64>();
-        check::<bool>();
-        check::<Complex<f32>>();
-        check::<Complex<f64>>();
+        for_each_dtype!(check_all);
+    }
+
+    #[test]
+    fn rows_are_indexed_by_discriminant() {
+        for (i, d) in DType::ALL.into_iter().enumerate() {
+            assert_eq!(d as usize, i);
+        }
+        let mut codes: Vec<&str> = DType::ALL.iter().map(|d| d.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), DType::ALL.len(), "codes are distinct");
     }
 
     #[test]

@@ -10,6 +10,16 @@ use std::path::PathBuf;
 
 use crate::dtype::DType;
 
+/// Every dtype code, each after a space, for [`Error::UnknownDtype`].
+const KNOWN_CODES: &str = {
+    macro_rules! codes {
+        ($(($v:ident, $t:ty, $code:literal, $($rest:tt)*)),* $(,)?) => {
+            concat!($(" ", $code),*)
+        };
+    }
+    crate::for_each_dtype!(codes)
+};
+
 /// Result alias for the codec layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -80,7 +90,7 @@ pub enum Error {
 
     /// A header's ndim disagrees with the length of its payload, or exceeds
     /// [`MAX_NDIM`](crate::MAX_NDIM).
-    #[error("tensor {tensor}: header declares ndim {ndim}, but its payload holds room for {room} dimensions (at most {max} are allowed)", max = crate::MAX_NDIM)]
+    #[error("tensor {tensor}: header declares ndim {ndim}, but its payload holds room for {room} dimensions (at most {max} are allowed)", max = crate::tensor::MAX_NDIM)]
     BadNdim {
         /// Index of the tensor.
         tensor: usize,
@@ -125,7 +135,7 @@ pub enum Error {
     },
 
     /// A dtype code that tenbin does not know.
-    #[error("tensor {tensor}: unknown dtype code {code:?} (known: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1 bf16 c8 c16)")]
+    #[error("tensor {tensor}: unknown dtype code {code:?} (known:{known})", known = KNOWN_CODES)]
     UnknownDtype {
         /// Index of the tensor.
         tensor: usize,
@@ -153,7 +163,7 @@ pub enum Error {
     },
 
     /// An array with more dimensions than tenstore allows.
-    #[error("an array of {ndim} dimensions cannot be encoded (at most {max} are allowed)", max = crate::MAX_NDIM)]
+    #[error("an array of {ndim} dimensions cannot be encoded (at most {max} are allowed)", max = crate::tensor::MAX_NDIM)]
     TooManyDims {
         /// The array's ndim.
         ndim: usize,
@@ -286,4 +296,21 @@ impl Error {
 /// Escapes arbitrary bytes for an error message.
 pub(crate) fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_dtype_lists_every_code_in_table_order() {
+        let e = Error::UnknownDtype {
+            tensor: 2,
+            code: "f3".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "tensor 2: unknown dtype code \"f3\" (known: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1 bf16 c8 c16)"
+        );
+    }
 }

@@ -10,7 +10,8 @@
 //! A buffer is a sequence of chunks: the magic `~TenBin~`, a little-endian
 //! int64 length `n`, `n` payload bytes, zero padding to a multiple of 64.
 //! Each array is two chunks: a header (dtype code, name, ndim, dims as int64
-//! words) and its data in C order. See `FORMAT.md` for the full layout.
+//! words) and its data in C order. `FORMAT.md`, at the root of the
+//! repository and the package, describes the full layout.
 //!
 //! ## A tour
 //!
@@ -67,6 +68,16 @@
 //!   sends them) and SCTP, and the `tenstore serve` request server.
 //! - [`npy`]: `.npy` files in and out.
 //!
+//! ## Features
+//!
+//! - `cli` (default): the `tenstore` binary and the crates only it uses
+//!   (`clap`, `tar`, `flate2`, `sha2`, `signal-hook`); turns on `zmq`.
+//! - `zmq` (default): ZeroMQ, for the `net` zsend/zrecv functions and the
+//!   `serve` server (`net::Server`, `net::push`).
+//!
+//! With `default-features = false` the crate builds the codec, the stores,
+//! `.npy` and SCTP, and compiles none of the crates above.
+//!
 //! ## Strictness
 //!
 //! Every length field is checked against the bytes really there before it
@@ -98,11 +109,7 @@ pub use codec::{
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use io::{load, load_with, read, read_all, save, save_with, write, FileOptions};
-pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView};
-
-/// Most dimensions an array may have: NumPy's own limit. Headers that
-/// declare more are refused before anything is allocated.
-pub const MAX_NDIM: usize = 64;
+pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView, MAX_NDIM};
 
 pub use half;
 pub use ndarray;

@@ -46,7 +46,7 @@ pub enum NpyError {
     },
     /// The array cannot be a tensor (e.g. too many dimensions).
     #[error(transparent)]
-    Codec(#[from] crate::Error),
+    Codec(#[from] crate::error::Error),
 }
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -146,45 +146,31 @@ fn dtype_of(descr: &str) -> Result<(DType, bool), NpyError> {
         Some(b'<' | b'>' | b'|' | b'=') => descr.split_at(1),
         _ => ("|", descr),
     };
-    let dtype = match code {
-        "f2" | "e" => DType::F16,
-        "f4" | "f" => DType::F32,
-        "f8" | "d" => DType::F64,
-        "i1" | "b" => DType::I8,
-        "i2" | "h" => DType::I16,
-        "i4" | "i" => DType::I32,
-        "i8" | "q" => DType::I64,
-        "u1" | "B" => DType::U8,
-        "u2" | "H" => DType::U16,
-        "u4" | "I" => DType::U32,
-        "u8" | "Q" => DType::U64,
-        "b1" | "?" => DType::Bool,
-        "c8" | "F" => DType::C64,
-        "c16" | "D" => DType::C128,
-        _ => return Err(unsupported()),
-    };
+    macro_rules! from_npy {
+        ($(($v:ident, $t:ty, $code:literal, $size:literal, $class:ident, $numpy:literal,
+            [$($descr:literal, $char:literal)?], $($rest:tt)*)),* $(,)?) => {
+            match code {
+                $($($code | $char => DType::$v,)?)*
+                _ => return Err(unsupported()),
+            }
+        };
+    }
+    let dtype = crate::for_each_dtype!(from_npy);
     Ok((dtype, order == ">"))
 }
 
 /// The little-endian descr of a dtype.
 fn descr_of(dtype: DType) -> Result<&'static str, NpyError> {
-    Ok(match dtype {
-        DType::F16 => "<f2",
-        DType::F32 => "<f4",
-        DType::F64 => "<f8",
-        DType::I8 => "|i1",
-        DType::I16 => "<i2",
-        DType::I32 => "<i4",
-        DType::I64 => "<i8",
-        DType::U8 => "|u1",
-        DType::U16 => "<u2",
-        DType::U32 => "<u4",
-        DType::U64 => "<u8",
-        DType::Bool => "|b1",
-        DType::C64 => "<c8",
-        DType::C128 => "<c16",
-        other => return Err(NpyError::NoNpyForm(other)),
-    })
+    macro_rules! to_npy {
+        ($(($v:ident, $t:ty, $code:literal, $size:literal, $class:ident, $numpy:literal,
+            [$($descr:literal, $char:literal)?], $($rest:tt)*)),* $(,)?) => {
+            match dtype {
+                $($(DType::$v => Ok($descr),)?)*
+                other => Err(NpyError::NoNpyForm(other)),
+            }
+        };
+    }
+    crate::for_each_dtype!(to_npy)
 }
 
 /// Parses the Python dict literal of an `.npy` header.
@@ -262,4 +248,40 @@ pub fn to_bytes(t: &TensorView<'_>) -> Result<Vec<u8>, NpyError> {
     out.extend_from_slice(dict.as_bytes());
     out.extend_from_slice(t.data());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dtype_with_an_npy_form_round_trips() {
+        for dtype in DType::ALL {
+            let bytes: Vec<u8> = (0..4 * dtype.itemsize()).map(|i| (i % 2) as u8).collect();
+            let t = TensorView::new("t", dtype, &[2, 2], &bytes).unwrap();
+            match to_bytes(&t) {
+                Ok(file) => {
+                    let back = from_bytes("t", &file).unwrap();
+                    assert_eq!(back.view(), t, "{dtype}");
+                    let (descr, big) = dtype_of(descr_of(dtype).unwrap()).unwrap();
+                    assert_eq!((descr, big), (dtype, false));
+                }
+                Err(NpyError::NoNpyForm(d)) => assert_eq!((d, dtype), (DType::BF16, DType::BF16)),
+                Err(e) => panic!("{dtype}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn one_letter_codes_and_big_endian_descrs_are_read() {
+        assert_eq!(dtype_of("e").unwrap(), (DType::F16, false));
+        assert_eq!(dtype_of("?").unwrap(), (DType::Bool, false));
+        assert_eq!(dtype_of("D").unwrap(), (DType::C128, false));
+        assert_eq!(dtype_of(">i4").unwrap(), (DType::I32, true));
+        assert!(matches!(
+            dtype_of("<bf16"),
+            Err(NpyError::Unsupported { .. })
+        ));
+        assert!(matches!(dtype_of("<U5"), Err(NpyError::Unsupported { .. })));
+    }
 }

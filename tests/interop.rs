@@ -26,162 +26,22 @@
 #[macro_use]
 mod common;
 
-use std::fmt::Debug;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::Path;
 
-use common::{run_py, XorShift};
+use common::{random_array, reference_dtypes, run_py, TestElem, XorShift};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use tenstore::half::f16;
 use tenstore::ndarray::{arr0, s, ArrayBase, ArrayD, ArrayViewD, Data, Dimension, Ix2, Ix3, IxDyn};
 use tenstore::{
     decode_buffer, decode_list, encode_buffer, encode_list, load, read, read_all, save, write,
-    DType, Element, Tensor, TensorRef, TensorView, Tensors,
+    DType, Tensor, TensorRef, TensorView, Tensors,
 };
 
 /// Seed of both sides' random arrays.
 const SEED: u64 = 20_240_611;
-
-/// The eleven dtypes the reference knows.
-fn reference_dtypes() -> Vec<DType> {
-    DType::ALL
-        .into_iter()
-        .filter(|d| d.is_reference())
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Element types: random values, JSON form, exact comparison.
-
-/// An element type of a reference dtype, as the tests handle it.
-trait TestElem: Element + PartialEq + Debug {
-    /// A random value (finite for floats: JSON cannot hold the others).
-    fn random(rng: &mut XorShift) -> Self;
-    /// Edge values, put at the start of larger arrays.
-    fn specials() -> Vec<Self>;
-    /// The JSON value, and the bit pattern for floats.
-    fn to_json(self) -> (Number, Option<u64>);
-    /// The element a JSON value (and bit pattern, for floats) describes.
-    fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String>;
-    /// Equal bit for bit (so -0.0 is not 0.0, and ints are simply equal).
-    fn same(self, other: Self) -> bool;
-}
-
-macro_rules! int_elem {
-    ($($t:ty),*) => {$(
-        impl TestElem for $t {
-            fn random(rng: &mut XorShift) -> Self {
-                // Truncation keeps the full range uniform.
-                rng.next_u64() as $t
-            }
-
-            fn specials() -> Vec<Self> {
-                vec![<$t>::MIN, <$t>::MAX, 0, 1, <$t>::MAX / 2 + 1, <$t>::MIN.wrapping_add(1)]
-            }
-
-            fn to_json(self) -> (Number, Option<u64>) {
-                (Number::from(self), None)
-            }
-
-            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
-                if bits.is_some() {
-                    return Err(format!("integer {value} comes with a bit pattern"));
-                }
-                let wide = match (value.as_i64(), value.as_u64()) {
-                    (Some(i), _) => i128::from(i),
-                    (None, Some(u)) => i128::from(u),
-                    _ => return Err(format!("{value} is not an integer")),
-                };
-                <$t>::try_from(wide)
-                    .map_err(|_| format!("{value} is out of range for {}", stringify!($t)))
-            }
-
-            fn same(self, other: Self) -> bool {
-                self == other
-            }
-        }
-    )*};
-}
-
-int_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
-
-/// Whether two float64 values are equal or adjacent (same sign): the slack
-/// serde_json's float parsing needs.
-fn within_one_ulp(a: f64, b: f64) -> bool {
-    a == b
-        || (a.is_sign_negative() == b.is_sign_negative() && a.to_bits().abs_diff(b.to_bits()) <= 1)
-}
-
-macro_rules! float_elem {
-    ($t:ty, $bits:ty, $max_exp:expr, $from_f64:expr) => {
-        impl TestElem for $t {
-            fn random(rng: &mut XorShift) -> Self {
-                let mantissa = rng.unit() * 2.0 - 1.0;
-                let exp = rng.below(2 * $max_exp + 1) as i32 - $max_exp as i32;
-                let x: $t = $from_f64(mantissa * 10f64.powi(exp));
-                assert!(f64::from(x).is_finite());
-                x
-            }
-
-            fn specials() -> Vec<Self> {
-                vec![
-                    -<$t>::from_bits(0),
-                    <$t>::from_bits(1), // smallest subnormal
-                    <$t>::MIN_POSITIVE,
-                    <$t>::MAX,
-                    <$t>::MIN,
-                    -<$t>::from_bits(1),
-                    $from_f64(1.0),
-                ]
-            }
-
-            fn to_json(self) -> (Number, Option<u64>) {
-                let value = Number::from_f64(f64::from(self)).expect("finite float");
-                (value, Some(u64::from(self.to_bits())))
-            }
-
-            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
-                let bits = bits.ok_or_else(|| format!("float {value} has no bit pattern"))?;
-                let bits = <$bits>::try_from(bits).map_err(|_| {
-                    format!("bit pattern {bits:#x} too wide for {}", stringify!($t))
-                })?;
-                let x = <$t>::from_bits(bits);
-                let v = value
-                    .as_f64()
-                    .ok_or_else(|| format!("{value} is not a number"))?;
-                if !within_one_ulp(f64::from(x), v) {
-                    return Err(format!(
-                        "value {v:?} disagrees with bit pattern {bits:#x} ({x:?})"
-                    ));
-                }
-                Ok(x)
-            }
-
-            fn same(self, other: Self) -> bool {
-                self.to_bits() == other.to_bits()
-            }
-        }
-    };
-}
-
-float_elem!(f16, u16, 3u64, f16::from_f64);
-float_elem!(f32, u32, 6u64, |x: f64| x as f32);
-float_elem!(f64, u64, 6u64, |x: f64| x);
-
-/// A random array: random elements, edge values first when it has 15 or
-/// more.
-fn random_array<T: TestElem>(rng: &mut XorShift, shape: &[usize]) -> ArrayD<T> {
-    let n = shape.iter().product();
-    let mut v: Vec<T> = (0..n).map(|_| T::random(rng)).collect();
-    if n >= 15 {
-        for (slot, x) in v.iter_mut().zip(T::specials()) {
-            *slot = x;
-        }
-    }
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches")
-}
 
 // ---------------------------------------------------------------------------
 // The JSON both sides share (see tests/py/tenbin_util.py).

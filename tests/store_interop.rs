@@ -53,7 +53,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -62,128 +61,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{py_script, python, run_py, XorShift};
+use common::{py_script, python, random_array, reference_dtypes, run_py, TestElem, XorShift};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
-use tenstore::half::f16;
 use tenstore::ndarray::{ArrayD, IxDyn};
 use tenstore::store::{LmdbOptions, LmdbStore, META_FILE};
-use tenstore::{encode_buffer, DType, Element, Tensor, TensorView};
+use tenstore::{encode_buffer, DType, Tensor, TensorView};
 
 const SEED: u64 = 20_250_117;
-
-// ---------------------------------------------------------------------------
-// Element types: random values, their JSON form (tests/py/tenbin_util.py),
-// exact comparison.
-
-trait TestElem: Element + PartialEq + Debug {
-    fn random(rng: &mut XorShift) -> Self;
-    /// Edge values, put first in arrays of 8 or more elements.
-    fn specials() -> Vec<Self>;
-    /// The JSON value, and the bit pattern for floats.
-    fn to_json(self) -> (Number, Option<u64>);
-    fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String>;
-    /// Equal bit for bit.
-    fn same(self, other: Self) -> bool;
-}
-
-macro_rules! int_elem {
-    ($($t:ty),*) => {$(
-        impl TestElem for $t {
-            fn random(rng: &mut XorShift) -> Self {
-                rng.next_u64() as $t
-            }
-            fn specials() -> Vec<Self> {
-                vec![<$t>::MIN, <$t>::MAX, 0]
-            }
-            fn to_json(self) -> (Number, Option<u64>) {
-                (Number::from(self), None)
-            }
-            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
-                if bits.is_some() {
-                    return Err(format!("integer {value} comes with a bit pattern"));
-                }
-                let wide = match (value.as_i64(), value.as_u64()) {
-                    (Some(i), _) => i128::from(i),
-                    (None, Some(u)) => i128::from(u),
-                    _ => return Err(format!("{value} is not an integer")),
-                };
-                <$t>::try_from(wide).map_err(|_| format!("{value} is out of range"))
-            }
-            fn same(self, other: Self) -> bool {
-                self == other
-            }
-        }
-    )*};
-}
-
-int_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
-
-macro_rules! float_elem {
-    ($t:ty, $bits:ty, $max_exp:expr, $from_f64:expr) => {
-        impl TestElem for $t {
-            fn random(rng: &mut XorShift) -> Self {
-                let mantissa = rng.unit() * 2.0 - 1.0;
-                let exp = rng.below(2 * $max_exp + 1) as i32 - $max_exp as i32;
-                $from_f64(mantissa * 10f64.powi(exp))
-            }
-            fn specials() -> Vec<Self> {
-                vec![
-                    -<$t>::from_bits(0),
-                    <$t>::from_bits(1),
-                    <$t>::MAX,
-                    <$t>::MIN,
-                    $from_f64(1.0),
-                ]
-            }
-            fn to_json(self) -> (Number, Option<u64>) {
-                let value = Number::from_f64(f64::from(self)).expect("finite float");
-                (value, Some(u64::from(self.to_bits())))
-            }
-            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
-                let bits = bits.ok_or_else(|| format!("float {value} has no bit pattern"))?;
-                let x = <$t>::from_bits(
-                    <$bits>::try_from(bits).map_err(|_| format!("bits {bits:#x} too wide"))?,
-                );
-                let v = value.as_f64().ok_or("not a number")?;
-                // serde_json's float parsing may be one ulp off.
-                let close = f64::from(x) == v
-                    || (f64::from(x).is_sign_negative() == v.is_sign_negative()
-                        && f64::from(x).to_bits().abs_diff(v.to_bits()) <= 1);
-                if !close {
-                    return Err(format!("value {v:?} disagrees with bits {bits:#x}"));
-                }
-                Ok(x)
-            }
-            fn same(self, other: Self) -> bool {
-                self.to_bits() == other.to_bits()
-            }
-        }
-    };
-}
-
-float_elem!(f16, u16, 3u64, f16::from_f64);
-float_elem!(f32, u32, 6u64, |x: f64| x as f32);
-float_elem!(f64, u64, 6u64, |x: f64| x);
-
-fn reference_dtypes() -> Vec<DType> {
-    DType::ALL
-        .into_iter()
-        .filter(|d| d.is_reference())
-        .collect()
-}
-
-fn random_array<T: TestElem>(rng: &mut XorShift, shape: &[usize]) -> ArrayD<T> {
-    let n = shape.iter().product();
-    let mut v: Vec<T> = (0..n).map(|_| T::random(rng)).collect();
-    if n >= 8 {
-        for (slot, x) in v.iter_mut().zip(T::specials()) {
-            *slot = x;
-        }
-    }
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches")
-}
 
 // ---------------------------------------------------------------------------
 // The JSON both sides share: one entry per array (see tenbin_util.py).

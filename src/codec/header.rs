@@ -3,8 +3,8 @@
 use crate::codec::chunk::word;
 use crate::dtype::DType;
 use crate::error::{escape, Error, Result};
+use crate::tensor::MAX_NDIM;
 use crate::tensor::{Shape, TensorRef, TensorView};
-use crate::MAX_NDIM;
 
 /// Bytes in the header payload of an array of `ndim` dimensions.
 pub(crate) const fn header_len(ndim: usize) -> usize {

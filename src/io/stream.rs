@@ -3,9 +3,7 @@
 use std::io::{ErrorKind, Read, Write};
 
 use bytemuck::Pod;
-use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
-use num_complex::Complex;
 
 use crate::codec::{
     check_padding, chunk_len_u64, encode_to, pad_len, parse_header, parse_prefix, Header,
@@ -175,28 +173,8 @@ impl<R: Read + ?Sized> Reader<'_, R> {
         let len = header.nbytes;
         let count = (len / header.dtype.itemsize() as u64) as usize;
         let dims: Vec<usize> = crate::tensor::Shape::from_checked_le(header.dims).to_vec();
-        macro_rules! typed {
-            ($t:ty, $variant:ident) => {{
-                let v = self.elements::<$t>(count, chunk, len)?;
-                AnyArray::$variant(shaped(header.dtype, &dims, v)?)
-            }};
-        }
-        Ok(match header.dtype {
-            DType::F16 => typed!(f16, F16),
-            DType::F32 => typed!(f32, F32),
-            DType::F64 => typed!(f64, F64),
-            DType::I8 => typed!(i8, I8),
-            DType::I16 => typed!(i16, I16),
-            DType::I32 => typed!(i32, I32),
-            DType::I64 => typed!(i64, I64),
-            DType::U8 => typed!(u8, U8),
-            DType::U16 => typed!(u16, U16),
-            DType::U32 => typed!(u32, U32),
-            DType::U64 => typed!(u64, U64),
-            DType::BF16 => typed!(bf16, BF16),
-            DType::C64 => typed!(Complex<f32>, C64),
-            DType::C128 => typed!(Complex<f64>, C128),
-            DType::Bool => {
+        macro_rules! read_array {
+            (@one Bool, $t:ty) => {{
                 let bytes = self.elements::<u8>(count, chunk, len)?;
                 if let Some((index, &byte)) = bytes.iter().enumerate().find(|(_, &b)| b > 1) {
                     return Err(Error::BadBool {
@@ -210,8 +188,18 @@ impl<R: Read + ?Sized> Reader<'_, R> {
                     &dims,
                     bytes.into_iter().map(|b| b == 1).collect(),
                 )?)
-            }
-        })
+            }};
+            (@one $v:ident, $t:ty) => {{
+                let v = self.elements::<$t>(count, chunk, len)?;
+                AnyArray::$v(shaped(header.dtype, &dims, v)?)
+            }};
+            ($(($v:ident, $t:ty, $($rest:tt)*)),* $(,)?) => {
+                match header.dtype {
+                    $(DType::$v => read_array!(@one $v, $t),)*
+                }
+            };
+        }
+        Ok(crate::for_each_dtype!(read_array))
     }
 }
 

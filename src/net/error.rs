@@ -8,6 +8,7 @@ pub type Result<T, E = NetError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum NetError {
     /// An error from ZeroMQ, with what was being done.
+    #[cfg(feature = "zmq")]
     #[error("{context}: {source}")]
     Zmq {
         /// What was being done.
@@ -57,6 +58,7 @@ pub enum NetError {
 }
 
 impl NetError {
+    #[cfg(feature = "zmq")]
     pub(crate) fn zmq(context: impl Into<String>, source: zmq::Error) -> Self {
         NetError::Zmq {
             context: context.into(),

@@ -6,7 +6,7 @@ use ndarray::{ArrayBase, Data, Dimension};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::tensor::{check_name, Shape, Tensor, TensorView};
+use crate::tensor::{check_name, Shape, Tensor, TensorView, MAX_NDIM};
 
 /// A tensor to encode, borrowed from wherever it lives: an `ndarray` array
 /// or view of any element type and layout, a decoded [`TensorView`], an
@@ -99,7 +99,7 @@ impl<'a> TensorRef<'a> {
         T: Element,
     {
         check_name(name)?;
-        if array.ndim() > crate::MAX_NDIM {
+        if array.ndim() > MAX_NDIM {
             return Err(Error::TooManyDims { ndim: array.ndim() });
         }
         let data = match array.as_slice() {

@@ -14,6 +14,10 @@ pub use view::TensorView;
 
 use crate::error::{Error, Result};
 
+/// Most dimensions an array may have: NumPy's own limit. Headers that
+/// declare more are refused before anything is allocated.
+pub const MAX_NDIM: usize = 64;
+
 /// Longest name a tensor can carry: one header word.
 pub const MAX_NAME_LEN: usize = 8;
 

@@ -1,58 +1,65 @@
 //! Owned tensors: a name and an `ndarray` array of any tenbin element type.
 
-use half::{bf16, f16};
+use std::any::Any;
+
 use ndarray::{ArrayD, ArrayViewD};
-use num_complex::Complex;
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::tensor::{check_name, Shape, TensorView};
+use crate::tensor::{check_name, Shape, TensorView, MAX_NDIM};
 
-/// An owned array of any tenbin element type, in standard (C) layout.
-///
-/// The variants are named for the [`DType`] they hold.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-#[allow(missing_docs)]
-pub enum AnyArray {
-    F16(ArrayD<f16>),
-    F32(ArrayD<f32>),
-    F64(ArrayD<f64>),
-    I8(ArrayD<i8>),
-    I16(ArrayD<i16>),
-    I32(ArrayD<i32>),
-    I64(ArrayD<i64>),
-    U8(ArrayD<u8>),
-    U16(ArrayD<u16>),
-    U32(ArrayD<u32>),
-    U64(ArrayD<u64>),
-    Bool(ArrayD<bool>),
-    BF16(ArrayD<bf16>),
-    C64(ArrayD<Complex<f32>>),
-    C128(ArrayD<Complex<f64>>),
-}
+/// Declares [`AnyArray`] and [`dispatch!`] from the dtype table.
+macro_rules! any_array {
+    ($(($v:ident, $t:ty, $($rest:tt)*)),* $(,)?) => {
+        /// An owned array of any tenbin element type, in standard (C) layout.
+        ///
+        /// The variants are named for the [`DType`] they hold.
+        #[derive(Clone, Debug, PartialEq)]
+        #[non_exhaustive]
+        #[allow(missing_docs)]
+        pub enum AnyArray {
+            $($v(ArrayD<$t>),)*
+        }
 
-/// Runs `$body` with `$a` bound to the typed array inside `$any`.
-macro_rules! dispatch {
-    ($any:expr, $a:ident => $body:expr) => {
-        match $any {
-            AnyArray::F16($a) => $body,
-            AnyArray::F32($a) => $body,
-            AnyArray::F64($a) => $body,
-            AnyArray::I8($a) => $body,
-            AnyArray::I16($a) => $body,
-            AnyArray::I32($a) => $body,
-            AnyArray::I64($a) => $body,
-            AnyArray::U8($a) => $body,
-            AnyArray::U16($a) => $body,
-            AnyArray::U32($a) => $body,
-            AnyArray::U64($a) => $body,
-            AnyArray::Bool($a) => $body,
-            AnyArray::BF16($a) => $body,
-            AnyArray::C64($a) => $body,
-            AnyArray::C128($a) => $body,
+        /// Runs `$body` with `$a` bound to the typed array inside `$any`.
+        macro_rules! dispatch {
+            ($any:expr, $a:ident => $body:expr) => {
+                match $any {
+                    $(AnyArray::$v($a) => $body,)*
+                }
+            };
+        }
+
+        /// The typed array of `view`, copied.
+        fn copy_of(view: &TensorView<'_>) -> Result<AnyArray> {
+            Ok(match view.dtype() {
+                $(DType::$v => AnyArray::$v(view.cow_array::<$t>()?.into_owned()),)*
+            })
+        }
+
+        impl AnyArray {
+            /// Wraps an array in the variant of its element type.
+            fn of<T: Element>(array: ArrayD<T>) -> AnyArray {
+                let wrapped = match T::DTYPE {
+                    $(DType::$v => same_type(array).map(AnyArray::$v),)*
+                };
+                // `Element` is sealed and the table implements it for each
+                // row's type with that row's dtype, so `T` is the type of
+                // the variant `T::DTYPE` names.
+                wrapped.unwrap_or_else(|| unreachable!("{} is not its own element type", T::DTYPE))
+            }
         }
     };
+}
+
+crate::for_each_dtype!(any_array);
+
+/// `value` as a `U` when `T` is `U`, else `None`.
+fn same_type<T: 'static, U: 'static>(value: T) -> Option<U> {
+    let mut slot = Some(value);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<U>>()?
+        .take()
 }
 
 impl AnyArray {
@@ -81,7 +88,7 @@ impl AnyArray {
     /// The array with its axes in reverse order (a transpose), as a view
     /// made owned; [`Tensor::from_any`] puts it back in standard layout.
     pub fn reversed_axes(self) -> AnyArray {
-        dispatch!(self, a => Element::into_any(a.reversed_axes()))
+        dispatch!(self, a => AnyArray::of(a.reversed_axes()))
     }
 
     fn standard<T: Element>(array: ArrayD<T>) -> AnyArray {
@@ -90,7 +97,12 @@ impl AnyArray {
         } else {
             array.as_standard_layout().into_owned()
         };
-        T::into_any(array)
+        AnyArray::of(array)
+    }
+
+    /// The array if its element type is `T`.
+    fn typed<T: Element>(&self) -> Option<&ArrayD<T>> {
+        dispatch!(self, a => (a as &dyn Any).downcast_ref())
     }
 }
 
@@ -125,7 +137,7 @@ impl Tensor {
     pub fn from_any(name: impl Into<String>, array: AnyArray) -> Result<Tensor> {
         let name = name.into();
         check_name(&name)?;
-        if array.shape().len() > crate::MAX_NDIM {
+        if array.shape().len() > MAX_NDIM {
             return Err(Error::TooManyDims {
                 ndim: array.shape().len(),
             });
@@ -136,29 +148,9 @@ impl Tensor {
 
     /// An owned copy of a view.
     pub fn from_view(view: &TensorView<'_>) -> Result<Tensor> {
-        fn copy<T: Element>(view: &TensorView<'_>) -> Result<AnyArray> {
-            Ok(T::into_any(view.cow_array::<T>()?.into_owned()))
-        }
-        let array = match view.dtype() {
-            DType::F16 => copy::<f16>(view)?,
-            DType::F32 => copy::<f32>(view)?,
-            DType::F64 => copy::<f64>(view)?,
-            DType::I8 => copy::<i8>(view)?,
-            DType::I16 => copy::<i16>(view)?,
-            DType::I32 => copy::<i32>(view)?,
-            DType::I64 => copy::<i64>(view)?,
-            DType::U8 => copy::<u8>(view)?,
-            DType::U16 => copy::<u16>(view)?,
-            DType::U32 => copy::<u32>(view)?,
-            DType::U64 => copy::<u64>(view)?,
-            DType::Bool => copy::<bool>(view)?,
-            DType::BF16 => copy::<bf16>(view)?,
-            DType::C64 => copy::<Complex<f32>>(view)?,
-            DType::C128 => copy::<Complex<f64>>(view)?,
-        };
         Ok(Tensor {
             name: view.name().to_owned(),
-            array,
+            array: copy_of(view)?,
         })
     }
 
@@ -184,7 +176,8 @@ impl Tensor {
 
     /// The array as element type `T`, or [`Error::WrongType`].
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>> {
-        T::any_ref(&self.array)
+        self.array
+            .typed::<T>()
             .map(|a| a.view())
             .ok_or_else(|| self.wrong_type(T::DTYPE))
     }
@@ -192,9 +185,10 @@ impl Tensor {
     /// The array as element type `T`, taken out of the tensor.
     pub fn into_array<T: Element>(self) -> Result<ArrayD<T>> {
         let Tensor { name, array } = self;
-        T::any_into(array).map_err(|array| Error::WrongType {
+        let actual = array.dtype();
+        dispatch!(array, a => same_type(a)).ok_or(Error::WrongType {
             name,
-            actual: array.dtype(),
+            actual,
             requested: T::DTYPE,
         })
     }
@@ -222,5 +216,56 @@ impl<T: Element> TryFrom<(&str, ArrayD<T>)> for Tensor {
     type Error = Error;
     fn try_from((name, array): (&str, ArrayD<T>)) -> Result<Tensor> {
         Tensor::new(name, array)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way into and out of an `AnyArray`, for one element type.
+    fn round_trip<T: Element + PartialEq>() {
+        let dtype = T::DTYPE;
+        // Bytes that are valid for every dtype (bools are 0 or 1).
+        let bytes: Vec<u8> = (0..6 * dtype.itemsize()).map(|i| (i % 2) as u8).collect();
+        let view = TensorView::new("x", dtype, &[2, 3], &bytes).unwrap();
+
+        let t = Tensor::from_view(&view).unwrap();
+        assert_eq!(t.any().dtype(), dtype);
+        assert_eq!(t.view().data(), &bytes[..], "{dtype}");
+        let array = t.array::<T>().unwrap().to_owned();
+        assert_eq!(array.shape(), [2, 3]);
+
+        assert_eq!(t.array::<i64>().is_ok(), dtype == DType::I64, "{dtype}");
+
+        let back = Tensor::new("x", array.clone()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.clone().into_array::<T>().unwrap(), array);
+        match back.clone().into_array::<u8>() {
+            Ok(_) => assert_eq!(dtype, DType::U8),
+            Err(err) => assert!(
+                matches!(err, Error::WrongType { actual, requested: DType::U8, .. }
+                    if actual == dtype),
+                "{dtype}: {err}"
+            ),
+        }
+
+        let reversed = Tensor::from_any("x", back.any().clone().reversed_axes()).unwrap();
+        assert_eq!(reversed.shape(), [3, 2]);
+        assert_eq!(
+            reversed.array::<T>().unwrap(),
+            array.t().as_standard_layout().view()
+        );
+    }
+
+    macro_rules! round_trip_all {
+        ($(($v:ident, $t:ty, $($rest:tt)*)),* $(,)?) => {
+            $(round_trip::<$t>();)*
+        };
+    }
+
+    #[test]
+    fn every_dtype_goes_in_and_out_of_any_array() {
+        crate::for_each_dtype!(round_trip_all);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::MAX_NDIM;
+use crate::tensor::MAX_NDIM;
 
 /// The dimensions of a tensor, borrowed.
 ///

@@ -8,7 +8,7 @@ use ndarray::{ArrayD, ArrayView, ArrayViewD, CowArray, Dimension, IxDyn};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::tensor::{check_name, Shape, Tensor};
+use crate::tensor::{check_name, Shape, Tensor, MAX_NDIM};
 
 /// A tensor borrowed from encoded bytes: dtype, name, shape and data, with
 /// nothing copied.
@@ -57,7 +57,7 @@ impl<'a> TensorView<'a> {
     /// long, and `data` exactly `product(shape) * itemsize` bytes.
     pub fn new(name: &'a str, dtype: DType, shape: &'a [usize], data: &'a [u8]) -> Result<Self> {
         check_name(name)?;
-        if shape.len() > crate::MAX_NDIM {
+        if shape.len() > MAX_NDIM {
             return Err(Error::TooManyDims { ndim: shape.len() });
         }
         // As the decoder requires: the non-zero dimensions times the item

@@ -1,12 +1,20 @@
 //! Helpers shared by the integration tests: finding and running the Python
-//! reference (webdataset's `tenbin`), and a small seeded PRNG.
+//! reference (webdataset's `tenbin`), a small seeded PRNG, and the element
+//! types of the reference's dtypes as the interop tests handle them
+//! ([`TestElem`], [`with_dtype!`]).
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::Number;
+use tenstore::half::f16;
+use tenstore::ndarray::{ArrayD, IxDyn};
+use tenstore::{DType, Element};
 
 /// The environment variable that names the Python interpreter to use (one
 /// with `webdataset`, `numpy` installed). Without it, the project's venv.
@@ -210,52 +218,163 @@ where
 #[allow(unused_macros)]
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
+        tenstore::for_each_dtype!(with_dtype; @rows $dtype, $T => $body)
+    };
+    (@rows $dtype:expr, $T:ident => $body:expr;
+        $(($v:ident, $t:ty, $code:literal, $size:literal, $class:ident, $($rest:tt)*)),* $(,)?) => {
         match $dtype {
-            tenstore::DType::F16 => {
-                type $T = tenstore::half::f16;
-                $body
-            }
-            tenstore::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            tenstore::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            tenstore::DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            tenstore::DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            tenstore::DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            tenstore::DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            tenstore::DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            tenstore::DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            tenstore::DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            tenstore::DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            other => panic!("dtype {other} is not one of the reference's"),
+            $(tenstore::DType::$v => with_dtype!(@arm $class, $v, $T = $t => $body),)*
+            other => panic!("dtype {other} is not known to these tests"),
         }
     };
+    (@arm reference, $v:ident, $T:ident = $t:ty => $body:expr) => {{
+        type $T = $t;
+        $body
+    }};
+    (@arm extension, $v:ident, $T:ident = $t:ty => $body:expr) => {
+        panic!(
+            "dtype {} is not one of the reference's",
+            tenstore::DType::$v
+        )
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Element types of the reference dtypes: random values, their JSON form
+// (tests/py/tenbin_util.py), exact comparison.
+
+/// The eleven dtypes the reference knows.
+pub fn reference_dtypes() -> Vec<DType> {
+    DType::ALL
+        .into_iter()
+        .filter(|d| d.is_reference())
+        .collect()
+}
+
+/// An element type of a reference dtype, as the tests handle it.
+pub trait TestElem: Element + PartialEq + Debug {
+    /// A random value (finite for floats: JSON cannot hold the others).
+    fn random(rng: &mut XorShift) -> Self;
+    /// Edge values, put at the start of larger arrays.
+    fn specials() -> Vec<Self>;
+    /// The JSON value, and the bit pattern for floats.
+    fn to_json(self) -> (Number, Option<u64>);
+    /// The element a JSON value (and bit pattern, for floats) describes.
+    fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String>;
+    /// Equal bit for bit (so -0.0 is not 0.0, and ints are simply equal).
+    fn same(self, other: Self) -> bool;
+}
+
+macro_rules! int_elem {
+    ($($t:ty),*) => {$(
+        impl TestElem for $t {
+            fn random(rng: &mut XorShift) -> Self {
+                // Truncation keeps the full range uniform.
+                rng.next_u64() as $t
+            }
+
+            fn specials() -> Vec<Self> {
+                vec![<$t>::MIN, <$t>::MAX, 0, 1, <$t>::MAX / 2 + 1, <$t>::MIN.wrapping_add(1)]
+            }
+
+            fn to_json(self) -> (Number, Option<u64>) {
+                (Number::from(self), None)
+            }
+
+            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
+                if bits.is_some() {
+                    return Err(format!("integer {value} comes with a bit pattern"));
+                }
+                let wide = match (value.as_i64(), value.as_u64()) {
+                    (Some(i), _) => i128::from(i),
+                    (None, Some(u)) => i128::from(u),
+                    _ => return Err(format!("{value} is not an integer")),
+                };
+                <$t>::try_from(wide)
+                    .map_err(|_| format!("{value} is out of range for {}", stringify!($t)))
+            }
+
+            fn same(self, other: Self) -> bool {
+                self == other
+            }
+        }
+    )*};
+}
+
+int_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+/// Whether two float64 values are equal or adjacent (same sign): the slack
+/// serde_json's float parsing needs.
+pub fn within_one_ulp(a: f64, b: f64) -> bool {
+    a == b
+        || (a.is_sign_negative() == b.is_sign_negative() && a.to_bits().abs_diff(b.to_bits()) <= 1)
+}
+
+macro_rules! float_elem {
+    ($t:ty, $bits:ty, $max_exp:expr, $from_f64:expr) => {
+        impl TestElem for $t {
+            fn random(rng: &mut XorShift) -> Self {
+                let mantissa = rng.unit() * 2.0 - 1.0;
+                let exp = rng.below(2 * $max_exp + 1) as i32 - $max_exp as i32;
+                let x: $t = $from_f64(mantissa * 10f64.powi(exp));
+                assert!(f64::from(x).is_finite());
+                x
+            }
+
+            fn specials() -> Vec<Self> {
+                vec![
+                    -<$t>::from_bits(0),
+                    <$t>::from_bits(1), // smallest subnormal
+                    <$t>::MIN_POSITIVE,
+                    <$t>::MAX,
+                    <$t>::MIN,
+                    -<$t>::from_bits(1),
+                    $from_f64(1.0),
+                ]
+            }
+
+            fn to_json(self) -> (Number, Option<u64>) {
+                let value = Number::from_f64(f64::from(self)).expect("finite float");
+                (value, Some(u64::from(self.to_bits())))
+            }
+
+            fn from_json(value: &Number, bits: Option<u64>) -> Result<Self, String> {
+                let bits = bits.ok_or_else(|| format!("float {value} has no bit pattern"))?;
+                let bits = <$bits>::try_from(bits).map_err(|_| {
+                    format!("bit pattern {bits:#x} too wide for {}", stringify!($t))
+                })?;
+                let x = <$t>::from_bits(bits);
+                let v = value
+                    .as_f64()
+                    .ok_or_else(|| format!("{value} is not a number"))?;
+                if !within_one_ulp(f64::from(x), v) {
+                    return Err(format!(
+                        "value {v:?} disagrees with bit pattern {bits:#x} ({x:?})"
+                    ));
+                }
+                Ok(x)
+            }
+
+            fn same(self, other: Self) -> bool {
+                self.to_bits() == other.to_bits()
+            }
+        }
+    };
+}
+
+float_elem!(f16, u16, 3u64, f16::from_f64);
+float_elem!(f32, u32, 6u64, |x: f64| x as f32);
+float_elem!(f64, u64, 6u64, |x: f64| x);
+
+/// A random array: random elements, edge values first when it has 15 or
+/// more.
+pub fn random_array<T: TestElem>(rng: &mut XorShift, shape: &[usize]) -> ArrayD<T> {
+    let n = shape.iter().product();
+    let mut v: Vec<T> = (0..n).map(|_| T::random(rng)).collect();
+    if n >= 15 {
+        for (slot, x) in v.iter_mut().zip(T::specials()) {
+            *slot = x;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches")
 }
