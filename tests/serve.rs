@@ -944,34 +944,46 @@ fn sigterm_answers_what_is_in_flight_and_clients_carry_on_after_a_restart_on_the
     // A large request in flight when SIGTERM comes: 1024 samples, 13 MB.
     // The `len` sent after it on the same DEALER is answered only once the
     // server has read the large one (one connection's requests are read in
-    // order), so the signal comes after the large request was taken.
+    // order), so the signal comes after the large request was taken. When
+    // the large reply comes first (answered before the signal could be
+    // sent), both are checked and the pair is sent again, until the `len`
+    // reply comes first: the signal then finds the large one unanswered.
     let big = socket(&ctx, zmq::DEALER, &endpoint);
     let keys: Vec<String> = (0..1024).map(|i| key(i % N)).collect();
     let mut req: Vec<&[u8]> = vec![b"get"];
     req.extend(keys.iter().map(|k| k.as_bytes()));
-    big.send_multipart(req, 0).unwrap();
-    big.send(&b"len"[..], 0).unwrap();
-    let mut replies = vec![big.recv_multipart(0).expect("a reply before SIGTERM")];
-    let big_first = replies[0].len() > 2;
-    if big_first {
-        eprintln!("the large request was answered before the signal");
-        replies.push(big.recv_multipart(0).expect("the len reply"));
-    }
-    let (ok, _err) = server.stop_serve();
-    if !big_first {
-        replies.push(
-            big.recv_multipart(0)
-                .expect("the request in flight at SIGTERM was not answered"),
+    let check_big = |reply: &[Vec<u8>], what: &str| {
+        assert_eq!(reply.len(), 1025, "{what}");
+        assert_eq!(reply[0], b"ok", "{what}");
+        for (j, b) in reply[1..].iter().enumerate() {
+            check_buffer(what, j % N, b);
+        }
+    };
+    let len_reply = [b"ok".to_vec(), N.to_string().into_bytes()];
+    let mut attempts = 0;
+    let first = loop {
+        attempts += 1;
+        big.send_multipart(req.clone(), 0).unwrap();
+        big.send(&b"len"[..], 0).unwrap();
+        let first = big.recv_multipart(0).expect("a reply before SIGTERM");
+        if first.len() == 2 {
+            break first;
+        }
+        check_big(&first, "answered before the signal");
+        assert_eq!(big.recv_multipart(0).expect("the len reply"), len_reply);
+        assert!(
+            attempts < 50,
+            "the large request was answered before its len {attempts} times: \
+             never in flight at a signal"
         );
-    }
-    replies.sort_by_key(|r| r.len());
-    assert_eq!(replies[0], [b"ok".to_vec(), N.to_string().into_bytes()]);
-    let reply = &replies[1];
-    assert_eq!(reply.len(), 1025);
-    assert_eq!(reply[0], b"ok");
-    for (j, b) in reply[1..].iter().enumerate() {
-        check_buffer("in flight", j % N, b);
-    }
+    };
+    assert_eq!(first, len_reply);
+    let (ok, _err) = server.stop_serve();
+    let reply = big
+        .recv_multipart(0)
+        .expect("the request in flight at SIGTERM was not answered");
+    check_big(&reply, "in flight");
+    eprintln!("the large request was in flight at the signal on attempt {attempts}");
     let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert!(
         ok > before.iter().sum::<u64>(),
