@@ -1372,6 +1372,7 @@ fn abuse(ctx: &zmq::Context, endpoint: &str, seed: u64, count: u64) -> u64 {
                 assert_eq!(reply.len(), 2, "{asked}: {reply:?}");
                 assert_eq!(reply[0], b"err", "{asked}");
                 let msg = String::from_utf8_lossy(&reply[1]);
+                assert!(!msg.is_empty(), "{asked}: an empty err message");
                 assert!(
                     msg.contains(needle),
                     "{asked}: err message {msg:?} does not say {needle:?}"
