@@ -7,9 +7,11 @@ Run with the venv python (webdataset 1.0.2, numpy):
     .venv/bin/python benches/python_peer.py          # one line per figure
     .venv/bin/python benches/python_peer.py --json   # one JSON object per line
 
-Each figure is timed with timeit: `repeat` rounds of `number` calls; the
-per-call time of every round is reported (min and median), so the Rust side
-can use the same counts and the same statistics.
+Each figure is timed with timeit: one untimed round of `number` calls, then
+`repeat` rounds of `number` calls; the per-call time of every round is
+reported (min and median), so the Rust side can use the same counts, the
+same warm-up and the same statistics (save_256MiB: one untimed save instead
+of the round, on both sides).
 
 Workloads (names shared with vs_python.rs):
   decode_1KiB       decode_buffer of one f32 tensor of 1 KiB ("x")
@@ -52,8 +54,11 @@ def sample3():
     return [image, logits, label], ["image", "logits", "label"]
 
 
-def measure(stmt, number, repeat, nbytes, encoded_len, note):
-    rounds = timeit.Timer(stmt).repeat(repeat=repeat, number=number)
+def measure(stmt, number, repeat, nbytes, encoded_len, note, warmup=True):
+    timer = timeit.Timer(stmt)
+    if warmup:
+        timer.timeit(number=number)  # untimed, as vs_python.rs's `time`
+    rounds = timer.repeat(repeat=repeat, number=number)
     per_op = [t / number for t in rounds]
     return {
         "number": number,
@@ -117,7 +122,7 @@ def workloads(scale):
         os.sync()  # start from no pending writeback (vs_python.rs does the same)
         yield "save_256MiB", measure(
             lambda: tenbin.save(path, a256, infos=["x"]), 1, n(15), 256 * MIB, file_len,
-            "tenbin.save")
+            "tenbin.save", warmup=False)
 
 
 def human(seconds):

@@ -705,7 +705,10 @@ fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, i
     }
 }
 
-/// A2: random gets beside Python's lmdb + tenbin on the same store.
+/// A2: random gets beside Python's lmdb + tenbin on the same store: both
+/// sides get the same keys in the same order per round, after one untimed
+/// round of them. A Python that cannot run the peer is an error: the
+/// figure is never skipped.
 ///
 /// Python's `lmdb` (LMDB 0.9) and heed's LMDB (mdb.master) cannot share a
 /// lock file, so the store is closed while Python reads it with its lock
@@ -714,10 +717,18 @@ fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, i
 fn lmdb_vs_python(cfg: &Config, pool: &Pool, store: LmdbStore, rows: &mut Vec<Row>) {
     let gets = cfg.n(20_000);
     let order = random_order(pool.len(), gets, 11);
+    // A round: the random keys ten times over (one pass is short enough
+    // for a neighbour's burst to skew it), on both sides.
+    let keys: Vec<&[u8]> = order
+        .iter()
+        .cycle()
+        .take(10 * order.len())
+        .map(|&i| &pool.keys[i][..])
+        .collect();
     let keys_file = cfg.scratch.path().join("keys.txt");
     let mut text = Vec::new();
-    for &i in &order {
-        text.extend_from_slice(&pool.keys[i]);
+    for k in &keys {
+        text.extend_from_slice(k);
         text.push(b'\n');
     }
     fs::write(&keys_file, text).unwrap();
@@ -739,28 +750,27 @@ fn lmdb_vs_python(cfg: &Config, pool: &Pool, store: LmdbStore, rows: &mut Vec<Ro
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             eprintln!(
-                "warning: A2 skipped: the Python peer failed:\n{}",
+                "error: A2: the Python peer {} failed ({}):\n{}\n\
+                 Set TENSTORE_PYTHON to a Python with lmdb and webdataset, or pick \
+                 other figures with --only (e.g. --only A1).",
+                script.display(),
+                o.status,
                 String::from_utf8_lossy(&o.stderr)
             );
-            return;
+            std::process::exit(2);
         }
         Err(e) => {
             eprintln!(
-                "warning: A2 skipped: cannot run {}: {e}",
+                "error: A2: cannot run {}: {e}\n\
+                 Set TENSTORE_PYTHON to a Python with lmdb and webdataset, or pick \
+                 other figures with --only (e.g. --only A1).",
                 python().display()
             );
-            return;
+            std::process::exit(2);
         }
     };
-    // Ours right after, with the same keys (ten times over: a round of them
-    // is short enough for a neighbour's burst to skew it) and the same
-    // number of rounds.
-    let keys: Vec<&[u8]> = order
-        .iter()
-        .cycle()
-        .take(10 * order.len())
-        .map(|&i| &pool.keys[i][..])
-        .collect();
+    // Ours right after, with the same keys, the same untimed first round
+    // and the same number of rounds.
     let store = LmdbStore::open(&dir, &lmdb_options()).unwrap();
     let reader = store.reader().unwrap();
     let mut ours = Vec::new();
@@ -776,9 +786,24 @@ fn lmdb_vs_python(cfg: &Config, pool: &Pool, store: LmdbStore, rows: &mut Vec<Ro
             ours.push(keys.len() as f64 / t);
         }
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if lines.len() != 2 {
+        eprintln!("error: A2: the Python peer printed {lines:?}, not its two variants");
+        std::process::exit(2);
+    }
+    for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap();
         let ops = v["ops"].as_f64().unwrap();
+        if ops != keys.len() as f64 {
+            eprintln!(
+                "error: A2: the Python peer did {ops} gets a round, this side {}",
+                keys.len()
+            );
+            std::process::exit(2);
+        }
         let peer: Vec<f64> = v["round_s"]
             .as_array()
             .unwrap()

@@ -3,9 +3,12 @@
 //!
 //! Runs `benches/python_peer.py --json` with the Python in `TENSTORE_PYTHON`
 //! (else `.venv/bin/python` in the crate root), then times the same
-//! operations in Rust with the same counts (`repeat` rounds of `number`
-//! calls each, per-call time of each round) and prints both figures and
-//! their ratio. Pass `--quick` (after `--`) for a tenth of the counts.
+//! operations in Rust with the same counts and the same warm-up (one
+//! untimed round of `number` calls, then `repeat` rounds of `number` calls
+//! each, per-call time of each round; `save_256MiB`: one untimed save on
+//! both sides) and prints both figures and their ratio. A figure missing
+//! on either side is an error. Pass `--quick` (after `--`) for a tenth of
+//! the counts.
 //!
 //! The Rust side of each decode figure is `decode_buffer` plus an
 //! `array::<T>()` view of every tensor, the counterpart of the numpy arrays
@@ -125,7 +128,7 @@ fn run_python(quick: bool) -> Vec<PyFigure> {
 }
 
 /// Per-call seconds of each of `repeat` rounds of `number` calls, after one
-/// untimed round: (min, median).
+/// untimed round (as `python_peer.py`'s `measure`): (min, median).
 fn time<R>(number: u32, repeat: u32, mut f: impl FnMut() -> R) -> (f64, f64) {
     for _ in 0..number {
         black_box(f());
@@ -240,9 +243,26 @@ fn human(s: f64) -> String {
     format!("{v:.3} {unit}")
 }
 
+/// Every figure, on both sides.
+const FIGURES: [&str; 7] = [
+    "decode_1KiB",
+    "decode_16MiB",
+    "decode_16MiB_mv",
+    "decode_sample3",
+    "encode_sample3",
+    "encode_64MiB",
+    "save_256MiB",
+];
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let figures = run_python(quick);
+    for name in FIGURES {
+        if !figures.iter().any(|f| f.name == name) {
+            eprintln!("error: python_peer.py printed no figure {name:?}");
+            exit(1);
+        }
+    }
     let mut rows = Vec::new();
     for py in &figures {
         eprintln!(
@@ -251,10 +271,10 @@ fn main() {
         );
         let Some((what, len, (min, median))) = rust_figure(py) else {
             eprintln!(
-                "warning: no Rust counterpart for the figure {:?}; skipped",
+                "error: no Rust counterpart for python_peer.py's figure {:?}",
                 py.name
             );
-            continue;
+            exit(1);
         };
         if len != py.encoded_len {
             eprintln!(

@@ -1,5 +1,6 @@
-//! Allocation accounting: decoding allocates nothing per tensor, and no
-//! length field makes a decoder allocate more than what really arrived.
+//! Allocation accounting: decoding allocates nothing per tensor (views of
+//! up to four dims included), and no length field makes a decoder allocate
+//! more than what really arrived, past a stream reader's 1 MiB first step.
 //!
 //! This binary counts allocations through a global allocator, per thread,
 //! so that the test harness's own threads do not disturb the counts.
@@ -7,7 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use ndarray::{Array1, Array2, Array3};
+use ndarray::{Array1, Array3};
 use tenstore::{encode_buffer, read_all, TensorRef, Tensors};
 
 struct Counting;
@@ -83,19 +84,22 @@ fn parsing_and_viewing_a_sample_allocates_nothing() {
 
 #[test]
 fn a_view_of_up_to_four_dims_allocates_nothing() {
-    let a = Array2::<f64>::from_elem((4, 4), 1.0);
-    let bytes = encode_buffer(&[TensorRef::from_array("a", &a).unwrap()]).unwrap();
-    let (total, allocs, _) = measure(|| {
-        Tensors::parse(&bytes)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .array::<f64>()
-            .unwrap()
-            .sum()
-    });
-    assert_eq!(total, 16.0);
-    assert_eq!(allocs, 0);
+    // 16 elements of f64, 1.0 to 16.0, viewed with 0 to 4 dims.
+    let data: Vec<f64> = (1..=16).map(f64::from).collect();
+    let shapes: [&[usize]; 5] = [&[], &[16], &[4, 4], &[2, 2, 4], &[2, 2, 2, 2]];
+    for shape in shapes {
+        let n: usize = shape.iter().product();
+        let a = ndarray::ArrayD::from_shape_vec(shape, data[..n].to_vec()).unwrap();
+        let bytes = encode_buffer(&[TensorRef::from_array("a", &a).unwrap()]).unwrap();
+        let (got, allocs, _) = measure(|| {
+            let s = Tensors::parse(&bytes).unwrap();
+            let v = s.get(0).unwrap().array::<f64>().unwrap();
+            (v.ndim(), v.sum(), v.iter().last().copied())
+        });
+        let total = (n * (n + 1) / 2) as f64;
+        assert_eq!(got, (shape.len(), total, Some(n as f64)), "{shape:?}");
+        assert_eq!(allocs, 0, "a {}-dim view allocated", shape.len());
+    }
 }
 
 /// A header for a u1 array of `n` elements followed by a data chunk that
@@ -114,8 +118,11 @@ fn lying_stream(n: u64, carried: usize) -> Vec<u8> {
     v
 }
 
+/// A stream reader allocates a payload buffer of at most 1 MiB before the
+/// bytes arrive, growing it only as they do: a claim of a terabyte with
+/// 1000 bytes behind it costs that first step, not the claim.
 #[test]
-fn a_stream_that_claims_gigabytes_costs_what_arrived() {
+fn a_stream_that_claims_a_terabyte_costs_one_first_step() {
     let stream = lying_stream(1 << 40, 1000);
     let (r, _, peak) = measure(|| read_all(&mut stream.as_slice()));
     assert!(
@@ -130,7 +137,7 @@ fn a_stream_that_claims_gigabytes_costs_what_arrived() {
         "{r:?}"
     );
     assert!(
-        peak <= 2 << 20,
+        peak <= (1 << 20) + (4 << 10),
         "peak allocation {peak} bytes for 1000 bytes of input"
     );
 }

@@ -307,11 +307,20 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
         let r = ro.reader().unwrap();
         let visible = r.len();
         assert!(visible <= 30);
+        let mut keys = Vec::new();
         for s in r.iter() {
             let s = s.unwrap();
             let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
             assert_eq!(s.get(0).unwrap().to_tensor().unwrap(), sample(i, 500)[0]);
+            keys.push(s.key_str().unwrap().to_owned());
         }
+        // Only the tail is lost: what is visible is the first `visible`
+        // samples, in write order.
+        let want: Vec<String> = (0..visible).map(|i| format!("s{i:04}")).collect();
+        assert_eq!(
+            keys, want,
+            "round {round}: {which} cut at {cut}: not a prefix"
+        );
         drop(r);
         drop(ro);
         // The writer's recovery reports the cut and appending continues;
@@ -427,11 +436,38 @@ fn check_samples_except(store: &Store, bad: &[&str]) {
     }
 }
 
+/// The keys `readers_never_see_partial_samples_while_writers_die` sees in
+/// one snapshot, checked: each sample whole (its size and bytes), and the
+/// samples visible form whole batches of 3 from the start (the import
+/// writes k000.. in input order, 3 per commit, the last commit k039 alone).
+/// Returns how many are visible.
+fn check_whole_batches(store: &Store, what: &str) -> usize {
+    let r = store.reader().unwrap();
+    let mut keys = Vec::new();
+    for s in r.samples(tenstore::store::Order::Key).unwrap() {
+        let s = s.unwrap();
+        let v = s.get(0).unwrap();
+        let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(v.nbytes(), 20_000 + i * 100);
+        assert!(v.data().iter().all(|&x| x == i as u8));
+        keys.push(s.key_str().unwrap().to_owned());
+    }
+    let n = keys.len();
+    let want: Vec<String> = (0..n).map(|i| format!("k{i:03}")).collect();
+    assert_eq!(keys, want, "{what}: the visible samples are not a prefix");
+    assert!(
+        n % 3 == 0 || n == 40,
+        "{what}: {n} samples visible, not whole batches of 3"
+    );
+    n
+}
+
 /// A writer process killed mid-batch, again and again, while this process
 /// reads: a reader never sees a partial sample, and every committed batch
 /// is whole.
 #[test]
 fn readers_never_see_partial_samples_while_writers_die() {
+    use std::os::unix::process::ExitStatusExt;
     for backend in ["lmdb", "ten"] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("s");
@@ -445,19 +481,22 @@ fn readers_never_see_partial_samples_while_writers_die() {
             )
             .unwrap();
         }
-        let mut created = false;
+        // Snapshots read while a writer was alive, and the most samples
+        // seen: once committed, a batch stays.
+        let (mut reads, mut most) = (0usize, 0usize);
         for round in 0..15u64 {
-            let mut args = vec![
+            // --create every round: a writer killed before it made the
+            // store must not leave the next rounds failing to open it.
+            let args = [
                 "import".to_owned(),
                 dir.display().to_string(),
                 src.display().to_string(),
                 "--batch".into(),
                 "3".into(),
+                "--create".into(),
+                "--backend".into(),
+                backend.into(),
             ];
-            if !created {
-                args.extend(["--create".into(), "--backend".into(), backend.into()]);
-                created = true;
-            }
             let mut child = Command::new(BIN)
                 .args(&args)
                 .stdout(Stdio::null())
@@ -465,37 +504,72 @@ fn readers_never_see_partial_samples_while_writers_die() {
                 .spawn()
                 .unwrap();
             let deadline = std::time::Instant::now() + Duration::from_millis(5 + round * 7 % 40);
-            // Read while the writer writes.
-            while std::time::Instant::now() < deadline {
-                if let Ok(store) = Store::open(
+            // Read while the writer writes; until the first snapshot with
+            // samples in it, for as long as the writer lives.
+            loop {
+                let alive = child.try_wait().unwrap().is_none();
+                if !alive || (std::time::Instant::now() >= deadline && reads > 0) {
+                    break;
+                }
+                let mdb_len = fs::metadata(dir.join("data.mdb")).map(|m| m.len());
+                match Store::open(
                     &dir,
                     &StoreOptions {
                         read_only: true,
                         ..Default::default()
                     },
                 ) {
-                    let r = store.reader().unwrap();
-                    for s in r.samples(tenstore::store::Order::Key).unwrap() {
-                        let s = s.unwrap();
-                        let v = s.get(0).unwrap();
-                        let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
-                        assert_eq!(v.nbytes(), 20_000 + i * 100);
-                        assert!(v.data().iter().all(|&x| x == i as u8));
+                    Ok(store) => {
+                        let what = format!("{backend} round {round}, mid-write");
+                        let n = check_whole_batches(&store, &what);
+                        assert!(n >= most, "{what}: {n} samples visible, {most} before");
+                        most = n;
+                        if n > 0 && child.try_wait().unwrap().is_none() {
+                            reads += 1;
+                        }
                     }
+                    // Not created yet: the only error a reader may get.
+                    Err(StoreError::NotAStore { .. }) => {}
+                    // Or LMDB's environment being made: data.mdb there
+                    // before the open, without its two meta pages yet.
+                    Err(_) if backend == "lmdb" && mdb_len.as_ref().is_ok_and(|&l| l < 8192) => {}
+                    Err(e) => panic!("{backend} round {round}: a reader cannot open: {e}"),
                 }
             }
             let _ = child.kill();
-            child.wait().unwrap();
-            if dir.exists() {
-                if let Ok(store) = Store::open(&dir, &StoreOptions::default()) {
+            let status = child.wait().unwrap();
+            assert!(
+                status.success() || status.signal() == Some(9),
+                "{backend} round {round}: the import failed on its own: {status}"
+            );
+            match Store::open(&dir, &StoreOptions::default()) {
+                Ok(store) => {
                     let r = store.reader().unwrap();
                     assert!(r.verify().unwrap().is_empty(), "{backend} round {round}");
-                } else if backend == "lmdb" {
-                    // LMDB's environment may not exist yet (killed at once).
-                    assert!(!dir.join("data.mdb").exists());
+                    drop(r);
+                    let what = format!("{backend} round {round}, after the kill");
+                    let n = check_whole_batches(&store, &what);
+                    assert!(n >= most, "{what}: {n} samples visible, {most} before");
+                    most = n;
                 }
+                Err(StoreError::NotAStore { .. }) => {
+                    // Killed before the store was made.
+                    assert_eq!(most, 0, "{backend} round {round}: the store went away");
+                    if backend == "lmdb" {
+                        // LMDB's environment may not exist yet (killed at once).
+                        assert!(!dir.join("data.mdb").exists());
+                    } else {
+                        assert!(!dir.join("MANIFEST").exists());
+                    }
+                }
+                Err(e) => panic!("{backend} round {round}: cannot open after the kill: {e}"),
             }
         }
+        assert!(
+            reads > 0,
+            "{backend}: no snapshot with samples was read while a writer lived"
+        );
+        eprintln!("{backend}: {reads} snapshots read mid-write, {most} samples at the end");
     }
 }
 

@@ -164,8 +164,19 @@ fn re_encoding_reproduces_the_reference_bytes() {
     }
 }
 
-/// What each malformed vector must be refused as.
-fn expected_error(file: &str, e: &Error) -> bool {
+/// Which reader refused a malformed vector.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    /// `decode_buffer`, with the whole buffer at hand.
+    Buffer,
+    /// `read_all`, from a stream of unknown length.
+    Stream,
+    /// `load`, a mapped file.
+    Load,
+}
+
+/// What each malformed vector must be refused as, by each reader.
+fn expected_error(file: &str, via: Via, e: &Error) -> bool {
     match file {
         "truncated_header.ten" => matches!(e, Error::Truncated { offset: 0, .. }),
         "truncated_data.ten" => matches!(
@@ -184,15 +195,21 @@ fn expected_error(file: &str, e: &Error) -> bool {
                 len: -64
             }
         ),
+        // With the bytes at hand, the claim is more than there is; a stream
+        // cannot know that and refuses a header length no tensor needs.
+        "huge_len.ten" if via == Via::Stream => matches!(
+            e,
+            Error::BadHeaderLength {
+                tensor: 0,
+                len: 0x4000_0000_0000_0000
+            }
+        ),
         "huge_len.ten" => matches!(
             e,
             Error::Truncated {
                 offset: 0,
+                needed: 0x4000_0000_0000_0010,
                 available: 3488,
-                ..
-            } | Error::BadHeaderLength {
-                tensor: 0,
-                len: 0x4000_0000_0000_0000
             }
         ),
         "huge_ndim.ten" => matches!(
@@ -235,15 +252,24 @@ fn every_malformed_vector_is_refused_with_its_own_error() {
         let bytes = fs::read(&path).unwrap();
 
         let e = decode_buffer(&bytes).expect_err(file);
-        assert!(expected_error(file, &e), "{file}: decode_buffer gave {e:?}");
+        assert!(
+            expected_error(file, Via::Buffer, &e),
+            "{file}: decode_buffer gave {e:?}"
+        );
         assert!(!e.to_string().is_empty());
 
         let e = read_all(&mut bytes.as_slice()).expect_err(file);
-        assert!(expected_error(file, &e), "{file}: read gave {e:?}");
+        assert!(
+            expected_error(file, Via::Stream, &e),
+            "{file}: read gave {e:?}"
+        );
 
         // SAFETY: the test's own copy of the vectors; nothing writes it.
         let e = unsafe { load(&path) }.expect_err(file);
-        assert!(expected_error(file, &e), "{file}: load gave {e:?}");
+        assert!(
+            expected_error(file, Via::Load, &e),
+            "{file}: load gave {e:?}"
+        );
     }
 }
 

@@ -677,3 +677,30 @@ fn zero_d_arrays_encode_exactly_as_python_does() {
     let frame_views = decode_list(&py_frames).unwrap();
     check_views("0-d decode_list of python frames", frame_views, &scalars);
 }
+
+/// The Python scripts check with explicit `raise`s: a bare `assert`
+/// vanishes under `PYTHONOPTIMIZE` (or `python -O`), and with it the check
+/// (or, for `assert txn.put(...)`, the write itself).
+#[test]
+fn tests_py_scripts_do_not_rely_on_assert() {
+    let dir = common::manifest_dir().join("tests").join("py");
+    let mut scripts = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "py") {
+            continue;
+        }
+        scripts += 1;
+        let text = fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            assert!(
+                !(code.starts_with("assert ") || code.starts_with("assert(")),
+                "{}:{}: a bare assert: {code}",
+                path.display(),
+                n + 1
+            );
+        }
+    }
+    assert!(scripts >= 10, "only {scripts} scripts in {}", dir.display());
+}

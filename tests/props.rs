@@ -69,7 +69,12 @@ proptest! {
         for r in &raws {
             let found = parsed.get_by_name(&r.name).unwrap();
             prop_assert_eq!(found.name(), r.name.as_str());
+            // The first tensor of that name, whole.
+            let first = raws.iter().find(|x| x.name == r.name).unwrap();
+            prop_assert!(same(&found, first), "{:?} vs {:?}", found, first);
         }
+        // A name no tensor has (the strategy never makes '~').
+        prop_assert!(parsed.get_by_name("~absent").is_none());
         let mut into = vec![0xFFu8; bytes.len()];
         encode_into(&refs, &mut into).unwrap();
         prop_assert_eq!(&into, &bytes);
@@ -81,6 +86,7 @@ proptest! {
         let frames = encode_list(&refs);
         prop_assert_eq!(frames.len(), 2 * raws.len());
         let views = decode_list(&frames).unwrap();
+        prop_assert_eq!(views.len(), raws.len());
         for (v, r) in views.iter().zip(&raws) {
             prop_assert!(same(v, r));
         }

@@ -148,6 +148,7 @@ fn arbitrary_requests_get_an_answer() {
     let r = store.reader().unwrap();
     let mut rng = 7u64;
     let limits = Limits::default();
+    let mut oks = 0;
     for _ in 0..5000 {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -171,8 +172,60 @@ fn arbitrary_requests_get_an_answer() {
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         match handle(&r, &refs, &limits, || store.stats().ok()) {
-            Reply::Ok(parts) => assert!(parts.len() <= limits.max_list),
+            Reply::Ok(parts) => {
+                assert!(parts.len() <= limits.max_list);
+                check_ok(&refs, &parts);
+                oks += 1;
+            }
             Reply::Err(msg) => assert!(!msg.is_empty()),
         }
+    }
+    // Enough of the random requests were valid for the checks to mean
+    // something.
+    assert!(oks >= 100, "only {oks} ok replies");
+}
+
+/// What an ok reply to `request` must hold, on the store of [`store`]
+/// (samples k00..k29, each one u1 tensor "x" of 1000 bytes, all `i`).
+fn check_ok(request: &[&[u8]], parts: &[Cow<'_, [u8]>]) {
+    let sample_no = |key: &[u8]| -> u8 {
+        let text = std::str::from_utf8(key).unwrap();
+        assert!(text.len() == 3 && text.starts_with('k'), "{text}");
+        text[1..].parse().unwrap()
+    };
+    let shown = format!("{:?}", request);
+    match request[0] {
+        b"get" => {
+            assert_eq!(parts.len(), request.len() - 1, "{shown}");
+            for (key, part) in request[1..].iter().zip(parts) {
+                let views = tenstore::decode_buffer(part).unwrap();
+                assert_eq!(views.len(), 1, "{shown}");
+                assert_eq!(views[0].data(), &[sample_no(key); 1000][..], "{shown}");
+            }
+        }
+        b"getm" => {
+            assert_eq!(request.len(), 2, "{shown}");
+            let views = tenstore::decode_list(parts).unwrap();
+            assert_eq!(views.len(), 1, "{shown}");
+            assert_eq!(views[0].data(), &[sample_no(request[1]); 1000][..]);
+        }
+        b"keys" => {
+            let prefix = request.get(1).copied().unwrap_or(b"");
+            let after = request.get(2).copied().unwrap_or(b"");
+            let want: Vec<Vec<u8>> = (0..30)
+                .map(|i| format!("k{i:02}").into_bytes())
+                .filter(|k| k.starts_with(prefix) && (after.is_empty() || &k[..] > after))
+                .collect();
+            let got: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+            // A LIMIT may cut the list short; what is there is its start.
+            assert!(got.len() <= want.len(), "{shown}: {got:?}");
+            assert_eq!(got[..], want[..got.len()], "{shown}");
+            if request.len() < 4 {
+                assert_eq!(got, want, "{shown}");
+            }
+        }
+        b"len" => assert_eq!(parts, [Cow::Borrowed(&b"30"[..])], "{shown}"),
+        b"info" => assert_eq!(parts.len(), 1, "{shown}"),
+        other => panic!("ok reply to command {other:?}"),
     }
 }

@@ -17,23 +17,22 @@
 //!   is answered, exit 0, the stop line), then a restart on the same
 //!   endpoint that reconnecting clients carry on with (stopped by SIGINT).
 //! - Samples written by this process while the server (another process)
-//!   reads become visible within a second: LMDB with map growth, shards
-//!   with rolls; deletions too, and a shard compaction under a busy client.
+//!   reads become visible (polled, with a generous deadline): LMDB with map
+//!   growth, shards with rolls; deletions too, and a shard compaction under
+//!   a busy client; then every worker agrees.
 //! - Abuse: thousands of malformed requests from churning DEALERs (random
 //!   frames, empty frames, empty requests, keys over 511 bytes, frames over
 //!   64 KiB that get their client cut off, unknown commands, too many
-//!   keys) while valid clients are answered correctly throughout; the
-//!   server's RSS stays flat.
+//!   keys), each reply matched to its request, while valid clients are
+//!   answered correctly throughout; the server's RSS stays flat.
 //! - The command-line limits (--max-keys, --max-frame, --max-reply).
 //! - The README's Python loader, alone and with forked worker processes.
 //! - `tenstore push --epochs 2 --shuffle --seed 3` to a Python PULL: every
 //!   sample once per epoch, values checked, the store's two shuffles.
 //! - A missing store and a busy endpoint fail with one error line, exit 1.
-//!
-//! Ignored tests pin what is wrong (see their reasons): err messages escape
-//! bytes twice; a huge `--max-keys` panics; `--threads 0` claims 0
-//! workers; `push` stopped by a signal fails (and hangs on a lagging
-//! puller).
+//! - Err messages escape odd bytes once; an out-of-range `--max-keys` or
+//!   `--threads 0` is a usage error (exit 2) naming the option; `push`
+//!   stopped by SIGTERM exits 0, before any puller and while one lags.
 //!
 //! Every server runs under a guard that kills it if the test fails; every
 //! socket has a receive timeout; every wait has a deadline.
@@ -944,34 +943,46 @@ fn sigterm_answers_what_is_in_flight_and_clients_carry_on_after_a_restart_on_the
     // A large request in flight when SIGTERM comes: 1024 samples, 13 MB.
     // The `len` sent after it on the same DEALER is answered only once the
     // server has read the large one (one connection's requests are read in
-    // order), so the signal comes after the large request was taken.
+    // order), so the signal comes after the large request was taken. When
+    // the large reply comes first (answered before the signal could be
+    // sent), both are checked and the pair is sent again, until the `len`
+    // reply comes first: the signal then finds the large one unanswered.
     let big = socket(&ctx, zmq::DEALER, &endpoint);
     let keys: Vec<String> = (0..1024).map(|i| key(i % N)).collect();
     let mut req: Vec<&[u8]> = vec![b"get"];
     req.extend(keys.iter().map(|k| k.as_bytes()));
-    big.send_multipart(req, 0).unwrap();
-    big.send(&b"len"[..], 0).unwrap();
-    let mut replies = vec![big.recv_multipart(0).expect("a reply before SIGTERM")];
-    let big_first = replies[0].len() > 2;
-    if big_first {
-        eprintln!("the large request was answered before the signal");
-        replies.push(big.recv_multipart(0).expect("the len reply"));
-    }
-    let (ok, _err) = server.stop_serve();
-    if !big_first {
-        replies.push(
-            big.recv_multipart(0)
-                .expect("the request in flight at SIGTERM was not answered"),
+    let check_big = |reply: &[Vec<u8>], what: &str| {
+        assert_eq!(reply.len(), 1025, "{what}");
+        assert_eq!(reply[0], b"ok", "{what}");
+        for (j, b) in reply[1..].iter().enumerate() {
+            check_buffer(what, j % N, b);
+        }
+    };
+    let len_reply = [b"ok".to_vec(), N.to_string().into_bytes()];
+    let mut attempts = 0;
+    let first = loop {
+        attempts += 1;
+        big.send_multipart(req.clone(), 0).unwrap();
+        big.send(&b"len"[..], 0).unwrap();
+        let first = big.recv_multipart(0).expect("a reply before SIGTERM");
+        if first.len() == 2 {
+            break first;
+        }
+        check_big(&first, "answered before the signal");
+        assert_eq!(big.recv_multipart(0).expect("the len reply"), len_reply);
+        assert!(
+            attempts < 50,
+            "the large request was answered before its len {attempts} times: \
+             never in flight at a signal"
         );
-    }
-    replies.sort_by_key(|r| r.len());
-    assert_eq!(replies[0], [b"ok".to_vec(), N.to_string().into_bytes()]);
-    let reply = &replies[1];
-    assert_eq!(reply.len(), 1025);
-    assert_eq!(reply[0], b"ok");
-    for (j, b) in reply[1..].iter().enumerate() {
-        check_buffer("in flight", j % N, b);
-    }
+    };
+    assert_eq!(first, len_reply);
+    let (ok, _err) = server.stop_serve();
+    let reply = big
+        .recv_multipart(0)
+        .expect("the request in flight at SIGTERM was not answered");
+    check_big(&reply, "in flight");
+    eprintln!("the large request was in flight at the signal on attempt {attempts}");
     let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert!(
         ok > before.iter().sum::<u64>(),
@@ -999,9 +1010,14 @@ fn sigterm_answers_what_is_in_flight_and_clients_carry_on_after_a_restart_on_the
     assert_eq!(err, 0);
 }
 
+/// How long a write may take to show through the server: generous, so that
+/// a loaded machine does not fail the test; the slowest round is printed.
+const VISIBLE: Duration = Duration::from_secs(30);
+
 /// Writes samples in rounds while the server runs; each round must show in
-/// `get`, `len` and `keys` within a second; then deletes some (and, for
-/// shards, compacts) with the same deadline.
+/// `get`, `len` and `keys` (within [`VISIBLE`]); then deletes some (and,
+/// for shards, compacts) with the same deadline, and once every worker has
+/// renewed its snapshot, all of them agree.
 fn new_samples_become_visible(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
@@ -1034,7 +1050,7 @@ fn new_samples_become_visible(backend: Backend) {
         put_demo(&store, new.clone());
         let written = Instant::now();
         total = new.end;
-        let deadline = written + Duration::from_secs(1);
+        let deadline = written + VISIBLE;
         // Every new sample, by get; then len and keys agree.
         for i in new.clone() {
             loop {
@@ -1047,7 +1063,7 @@ fn new_samples_become_visible(backend: Backend) {
                 assert!(msg.contains("no sample with key"), "{msg}");
                 assert!(
                     Instant::now() < deadline,
-                    "{backend:?} round {round}: sample {i} not visible after a second"
+                    "{backend:?} round {round}: sample {i} not visible after {VISIBLE:?}"
                 );
                 thread::sleep(Duration::from_millis(5));
             }
@@ -1060,7 +1076,7 @@ fn new_samples_become_visible(backend: Backend) {
             }
             assert!(
                 Instant::now() < deadline,
-                "{backend:?} round {round}: len {:?} and {} keys after a second, wanted {total}",
+                "{backend:?} round {round}: len {:?} and {} keys after {VISIBLE:?}, wanted {total}",
                 String::from_utf8_lossy(&len[0]),
                 keys.len()
             );
@@ -1095,14 +1111,38 @@ fn new_samples_become_visible(backend: Backend) {
             break;
         }
         assert!(
-            written.elapsed() < Duration::from_secs(1),
-            "{backend:?}: deletions not visible after a second"
+            written.elapsed() < VISIBLE,
+            "{backend:?}: deletions not visible after {VISIBLE:?}"
         );
         thread::sleep(Duration::from_millis(5));
     }
     // Workers renew their snapshots every 100 ms, so until then one of
-    // them may still answer from before; after that, all agree.
-    thread::sleep((written + Duration::from_millis(300)).saturating_duration_since(Instant::now()));
+    // them may still answer from before. Wait for a pass over every deleted
+    // key (30 requests, spread over the 4 workers) that none answers; a
+    // worker that never renews keeps failing it until the deadline. Then,
+    // since no worker goes back to an old snapshot, all agree.
+    loop {
+        let stale = gone
+            .iter()
+            .filter(|k| {
+                let (found, reply) = probe.ask(&[b"get", k.as_bytes()]);
+                if !found {
+                    let msg = String::from_utf8_lossy(&reply[0]);
+                    assert!(msg.contains("no sample with key"), "{msg}");
+                }
+                found
+            })
+            .count();
+        if stale == 0 {
+            break;
+        }
+        assert!(
+            written.elapsed() < VISIBLE,
+            "{backend:?}: {stale} of {} deleted samples still answered after {VISIBLE:?}",
+            gone.len()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     for k in &gone {
         probe.err(&[b"get", k.as_bytes()], "no sample with key");
     }
@@ -1120,12 +1160,12 @@ fn new_samples_become_visible(backend: Backend) {
 }
 
 #[test]
-fn new_samples_in_an_lmdb_store_become_visible_within_a_second() {
+fn new_samples_in_an_lmdb_store_become_visible() {
     new_samples_become_visible(Backend::Lmdb);
 }
 
 #[test]
-fn new_samples_in_a_shard_store_become_visible_within_a_second() {
+fn new_samples_in_a_shard_store_become_visible() {
     new_samples_become_visible(Backend::Ten);
 }
 
@@ -1291,18 +1331,23 @@ fn malformed(rng: &mut XorShift, delim: bool) -> (Vec<Vec<u8>>, &'static str) {
     }
 }
 
-/// Sends `count` malformed requests from DEALERs (a new connection every
-/// 50), 25 at a time before reading the replies; every one must be
-/// answered `err` with a message. Returns how many were sent.
+/// Sends `count` malformed requests from DEALERs: 10 connections at a
+/// time, each with one request in flight (10 in flight together), 5
+/// rounds, then 10 new connections. Each reply comes on the connection of
+/// its request, so it is matched to that request: `err` and the words
+/// that request's family must say. Returns how many were sent.
 fn abuse(ctx: &zmq::Context, endpoint: &str, seed: u64, count: u64) -> u64 {
+    const LANES: usize = 10;
     let mut rng = XorShift::new(seed);
     let mut sent = 0;
     while sent < count {
         let delim = rng.below(2) == 0;
-        let s = socket(ctx, zmq::DEALER, endpoint);
-        for _ in 0..2 {
-            let batch: Vec<_> = (0..25).map(|_| malformed(&mut rng, delim)).collect();
-            for (frames, _) in &batch {
+        let lanes: Vec<zmq::Socket> = (0..LANES)
+            .map(|_| socket(ctx, zmq::DEALER, endpoint))
+            .collect();
+        for _ in 0..5 {
+            let batch: Vec<_> = (0..LANES).map(|_| malformed(&mut rng, delim)).collect();
+            for (s, (frames, _)) in lanes.iter().zip(&batch) {
                 let mut out: Vec<&[u8]> = Vec::with_capacity(frames.len() + 1);
                 if delim {
                     out.push(b"");
@@ -1310,21 +1355,27 @@ fn abuse(ctx: &zmq::Context, endpoint: &str, seed: u64, count: u64) -> u64 {
                 out.extend(frames.iter().map(|f| &f[..]));
                 s.send_multipart(out, 0).unwrap();
             }
-            // Replies may come in any order; every one is an err.
-            for _ in &batch {
+            for (s, (frames, needle)) in lanes.iter().zip(&batch) {
                 let mut reply = s
                     .recv_multipart(0)
                     .expect("no reply to a malformed request");
-                if reply.first().is_some_and(|f| f.is_empty()) {
+                // The envelope comes back: the delimiter, or a first empty
+                // frame the server took for one.
+                if delim || frames.first().is_some_and(|f| f.is_empty()) {
+                    assert!(
+                        reply.first().is_some_and(|f| f.is_empty()),
+                        "a DEALER's reply lost its delimiter: {reply:?}"
+                    );
                     reply.remove(0);
                 }
-                assert_eq!(reply.len(), 2, "{reply:?}");
-                assert_eq!(reply[0], b"err");
+                let asked = shown(&frames.iter().map(|f| &f[..]).collect::<Vec<_>>());
+                assert_eq!(reply.len(), 2, "{asked}: {reply:?}");
+                assert_eq!(reply[0], b"err", "{asked}");
                 let msg = String::from_utf8_lossy(&reply[1]);
-                assert!(!msg.is_empty());
+                assert!(!msg.is_empty(), "{asked}: an empty err message");
                 assert!(
-                    batch.iter().any(|(_, needle)| msg.contains(needle)),
-                    "unexpected err message {msg:?}"
+                    msg.contains(needle),
+                    "{asked}: err message {msg:?} does not say {needle:?}"
                 );
             }
             sent += batch.len() as u64;
@@ -1634,8 +1685,7 @@ fn push_streams_two_shuffled_epochs_of_a_shard_store_to_python() {
 }
 
 // ---------------------------------------------------------------------------
-// Failures to start, signals, and what is wrong (ignored tests: see each
-// reason).
+// Failures to start, usage errors, escaping and signals.
 
 #[test]
 fn serve_fails_cleanly_on_a_missing_store_and_a_busy_endpoint() {
@@ -1700,60 +1750,51 @@ fn err_messages_escape_odd_bytes_once() {
     server.stop_serve();
 }
 
-#[test]
-fn a_huge_max_keys_is_no_limit_or_a_usage_error() {
+/// Starts `tenstore serve` on a small store with `extra` arguments, which
+/// must be refused as a usage error: exit 2, no panic, a message holding
+/// each of `says`.
+fn usage_error(extra: &[&str], says: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let store = cli_store(tmp.path(), 5);
-    let args = [
+    let mut args = vec![
         "serve",
         store.to_str().unwrap(),
         "--bind",
         "tcp://127.0.0.1:*",
-        "--max-keys",
-        "18446744073709551615",
     ];
-    match Proc::try_start(&args, "tenstore serve: listening on ") {
+    args.extend_from_slice(extra);
+    let e = match Proc::try_start(&args, "tenstore serve: listening on ") {
         Ok(mut server) => {
-            let ctx = zmq::Context::new();
-            let mut c = Client::new(&ctx, &server.endpoint, Kind::Req);
-            let (k0, k1) = (key(0), key(1));
-            let got = c.ok(&[b"get", k0.as_bytes(), k1.as_bytes()]);
-            check_buffer("huge max-keys", 1, &got[1]);
             server.stop_serve();
+            panic!("serve started with {extra:?}: {}", server.banner);
         }
-        Err(e) => assert!(
-            e.contains("exit status: 2") && !e.contains("panicked"),
-            "neither served nor refused as a usage error: {e}"
-        ),
+        Err(e) => e,
+    };
+    assert!(e.contains("exit status: 2"), "{extra:?}: {e}");
+    assert!(!e.contains("panicked"), "{extra:?}: {e}");
+    for s in says {
+        assert!(e.contains(s), "{extra:?}: no {s:?} in: {e}");
     }
 }
 
 #[test]
-fn threads_zero_is_refused_or_reported_as_one_worker() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), 5);
-    let args = [
-        "serve",
-        store.to_str().unwrap(),
-        "--bind",
-        "tcp://127.0.0.1:*",
-        "--threads",
-        "0",
-    ];
-    match Proc::try_start(&args, "tenstore serve: listening on ") {
-        Ok(mut server) => {
-            let ctx = zmq::Context::new();
-            let mut c = Client::new(&ctx, &server.endpoint, Kind::Req);
-            assert_eq!(c.ok(&[b"len"]), [b"5".to_vec()]);
-            assert!(
-                server.banner.ends_with(", 1 workers"),
-                "answers with one worker but says: {}",
-                server.banner
-            );
-            server.stop_serve();
-        }
-        Err(e) => assert!(e.contains("exit status: 2"), "{e}"),
-    }
+fn a_huge_max_keys_is_a_usage_error() {
+    usage_error(
+        &["--max-keys", "18446744073709551615"],
+        &["invalid value '18446744073709551615' for '--max-keys"],
+    );
+    usage_error(
+        &["--max-keys", "1000001"],
+        &["invalid value '1000001' for '--max-keys", "1..=1000000"],
+    );
+}
+
+#[test]
+fn threads_zero_is_a_usage_error() {
+    usage_error(
+        &["--threads", "0"],
+        &["invalid value '0' for '--threads", "1..=256"],
+    );
 }
 
 fn start_push(dir: &Path) -> Proc {

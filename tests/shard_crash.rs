@@ -117,17 +117,31 @@ fn every_acknowledged_sample_survives_sigkill() {
         rng ^= rng << 17;
         let life = Duration::from_micros(2_000 + rng % 25_000);
         let stdout = child.stdout.take().unwrap();
+        let (first_ack, acked_once) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             // The harness's own "test crash_child ..." may share the first line.
-            BufReader::new(stdout)
+            let acks: Vec<u64> = BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
                 .filter_map(|l| {
                     l.rsplit_once("ack ")
                         .and_then(|(_, n)| n.parse::<u64>().ok())
                 })
-                .collect::<Vec<u64>>()
+                .inspect(|_| {
+                    let _ = first_ack.send(());
+                })
+                .collect();
+            acks
         });
+        // Odd rounds: killed at a random moment from the start (while it
+        // starts, opens, recovers or writes). Even rounds: at a random
+        // moment after its first acknowledgement, however loaded the
+        // machine, so that the writer makes progress.
+        if round % 2 == 0 {
+            acked_once
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("round {round}: the child acknowledged nothing: {e}"));
+        }
         let t = Instant::now();
         while t.elapsed() < life {
             std::thread::sleep(Duration::from_micros(500));
@@ -159,8 +173,9 @@ fn every_acknowledged_sample_survives_sigkill() {
         );
         next = visible;
     }
+    // Every even round acknowledged at least one sample.
     assert!(
-        next > kills as u64,
+        next >= u64::from(kills.div_ceil(2)),
         "the child made progress ({next} samples in {kills} rounds)"
     );
     eprintln!("{kills} kills, {next} samples, {dropped_tails} recoveries cut a torn tail");
@@ -181,9 +196,24 @@ fn a_reader_process_sees_only_whole_samples_while_a_writer_rolls_shards() {
     store.flush().unwrap();
     let exe = env!("CARGO_BIN_EXE_tenstore");
     let mut checks = 0;
+    // Verify runs started while the writer had batches left to write. The
+    // writer waits, before each of its 20 batches, for one more verify to
+    // have started, so at least 20 overlap it.
+    let mut mid_write = 0;
+    let started = std::sync::atomic::AtomicU64::new(0);
     let writer = std::thread::scope(|scope| {
         let w = scope.spawn(|| {
-            for chunk in (1..400u64).collect::<Vec<_>>().chunks(20) {
+            let chunks: Vec<Vec<u64>> = (1..400u64)
+                .collect::<Vec<_>>()
+                .chunks(20)
+                .map(<[u64]>::to_vec)
+                .collect();
+            for (b, chunk) in chunks.iter().enumerate() {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while started.load(std::sync::atomic::Ordering::SeqCst) <= b as u64 {
+                    assert!(Instant::now() < deadline, "no verify run started");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let batch: Vec<(String, Vec<Tensor>)> =
                     chunk.iter().map(|&i| (key(i), sample(i))).collect();
                 store.put_batch(&batch).unwrap();
@@ -191,6 +221,10 @@ fn a_reader_process_sees_only_whole_samples_while_a_writer_rolls_shards() {
             }
         });
         while !w.is_finished() || checks == 0 {
+            if !w.is_finished() {
+                mid_write += 1;
+            }
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let out = Command::new(exe)
                 .args(["verify", dir.path().to_str().unwrap()])
                 .output()
@@ -207,6 +241,10 @@ fn a_reader_process_sees_only_whole_samples_while_a_writer_rolls_shards() {
     });
     writer.unwrap();
     assert!(checks > 0);
+    assert!(
+        mid_write >= 20,
+        "only {mid_write} of {checks} verify runs started while the writer wrote"
+    );
     let r = store.reader().unwrap();
     assert_eq!(r.len(), 400);
     assert!(

@@ -866,13 +866,12 @@ const CHILD_STOP: &str = "TENSTORE_TEST_CHILD_STOP";
 const CHILD_REFRESH: &str = "TENSTORE_TEST_CHILD_REFRESH";
 
 /// Not a test on its own: `tenstore_reader_process_follows_writer` runs
-/// this test binary again with only this test and `CHILD_STORE` set, and it
-/// then reads the store like `store_follow.py` does.
+/// this test binary again with only this (ignored) test and `CHILD_STORE`
+/// set, and it then reads the store like `store_follow.py` does.
 #[test]
+#[ignore = "the reader process of the follow tests, which run it"]
 fn rust_reader_child() {
-    let Some(path) = std::env::var_os(CHILD_STORE) else {
-        return;
-    };
+    let path = std::env::var_os(CHILD_STORE).expect("run by the follow tests");
     let stop = PathBuf::from(std::env::var_os(CHILD_STOP).unwrap());
     let refresh = std::env::var_os(CHILD_REFRESH).is_some();
     let store = LmdbStore::open(
@@ -937,6 +936,7 @@ fn rust_reader_child_command(refresh: bool) -> impl FnOnce(&Path, &Path) -> Foll
         cmd.args([
             "--exact",
             "rust_reader_child",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -230,6 +230,13 @@ impl Server {
             }
             if let Some(t) = stopping {
                 if in_flight == 0 || t.elapsed() > self.config.drain {
+                    // Replies handed to libzmq but not yet written to their
+                    // peers are sent before the socket closes (within what
+                    // is left of `drain`), not dropped.
+                    let left = self.config.drain.saturating_sub(t.elapsed());
+                    let _ = self
+                        .frontend
+                        .set_linger(i32::try_from(left.as_millis()).unwrap_or(i32::MAX));
                     return Ok(());
                 }
             }

@@ -87,7 +87,10 @@ where
         .args(&args)
         // Keep tests/py free of __pycache__ directories.
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONIOENCODING", "utf-8");
+        .env("PYTHONIOENCODING", "utf-8")
+        // The scripts check with explicit raises, but keep -O from ever
+        // silencing a check.
+        .env_remove("PYTHONOPTIMIZE");
     let shown = format!("{} {} {:?}", python.display(), path.display(), args);
     let out = cmd.output().unwrap_or_else(|e| {
         panic!(
@@ -168,6 +171,7 @@ where
         .args(&args)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONIOENCODING", "utf-8")
+        .env_remove("PYTHONOPTIMIZE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -74,7 +74,8 @@ def chunk(b):
 
 def word(s):
     b = s.encode("ascii")
-    assert len(b) <= 8, s
+    if not (len(b) <= 8):
+        raise AssertionError(s)
     return b.ljust(8, b"\0")
 
 

@@ -32,12 +32,16 @@ def index_of(arrays):
 
 def check(where, i, arrays, names):
     """Raise AssertionError unless `arrays` named `names` are sample i's."""
-    assert list(names) == NAMES, f"{where}: names {names}"
+    if not (list(names) == NAMES):
+        raise AssertionError(f"{where}: names {names}")
     for name, got, want in zip(NAMES, arrays, expected(i)):
-        assert got.dtype == want.dtype, f"{where} {name}: dtype {got.dtype}, expected {want.dtype}"
-        assert got.shape == want.shape, f"{where} {name}: shape {got.shape}, expected {want.shape}"
+        if not (got.dtype == want.dtype):
+            raise AssertionError(f"{where} {name}: dtype {got.dtype}, expected {want.dtype}")
+        if not (got.shape == want.shape):
+            raise AssertionError(f"{where} {name}: shape {got.shape}, expected {want.shape}")
         bad = np.nonzero(got.reshape(-1) != want.reshape(-1))[0]
-        assert bad.size == 0, (
-            f"{where} {name}: {bad.size} elements differ, first at {int(bad[0])}: "
-            f"{got.reshape(-1)[bad[0]]!r} != {want.reshape(-1)[bad[0]]!r}"
-        )
+        if not (bad.size == 0):
+            raise AssertionError(
+                f"{where} {name}: {bad.size} elements differ, first at {int(bad[0])}: "
+                f"{got.reshape(-1)[bad[0]]!r} != {want.reshape(-1)[bad[0]]!r}"
+            )

@@ -36,7 +36,8 @@ TIMEOUT_S = 60
 
 def check_item(where, i, item):
     names = [n for n in item if n != "__key__"]
-    assert names == NAMES, f"{where}: names {list(item)}"
+    if not (names == NAMES):
+        raise AssertionError(f"{where}: names {list(item)}")
     check(where, i, [item[n] for n in NAMES], NAMES)
 
 
@@ -53,8 +54,10 @@ def main():
     signal.alarm(TIMEOUT_S)
     endpoint, n, workers, method = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     dataset = TenstoreDataset(endpoint)
-    assert len(dataset) == n, f"len {len(dataset)}, expected {n}"
-    assert list(dataset.keys) == [key(i) for i in range(n)], "keys differ"
+    if not (len(dataset) == n):
+        raise AssertionError(f"len {len(dataset)}, expected {n}")
+    if not (list(dataset.keys) == [key(i) for i in range(n)]):
+        raise AssertionError("keys differ")
     for i in range(n):
         check_item(f"sample {i}", i, dataset[i])
     try:
@@ -71,9 +74,12 @@ def main():
     results = sorted(queue.get(timeout=TIMEOUT_S) for _ in procs)
     for p in procs:
         p.join(TIMEOUT_S)
-        assert p.exitcode == 0, f"a worker exited with {p.exitcode}"
-    assert sum(c for _, _, c in results) == n, results
-    assert len({pid for _, pid, _ in results} | {os.getpid()}) == workers + 1
+        if not (p.exitcode == 0):
+            raise AssertionError(f"a worker exited with {p.exitcode}")
+    if not (sum(c for _, _, c in results) == n):
+        raise AssertionError(results)
+    if not (len({pid for _, pid, _ in results} | {os.getpid()}) == workers + 1):
+        raise AssertionError('failed: len({pid for _, pid, _ in results} | {os.getpid()}) == workers + 1')
     print(f"ok {n} {workers}")
     for w, pid, count in results:
         print(f"worker {w} {pid} {count}")

@@ -41,9 +41,11 @@ def ask(sock, frames, dealer_delim=None):
         sock.send_multipart(frames)
     reply = sock.recv_multipart()
     if dealer_delim is True:
-        assert reply[0] == b"", f"DEALER reply without the delimiter: {reply[:2]}"
+        if not (reply[0] == b""):
+            raise AssertionError(f"DEALER reply without the delimiter: {reply[:2]}")
         reply = reply[1:]
-    assert reply[0] in (b"ok", b"err"), f"status {reply[0]!r} for {frames[:2]}"
+    if not (reply[0] in (b"ok", b"err")):
+        raise AssertionError(f"status {reply[0]!r} for {frames[:2]}")
     if reply[0] == b"ok":
         Counter.ok += 1
     else:
@@ -53,16 +55,20 @@ def ask(sock, frames, dealer_delim=None):
 
 def ok(sock, frames, dealer_delim=None):
     reply = ask(sock, frames, dealer_delim)
-    assert reply[0] == b"ok", f"request {frames[:3]} failed: {reply[1:2]}"
+    if not (reply[0] == b"ok"):
+        raise AssertionError(f"request {frames[:3]} failed: {reply[1:2]}")
     return reply[1:]
 
 
 def err(sock, frames, needle, dealer_delim=None):
     reply = ask(sock, frames, dealer_delim)
-    assert reply[0] == b"err", f"request {[f[:20] for f in frames[:3]]} did not fail: {reply[:1]}"
-    assert len(reply) == 2, f"err reply of {len(reply)} frames"
+    if not (reply[0] == b"err"):
+        raise AssertionError(f"request {[f[:20] for f in frames[:3]]} did not fail: {reply[:1]}")
+    if not (len(reply) == 2):
+        raise AssertionError(f"err reply of {len(reply)} frames")
     msg = reply[1].decode()
-    assert needle in msg, f"err message {msg!r} lacks {needle!r}"
+    if not (needle in msg):
+        raise AssertionError(f"err message {msg!r} lacks {needle!r}")
     return msg
 
 
@@ -74,22 +80,28 @@ def check_buffer(where, i, buf):
 def commands(sock, n, backend, delim=None):
     rng = random.Random(n)
     # len and info
-    assert ok(sock, [b"len"], delim) == [str(n).encode()]
+    if not (ok(sock, [b"len"], delim) == [str(n).encode()]):
+        raise AssertionError('failed: ok(sock, [b"len"], delim) == [str(n).encode()]')
     info = json.loads(ok(sock, [b"info"], delim)[0])
-    assert info["backend"] == backend, info
-    assert info["samples"] == n, info
-    assert info["bytes"] > 0, info
+    if not (info["backend"] == backend):
+        raise AssertionError(info)
+    if not (info["samples"] == n):
+        raise AssertionError(info)
+    if not (info["bytes"] > 0):
+        raise AssertionError(info)
 
     # keys, paged
     every, after = [], b""
     while True:
         page = ok(sock, [b"keys", b"", after, b"7"], delim)
-        assert len(page) <= 7
+        if not (len(page) <= 7):
+            raise AssertionError('failed: len(page) <= 7')
         every += page
         if len(page) < 7:
             break
         after = page[-1]
-    assert every == [key(i) for i in range(n)], "paging gave other keys"
+    if not (every == [key(i) for i in range(n)]):
+        raise AssertionError("paging gave other keys")
     prefixed, after = [], b""
     while True:
         page = ok(sock, [b"keys", b"sample-000001", after, b"30"], delim)
@@ -97,10 +109,14 @@ def commands(sock, n, backend, delim=None):
         if len(page) < 30:
             break
         after = page[-1]
-    assert prefixed == [key(i) for i in range(100, 200)], prefixed[:3]
-    assert ok(sock, [b"keys", b"sample-", key(n - 1)], delim) == []
-    assert ok(sock, [b"keys", b"sample-", b"", b"0"], delim) == []
-    assert ok(sock, [b"keys"], delim) == [key(i) for i in range(n)]
+    if not (prefixed == [key(i) for i in range(100, 200)]):
+        raise AssertionError(prefixed[:3])
+    if not (ok(sock, [b"keys", b"sample-", key(n - 1)], delim) == []):
+        raise AssertionError('failed: ok(sock, [b"keys", b"sample-", key(n - 1)], delim) == []')
+    if not (ok(sock, [b"keys", b"sample-", b"", b"0"], delim) == []):
+        raise AssertionError('failed: ok(sock, [b"keys", b"sample-", b"", b"0"], delim) == []')
+    if not (ok(sock, [b"keys"], delim) == [key(i) for i in range(n)]):
+        raise AssertionError('failed: ok(sock, [b"keys"], delim) == [key(i) for i in range(n)]')
 
     # get: 1 key, 64 keys; getm
     i = rng.randrange(n)
@@ -108,15 +124,18 @@ def commands(sock, n, backend, delim=None):
     check_buffer(f"get {i}", i, buf)
     many = [rng.randrange(n) for _ in range(60)] + [0, n - 1, 0, 5]
     bufs = ok(sock, [b"get"] + [key(j) for j in many], delim)
-    assert len(bufs) == 64
+    if not (len(bufs) == 64):
+        raise AssertionError('failed: len(bufs) == 64')
     for j, b in zip(many, bufs):
         check_buffer(f"get of 64, sample {j}", j, b)
     i = rng.randrange(n)
     frames = ok(sock, [b"getm", key(i)], delim)
-    assert len(frames) == 6, f"getm gave {len(frames)} frames"
+    if not (len(frames) == 6):
+        raise AssertionError(f"getm gave {len(frames)} frames")
     arrays, names = tenbin.decode_list(frames, infos=True)
     check(f"getm {i}", i, arrays, names)
-    assert index_of(arrays) == i
+    if not (index_of(arrays) == i):
+        raise AssertionError('failed: index_of(arrays) == i')
 
     # missing keys and malformed requests
     err(sock, [b"get", b"no-such-key"], "no sample with key", delim)
@@ -134,7 +153,8 @@ def commands(sock, n, backend, delim=None):
     err(sock, [b"GET", key(0)], "unknown command", delim)
     err(sock, [b"get"] + [key(0)] * 1025, "at most 1025", delim)
     # The server still answers after all that.
-    assert ok(sock, [b"len"], delim) == [str(n).encode()]
+    if not (ok(sock, [b"len"], delim) == [str(n).encode()]):
+        raise AssertionError('failed: ok(sock, [b"len"], delim) == [str(n).encode()]')
 
 
 def pipelined(sock, n):
@@ -146,13 +166,15 @@ def pipelined(sock, n):
     got = []
     for _ in want:
         reply = sock.recv_multipart()
-        assert reply[0] == b"ok" and len(reply) == 2, reply[:1]
+        if not (reply[0] == b"ok" and len(reply) == 2):
+            raise AssertionError(reply[:1])
         Counter.ok += 1
         arrays, names = tenbin.decode_buffer(reply[1], infos=True)
         i = index_of(arrays)
         check(f"pipelined {i}", i, arrays, names)
         got.append(i)
-    assert sorted(got) == want
+    if not (sorted(got) == want):
+        raise AssertionError('failed: sorted(got) == want')
 
 
 def main():

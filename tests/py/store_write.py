@@ -87,7 +87,8 @@ def main():
     keys.append("k" * 511)  # LMDB's longest key
     keys.append("é" * 255 + "x")  # 511 bytes of UTF-8
     for k in keys:
-        assert 0 < len(k.encode("utf-8")) <= 511, k
+        if not (0 < len(k.encode("utf-8")) <= 511):
+            raise AssertionError(k)
     order = [int(i) for i in rng.permutation(len(keys))]
 
     env = lmdb.open(store, map_size=64 << 20, subdir=True)
@@ -96,7 +97,8 @@ def main():
         for n, i in enumerate(order):
             arrays, names = random_sample(rng, large=n % 3 == 0)
             value = tenbin.encode_buffer(arrays, infos=names)
-            assert txn.put(keys[i].encode("utf-8"), value)
+            if not txn.put(keys[i].encode("utf-8"), value):
+                raise AssertionError('failed: txn.put(keys[i].encode("utf-8"), value)')
             final[keys[i]] = (arrays, names, value)
     # Later transactions: overwrite some samples (small <-> large), delete some.
     with env.begin(write=True) as txn:
@@ -107,10 +109,12 @@ def main():
             final[keys[i]] = (arrays, names, value)
     with env.begin(write=True) as txn:
         for i in order[20:30]:
-            assert txn.delete(keys[i].encode("utf-8"))
+            if not txn.delete(keys[i].encode("utf-8")):
+                raise AssertionError('failed: txn.delete(keys[i].encode("utf-8"))')
             del final[keys[i]]
     with env.begin() as txn:
-        assert txn.stat()["entries"] == len(final)
+        if not (txn.stat()["entries"] == len(final)):
+            raise AssertionError('failed: txn.stat()["entries"] == len(final)')
     env.close()
 
     samples = []

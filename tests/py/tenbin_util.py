@@ -15,12 +15,27 @@ same bits.
 
 import json
 import sys
+from importlib.metadata import version
 
 import numpy as np
 from webdataset import tenbin
 
 # The reference's table misspells uint32 as "unit32", so it can neither write
-# nor read u4. Fix the table (the code for uint32 is u4).
+# nor read u4. Fix the table (the code for uint32 is u4). The fix is for
+# webdataset 1.0.2 (tests/py/requirements.txt): another version may have
+# other tables, so it is refused rather than patched blindly.
+WEBDATASET_VERSION = "1.0.2"
+if version("webdataset") != WEBDATASET_VERSION:
+    raise RuntimeError(
+        f"tests/py needs webdataset=={WEBDATASET_VERSION} (the reference the "
+        f"interop tests are written for), found {version('webdataset')}; "
+        "install tests/py/requirements.txt"
+    )
+if tenbin.short_to_long.get("u4") != "unit32" or "uint32" in tenbin.long_to_short:
+    raise RuntimeError(
+        "webdataset.tenbin's uint32 entry is not the misspelling this patch fixes: "
+        f"short_to_long['u4'] = {tenbin.short_to_long.get('u4')!r}"
+    )
 tenbin.long_to_short["uint32"] = "u4"
 tenbin.short_to_long["u4"] = "uint32"
 
@@ -82,7 +97,8 @@ def from_entry(entry):
         # numpy refuses out-of-range Python ints (OverflowError).
         a = np.array(values, dtype=dtype)
     a = a.reshape(shape)
-    assert a.ndim == len(shape)
+    if not (a.ndim == len(shape)):
+        raise AssertionError('failed: a.ndim == len(shape)')
     return a
 
 
