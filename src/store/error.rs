@@ -73,6 +73,17 @@ pub enum StoreError {
         pid: String,
     },
 
+    /// A shard store's writer stopped taking writes: an earlier append
+    /// failed after sidecar records of its batch may have become visible,
+    /// so cutting the batch off again could pull bytes from under readers.
+    #[error("store {path}: an earlier write failed while committing ({cause}); this handle takes no more writes: reopen the store (its recovery cuts off the torn tail), once the cause is fixed")]
+    WriterFailed {
+        /// The store.
+        path: PathBuf,
+        /// What failed.
+        cause: String,
+    },
+
     /// A tensor name the store reserves for its own records.
     #[error("tensor name {name:?} is reserved by the shard store's record layout")]
     ReservedName {

@@ -16,4 +16,6 @@ mod writer;
 
 pub use reader::{ShardEntries, ShardReader};
 pub use snapshot::LoadReport;
+#[doc(hidden)]
+pub use writer::Faults;
 pub use writer::{Durability, RecoveryReport, ShardOptions, ShardStats, ShardStore};
