@@ -9,11 +9,14 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ndarray::{ArrayD, IxDyn};
 use tenstore::store::shard::Faults;
-use tenstore::store::{Durability, ShardOptions, ShardReader, ShardStore, StoreError};
-use tenstore::Tensor;
+use tenstore::store::{
+    Durability, LmdbOptions, LmdbStore, ShardOptions, ShardReader, ShardStore, Store, StoreError,
+};
+use tenstore::{Tensor, TensorRef};
 
 mod common;
 use common::XorShift;
@@ -416,4 +419,183 @@ fn tmpfs_child() {
         "tmpfs_child: ok ({} failures, {} stopped the writer, {} refreshes)",
         seen.failures, seen.stopped, seen.refreshes
     );
+}
+
+fn small_lmdb(dir: &Path, patience: Duration) -> LmdbStore {
+    LmdbStore::open(
+        dir,
+        &LmdbOptions {
+            create: true,
+            map_size: 64 << 10,
+            grow_patience: patience,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A thread that holds a snapshot takes more snapshots and asks for
+/// counts while another thread's write waits to grow the map: nothing in
+/// that thread waits for the growth, which happens once its snapshots end.
+/// (Before, the nested snapshot waited at the gate until the writer gave
+/// up after `grow_patience`, and the write failed with GrowBlocked.)
+#[test]
+fn nested_snapshots_in_one_thread_do_not_stall_against_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_lmdb(dir.path(), Duration::from_secs(120));
+    store.put(b"small", &sample(1)).unwrap();
+    let big = ArrayD::from_shape_fn(IxDyn(&[1 << 20]), |d| d[0] as u8);
+    let held = store.reader().unwrap();
+    let map_before = held.stats().unwrap().map_size;
+    std::thread::scope(|scope| {
+        let writer =
+            scope.spawn(|| store.put(b"big", &[TensorRef::from_array("x", &big).unwrap()]));
+        // The writer needs a map 16 times larger: it waits for `held`.
+        for _ in 0..100 {
+            let nested = store.reader().unwrap();
+            assert_eq!(nested.len().unwrap(), 1);
+            assert_eq!(nested.stats().unwrap().samples, 1);
+            assert_eq!(held.stats().unwrap().samples, 1);
+            assert_eq!(held.len().unwrap(), 1);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            !writer.is_finished(),
+            "the write grew the map under a snapshot"
+        );
+        drop(held);
+        writer.join().unwrap().unwrap();
+    });
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.samples, 2);
+    assert!(stats.map_size >= 16 * map_before, "{stats:?}");
+    assert_eq!(
+        store
+            .reader()
+            .unwrap()
+            .require(b"big")
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .data(),
+        big.as_slice().unwrap()
+    );
+}
+
+/// The same thread asking to grow the map while it holds a snapshot is
+/// refused at once, naming itself (it would wait for itself).
+#[test]
+fn growth_asked_for_by_the_thread_holding_a_snapshot_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_lmdb(dir.path(), Duration::from_secs(3600));
+    let big = ArrayD::<u8>::zeros(IxDyn(&[1 << 20]));
+    let held = store.reader().unwrap();
+    let e = store
+        .put(b"big", &[TensorRef::from_array("x", &big).unwrap()])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::GrowBlocked {
+                readers: 1,
+                held_here: 1,
+                waited_ms: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("held by the asking thread itself"),
+        "{e}"
+    );
+    drop(held);
+    store
+        .put(b"big", &[TensorRef::from_array("x", &big).unwrap()])
+        .unwrap();
+}
+
+/// Another process grows the map past this process's: a thread holding a
+/// snapshot still reads and counts from it; a second snapshot in that
+/// thread is refused at once with its own message (not one about
+/// writing); once the snapshot ends, the new map is adopted.
+#[test]
+fn adopting_a_map_grown_by_another_process_never_stalls_a_thread_holding_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = small_lmdb(&dir, Duration::from_secs(3600));
+    store.put(b"small", &sample(1)).unwrap();
+    let held = store.reader().unwrap();
+    let before = held.stats().unwrap();
+    // Another process writes 4 MiB: the map grows to fit.
+    let input = tmp.path().join("big.ten");
+    let big = ArrayD::from_shape_fn(IxDyn(&[4 << 20]), |d| (d[0] % 251) as u8);
+    tenstore::save(&input, &[TensorRef::from_array("x", &big).unwrap()]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tenstore"))
+        .arg("put")
+        .arg(&dir)
+        .arg("big")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The held snapshot answers from itself.
+    let now = held.stats().unwrap();
+    assert_eq!(
+        (now.samples, now.bytes, now.pages),
+        (before.samples, before.bytes, before.pages)
+    );
+    assert_eq!(held.len().unwrap(), 1);
+    let e = store.reader().map(|_| ()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::AdoptBlocked {
+                readers: 1,
+                held_here: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("another process grew") && !msg.contains("writing"),
+        "{msg}"
+    );
+    // Through the enum, too: its `stats` answers from the snapshot.
+    drop(held);
+    let any = Store::Lmdb(store.clone());
+    let r = any.reader().unwrap();
+    let stats = r.stats().unwrap();
+    assert_eq!(stats.samples, 2);
+    assert!(stats.map_size > before.map_size, "{stats:?} {before:?}");
+    assert_eq!(
+        r.require(b"big").unwrap().get(0).unwrap().data(),
+        big.as_slice().unwrap()
+    );
+}
+
+/// The shard reader and the `Reader` enum answer counts from the snapshot
+/// they hold, not from the store as it is now.
+#[test]
+fn shard_readers_answer_stats_from_their_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Close, 1 << 30).unwrap();
+    store.put_batch(&batch(0, 3)).unwrap();
+    let any = Store::Ten(store.clone());
+    let r = any.reader().unwrap();
+    let shard_r = store.reader().unwrap();
+    let before = shard_r.stats();
+    store.put_batch(&batch(3, 4)).unwrap();
+    assert_eq!(r.stats().unwrap().samples, 3);
+    assert_eq!(shard_r.stats().samples, 3);
+    assert_eq!(shard_r.stats().live_bytes, before.live_bytes);
+    assert!(store.stats().unwrap().live_bytes > before.live_bytes);
+    assert_eq!(store.stats().unwrap().samples, 7);
+    assert_eq!(any.stats().unwrap().samples, 7);
 }

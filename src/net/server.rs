@@ -310,7 +310,7 @@ fn worker(
         }
         let request: Vec<&[u8]> = frames.iter().skip(env).map(|m| &m[..]).collect();
         let reply = match &snapshot {
-            Some((reader, _)) => handle(reader, &request, &config.limits, || store.stats().ok()),
+            Some((reader, _)) => handle(reader, &request, &config.limits),
             None => Reply::Err("the store cannot be read right now".into()),
         };
         let mut out: Vec<zmq::Message> = frames

@@ -235,6 +235,17 @@ impl Snapshot {
         self.index.live_bytes
     }
 
+    /// Bytes of this snapshot's shard files as they are now (live,
+    /// overwritten and deleted records; a shard unlinked by a compaction
+    /// since counts as empty).
+    pub fn shard_bytes(&self) -> u64 {
+        self.manifest
+            .shards
+            .iter()
+            .map(|&n| std::fs::metadata(self.dir.join(shard_name(n))).map_or(0, |m| m.len()))
+            .sum()
+    }
+
     /// The manifest this snapshot was taken at.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

@@ -604,23 +604,10 @@ impl ShardStore {
         })
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes, in a snapshot of its own (a thread that holds a
+    /// reader can ask [`ShardReader::stats`]).
     pub fn stats(&self) -> Result<ShardStats> {
-        let reader = self.reader()?;
-        let manifest = reader.snap.manifest().clone();
-        let mut shard_bytes = 0;
-        for &no in &manifest.shards {
-            let path = self.inner.dir.join(shard_name(no));
-            shard_bytes += fs::metadata(&path)
-                .map_err(io_err(format!("reading {}", path.display())))?
-                .len();
-        }
-        Ok(ShardStats {
-            samples: reader.len() as u64,
-            live_bytes: reader.snap.live_bytes(),
-            shard_bytes,
-            shards: manifest.shards.len() as u64,
-        })
+        Ok(self.reader()?.stats())
     }
 
     /// Rewrites the shards without overwritten and deleted samples and
