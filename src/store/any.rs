@@ -93,6 +93,12 @@ pub struct StoreStats {
 
 impl Store {
     /// Opens the store in `dir`, detecting its backend, or makes one.
+    ///
+    /// The store is read through memory maps: while it is open, its files
+    /// must change only through tenstore (LMDB: through LMDB). A file
+    /// truncated by another process can kill a reader with `SIGBUS`, and
+    /// one rewritten in place changes bytes under held snapshots; see the
+    /// crate docs, "Memory maps".
     pub fn open<P: AsRef<Path>>(dir: P, options: &StoreOptions) -> Result<Store> {
         let dir = dir.as_ref();
         let backend = match Backend::detect(dir) {

@@ -174,10 +174,12 @@ impl LmdbStore {
     ///
     /// A path that holds no `data.mdb` is refused unless `create` is set.
     ///
-    /// The store's files must be changed only through LMDB (tenstore,
-    /// Python's `lmdb`, any LMDB client): LMDB's lock file coordinates them
-    /// all. Truncating or rewriting `data.mdb` by other means while a store
-    /// is open makes readers fault, as with any memory-mapped database.
+    /// Precondition (not checked, see the crate docs, "Memory maps"): while
+    /// the store is open, its files change only through LMDB (tenstore,
+    /// Python's `lmdb`, any LMDB client), which LMDB's lock file
+    /// coordinates. `data.mdb` truncated by another process makes a read of
+    /// the cut pages raise `SIGBUS` (the process dies); rewritten in place,
+    /// it changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
         let path = path.as_ref();
         let exists = path.join("data.mdb").is_file();
@@ -214,9 +216,11 @@ impl LmdbStore {
         }
         // SAFETY: LMDB memory-maps data.mdb; the map stays valid as long as
         // the file is changed only through LMDB, whose lock file
-        // serialises writers and tracks readers across processes. That is
-        // this function's documented contract for the store's files, and
-        // tenstore itself never touches them by other means.
+        // serialises writers and tracks readers across processes.
+        // tenstore itself never touches the file by other means; changes
+        // by other programs while it is open are the documented exception
+        // of `open` (crate docs, "Memory maps"), which heed states as
+        // this function's `unsafe` contract.
         let env = unsafe { env_options.open(path) }.map_err(|e| {
             let hint = if matches!(e, heed::Error::Mdb(MdbError::VersionMismatch)) {
                 " (another process has it open with an LMDB of another lock format, e.g. Python's lmdb: \

@@ -403,6 +403,12 @@ impl ShardStore {
     /// from a crash: torn sidecar and shard tails are cut off and orphan
     /// shards removed; [`recovery`](Self::recovery) says what was dropped.
     /// Cost: O(index size), not O(data).
+    ///
+    /// Precondition (not checked, see the crate docs, "Memory maps"):
+    /// while the store is open, its files change only through tenstore.
+    /// A shard truncated by another process makes a read of the cut
+    /// records raise `SIGBUS` (the process dies); rewritten in place, it
+    /// changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(dir: P, options: &ShardOptions) -> Result<ShardStore> {
         let dir = dir.as_ref();
         let exists = dir.join(MANIFEST).is_file();
