@@ -127,6 +127,8 @@ pub mod error;
 pub mod io;
 pub mod net;
 pub mod npy;
+#[doc(hidden)]
+pub mod proofs;
 pub mod store;
 pub mod tensor;
 
