@@ -78,6 +78,45 @@
 //! With `default-features = false` the crate builds the codec, the stores,
 //! `.npy` and SCTP, and compiles none of the crates above.
 //!
+//! ## Memory maps: the one precondition of opening a store
+//!
+//! Stores are read through memory maps (LMDB's `data.mdb`, the shard
+//! store's `.ten` shards), and samples are views into them. Opening a
+//! store ([`store::Store::open`], [`store::LmdbStore::open`],
+//! [`store::ShardStore::open`]) is nevertheless a safe function, by a
+//! deliberate, documented exception: it relies on one precondition the
+//! compiler cannot check. **While a store is open in any process, its
+//! files must change only through tenstore** (for LMDB: through any LMDB
+//! client, which LMDB's lock file coordinates). What changing them by
+//! other means does to a process that has the store open:
+//!
+//! - **Truncating** a mapped file (`truncate`, a shell `>` redirect,
+//!   copying another file over it, another program's `set_len`) makes the
+//!   next read of a cut page raise `SIGBUS`, which kills the process, from
+//!   safe code. This is true of every program that maps files; heed makes
+//!   its own open `unsafe` for this reason.
+//! - **Rewriting** bytes in place changes what views already handed out
+//!   show, under a snapshot that promised they would not change (and for
+//!   LMDB may make it follow damaged pages). The shard store's crc32c
+//!   checks (`verify`, `verify_reads`) catch such damage only when the
+//!   bytes are checked, not after.
+//! - Renaming, replacing by rename, or deleting a file is harmless to a
+//!   store already open: its maps keep the old file alive.
+//!
+//! What tenstore does about the files it owns: it never shortens or
+//! rewrites a range a snapshot may read. Shards are only appended to; a
+//! failed append cuts back only bytes no sidecar record names, and a
+//! failure once sidecar records of a batch may be visible stops the writer
+//! until the store is reopened; compaction writes new shards and unlinks
+//! the old; recovery at open cuts only bytes past the last committed
+//! record; LMDB's files change only through LMDB. Shard snapshots check
+//! every record they index against the length they mapped, so a shard
+//! damaged or cut *before* it is mapped is reported as damage, never read
+//! out of bounds. The precondition is about changes while a store is open.
+//!
+//! [`load`], which maps one file the caller names, is `unsafe` instead:
+//! there the crate knows nothing of who else writes that file.
+//!
 //! ## Strictness
 //!
 //! Every length field is checked against the bytes really there before it
@@ -99,6 +138,8 @@ pub mod error;
 pub mod io;
 pub mod net;
 pub mod npy;
+#[doc(hidden)]
+pub mod proofs;
 pub mod store;
 pub mod tensor;
 

@@ -54,8 +54,7 @@ fn every_command_on_both_backends() {
         let (_dir, store) = store(backend);
         let r = store.reader().unwrap();
         let l = Limits::default();
-        let stats = || store.stats().ok();
-        let got = ok(handle(&r, &[b"get", b"k03", b"k29"], &l, stats));
+        let got = ok(handle(&r, &[b"get", b"k03", b"k29"], &l));
         assert_eq!(got.len(), 2);
         assert_eq!(
             tenstore::decode_buffer(&got[0]).unwrap()[0].data(),
@@ -65,26 +64,27 @@ fn every_command_on_both_backends() {
             tenstore::decode_buffer(&got[1]).unwrap()[0].data(),
             &[29u8; 1000][..]
         );
-        let frames = ok(handle(&r, &[b"getm", b"k07"], &l, stats));
+        let frames = ok(handle(&r, &[b"getm", b"k07"], &l));
         let views = tenstore::decode_list(&frames).unwrap();
         assert_eq!((views[0].name(), views[0].data()), ("x", &[7u8; 1000][..]));
-        assert_eq!(ok(handle(&r, &[b"len"], &l, stats)), [b"30".to_vec()]);
-        let keys = ok(handle(&r, &[b"keys", b"k1", b"k12", b"3"], &l, stats));
+        assert_eq!(ok(handle(&r, &[b"len"], &l)), [b"30".to_vec()]);
+        let keys = ok(handle(&r, &[b"keys", b"k1", b"k12", b"3"], &l));
         assert_eq!(keys, [b"k13".to_vec(), b"k14".to_vec(), b"k15".to_vec()]);
-        let all = ok(handle(&r, &[b"keys"], &l, stats));
+        let all = ok(handle(&r, &[b"keys"], &l));
         assert_eq!(all.len(), 30);
-        let info = ok(handle(&r, &[b"info"], &l, stats));
+        let info = ok(handle(&r, &[b"info"], &l));
         let json: serde_json::Value = serde_json::from_slice(&info[0]).unwrap();
         assert_eq!(json["backend"], backend.name());
         assert_eq!(json["samples"], 30);
-        assert!(err(handle(&r, &[b"get", b"k03", b"nope"], &l, stats))
-            .contains("no sample with key \"nope\""));
-        assert!(err(handle(&r, &[b"fly"], &l, stats)).contains("unknown command"));
-        assert!(err(handle(&r, &[], &l, stats)).contains("empty request"));
-        assert!(err(handle(&r, &[b"get"], &l, stats)).contains("at least one key"));
-        assert!(err(handle(&r, &[b"getm", b"a", b"b"], &l, stats)).contains("exactly one key"));
-        assert!(err(handle(&r, &[b"len", b"x"], &l, stats)).contains("no arguments"));
-        assert!(err(handle(&r, &[b"keys", b"", b"", b"ten"], &l, stats)).contains("decimal"));
+        assert!(
+            err(handle(&r, &[b"get", b"k03", b"nope"], &l)).contains("no sample with key \"nope\"")
+        );
+        assert!(err(handle(&r, &[b"fly"], &l)).contains("unknown command"));
+        assert!(err(handle(&r, &[], &l)).contains("empty request"));
+        assert!(err(handle(&r, &[b"get"], &l)).contains("at least one key"));
+        assert!(err(handle(&r, &[b"getm", b"a", b"b"], &l)).contains("exactly one key"));
+        assert!(err(handle(&r, &[b"len", b"x"], &l)).contains("no arguments"));
+        assert!(err(handle(&r, &[b"keys", b"", b"", b"ten"], &l)).contains("decimal"));
     }
 }
 
@@ -92,7 +92,6 @@ fn every_command_on_both_backends() {
 fn each_bound_is_enforced() {
     let (_dir, store) = store(Backend::Lmdb);
     let r = store.reader().unwrap();
-    let stats = || store.stats().ok();
     let limits = Limits {
         max_frames: 5,
         max_key_len: 8,
@@ -106,40 +105,28 @@ fn each_bound_is_enforced() {
         ..limits.clone()
     };
     let five: Vec<&[u8]> = vec![b"get", b"k01", b"k02", b"k03", b"k04"];
-    assert_eq!(ok(handle(&r, &five, &roomy, stats)).len(), 4);
+    assert_eq!(ok(handle(&r, &five, &roomy)).len(), 4);
     let six: Vec<&[u8]> = vec![b"get", b"k01", b"k02", b"k03", b"k04", b"k05"];
-    assert!(err(handle(&r, &six, &roomy, stats)).contains("at most 5"));
+    assert!(err(handle(&r, &six, &roomy)).contains("at most 5"));
     // Key length.
-    assert!(err(handle(&r, &[b"get", b"k0123456789"], &limits, stats))
-        .contains("keys are 1 to 8 bytes"));
-    assert!(err(handle(&r, &[b"get", b""], &limits, stats)).contains("keys are 1 to 8 bytes"));
-    assert!(err(handle(
-        &r,
-        &[b"keys", b"k0123456789", b"", b"5"],
-        &limits,
-        stats
-    ))
-    .contains("at most 8 bytes"));
-    // Reply size: two samples of ~1.2 KB fit in 3,000 bytes, three do not.
-    assert_eq!(
-        ok(handle(&r, &[b"get", b"k01", b"k02"], &limits, stats)).len(),
-        2
+    assert!(err(handle(&r, &[b"get", b"k0123456789"], &limits)).contains("keys are 1 to 8 bytes"));
+    assert!(err(handle(&r, &[b"get", b""], &limits)).contains("keys are 1 to 8 bytes"));
+    assert!(
+        err(handle(&r, &[b"keys", b"k0123456789", b"", b"5"], &limits)).contains("at most 8 bytes")
     );
-    assert!(err(handle(
-        &r,
-        &[b"get", b"k01", b"k02", b"k03"],
-        &limits,
-        stats
-    ))
-    .contains("exceed 3000 bytes"));
+    // Reply size: two samples of ~1.2 KB fit in 3,000 bytes, three do not.
+    assert_eq!(ok(handle(&r, &[b"get", b"k01", b"k02"], &limits)).len(), 2);
+    assert!(
+        err(handle(&r, &[b"get", b"k01", b"k02", b"k03"], &limits)).contains("exceed 3000 bytes")
+    );
     // List size.
     assert_eq!(
-        ok(handle(&r, &[b"keys", b"", b"", b"10"], &limits, stats)).len(),
+        ok(handle(&r, &[b"keys", b"", b"", b"10"], &limits)).len(),
         10
     );
-    assert!(err(handle(&r, &[b"keys", b"", b"", b"11"], &limits, stats)).contains("at most 10"));
+    assert!(err(handle(&r, &[b"keys", b"", b"", b"11"], &limits)).contains("at most 10"));
     // A default-sized list is capped by max_list too (10,000 > 10).
-    assert!(err(handle(&r, &[b"keys"], &limits, stats)).contains("at most 10"));
+    assert!(err(handle(&r, &[b"keys"], &limits)).contains("at most 10"));
 }
 
 #[test]
@@ -171,7 +158,7 @@ fn arbitrary_requests_get_an_answer() {
             })
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        match handle(&r, &refs, &limits, || store.stats().ok()) {
+        match handle(&r, &refs, &limits) {
             Reply::Ok(parts) => {
                 assert!(parts.len() <= limits.max_list);
                 check_ok(&refs, &parts);

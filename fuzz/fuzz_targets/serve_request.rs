@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         max_reply_bytes: 4096,
         ..Limits::default()
     };
-    match handle(&reader, &request, &limits, || store.stats().ok()) {
+    match handle(&reader, &request, &limits) {
         Reply::Ok(parts) => {
             if request.first() == Some(&&b"get"[..]) {
                 assert_eq!(parts.len(), request.len() - 1);

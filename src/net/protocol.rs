@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::codec::encode_list;
-use crate::store::{Reader, StoreStats};
+use crate::store::Reader;
 
 /// Bounds on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -85,14 +85,12 @@ fn number(arg: &[u8], what: &str) -> Result<usize, String> {
 }
 
 /// Answers one request (the frames after the envelope) from a snapshot.
-/// Never panics; any problem is an `err` reply.
-pub fn handle<'r>(
-    reader: &'r Reader<'_>,
-    request: &[&'r [u8]],
-    limits: &Limits,
-    stats: impl FnOnce() -> Option<StoreStats>,
-) -> Reply<'r> {
-    match respond(reader, request, limits, stats) {
+/// Every command, `info` and `len` included, answers from `reader` alone:
+/// none opens a second snapshot, so none waits for the store (an LMDB map
+/// that grows) while the caller holds this one. Never panics; any problem
+/// is an `err` reply.
+pub fn handle<'r>(reader: &'r Reader<'_>, request: &[&'r [u8]], limits: &Limits) -> Reply<'r> {
+    match respond(reader, request, limits) {
         Ok(frames) => Reply::Ok(frames),
         Err(msg) => Reply::Err(msg),
     }
@@ -113,7 +111,6 @@ fn respond<'r>(
     reader: &'r Reader<'_>,
     request: &[&'r [u8]],
     limits: &Limits,
-    stats: impl FnOnce() -> Option<StoreStats>,
 ) -> Result<Vec<Cow<'r, [u8]>>, String> {
     let (&cmd, args) = request
         .split_first()
@@ -215,7 +212,9 @@ fn respond<'r>(
             if !args.is_empty() {
                 return Err("info takes no arguments".into());
             }
-            let s = stats().ok_or("could not read the store's statistics")?;
+            let s = reader
+                .stats()
+                .map_err(|e| format!("could not read the store's statistics: {e}"))?;
             let json = format!(
                 "{{\"backend\":\"{}\",\"samples\":{},\"bytes\":{}}}",
                 s.backend.name(),

@@ -642,7 +642,6 @@ fn worker<'s>(mut socket: zmq::Socket, shared: Shared<'_, 's>) {
         budget,
         stop,
     } = shared;
-    let store = views.store;
     let mut held: Option<Held<'s>> = None;
     while !stop.load(Ordering::Acquire) {
         match socket.poll(zmq::POLLIN, 100) {
@@ -670,7 +669,7 @@ fn worker<'s>(mut socket: zmq::Socket, shared: Shared<'_, 's>) {
         let reply = match &held {
             Some(h) => {
                 views.answering(h.version);
-                handle(&h.reader, &request, &config.limits, || store.stats().ok())
+                handle(&h.reader, &request, &config.limits)
             }
             None => Reply::Err("the store cannot be read right now".into()),
         };

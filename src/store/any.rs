@@ -105,6 +105,12 @@ pub struct StoreStats {
 
 impl Store {
     /// Opens the store in `dir`, detecting its backend, or makes one.
+    ///
+    /// The store is read through memory maps: while it is open, its files
+    /// must change only through tenstore (LMDB: through LMDB). A file
+    /// truncated by another process can kill a reader with `SIGBUS`, and
+    /// one rewritten in place changes bytes under held snapshots; see the
+    /// crate docs, "Memory maps".
     pub fn open<P: AsRef<Path>>(dir: P, options: &StoreOptions) -> Result<Store> {
         let dir = dir.as_ref();
         let backend = match Backend::detect(dir) {
@@ -198,30 +204,11 @@ impl Store {
         })
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes, in a snapshot of its own (a thread that holds a
+    /// reader should ask [`Reader::stats`]: with LMDB, a second snapshot
+    /// may have to wait for the map to grow).
     pub fn stats(&self) -> Result<StoreStats> {
-        Ok(match self {
-            Store::Lmdb(s) => {
-                let st = s.stats()?;
-                StoreStats {
-                    backend: Backend::Lmdb,
-                    samples: st.samples,
-                    bytes: st.bytes,
-                    map_size: st.map_size,
-                    shards: 0,
-                }
-            }
-            Store::Ten(s) => {
-                let st = s.stats()?;
-                StoreStats {
-                    backend: Backend::Ten,
-                    samples: st.samples,
-                    bytes: st.live_bytes,
-                    map_size: 0,
-                    shards: st.shards,
-                }
-            }
-        })
+        self.reader()?.stats()
     }
 }
 
@@ -248,6 +235,33 @@ pub enum Reader<'s> {
 pub type BoxIter<'r, T> = Box<dyn Iterator<Item = Result<T>> + 'r>;
 
 impl<'s> Reader<'s> {
+    /// Counts and sizes as of this snapshot. Opens no second snapshot, so
+    /// it never waits for the LMDB map to grow.
+    pub fn stats(&self) -> Result<StoreStats> {
+        Ok(match self {
+            Reader::Lmdb(r) => {
+                let st = r.stats()?;
+                StoreStats {
+                    backend: Backend::Lmdb,
+                    samples: st.samples,
+                    bytes: st.bytes,
+                    map_size: st.map_size,
+                    shards: 0,
+                }
+            }
+            Reader::Ten(r) => {
+                let st = r.stats();
+                StoreStats {
+                    backend: Backend::Ten,
+                    samples: st.samples,
+                    bytes: st.live_bytes,
+                    map_size: 0,
+                    shards: st.shards,
+                }
+            }
+        })
+    }
+
     /// The sample under `key`; it borrows the snapshot and the key.
     pub fn get<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
         match self {

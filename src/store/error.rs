@@ -85,6 +85,17 @@ pub enum StoreError {
         what: String,
     },
 
+    /// A shard store's writer stopped taking writes: an earlier append
+    /// failed after sidecar records of its batch may have become visible,
+    /// so cutting the batch off again could pull bytes from under readers.
+    #[error("store {path}: an earlier write failed while committing ({cause}); this handle takes no more writes: reopen the store (its recovery cuts off the torn tail), once the cause is fixed")]
+    WriterFailed {
+        /// The store.
+        path: PathBuf,
+        /// What failed.
+        cause: String,
+    },
+
     /// A tensor name the store reserves for its own records.
     #[error("tensor name {name:?} is reserved by the shard store's record layout")]
     ReservedName {
@@ -128,12 +139,28 @@ pub enum StoreError {
 
     /// The map is full and could not grow because transactions of this
     /// process stayed open.
-    #[error("the store's map is full and cannot grow while this process keeps {readers} read snapshot(s) open for more than {waited_ms} ms: drop or refresh readers before writing")]
+    #[error("the store's map is full and cannot grow while this process keeps {readers} read snapshot(s) open{}: drop or refresh readers before writing", blocked_how(*.held_here, *.waited_ms))]
     GrowBlocked {
         /// Transactions still open.
         readers: usize,
-        /// How long the writer waited.
+        /// How long the writer waited (0 when it held snapshots itself).
         waited_ms: u64,
+        /// Snapshots the writing thread itself held: it cannot wait for
+        /// them, so it gave up at once.
+        held_here: usize,
+    },
+
+    /// Another process grew the LMDB map; this process can adopt the new
+    /// size only with none of its transactions open, and some stayed open.
+    #[error("another process grew the store's map, and this process can use the new size only once none of its read snapshots is open, but {readers} stayed open{}: drop or refresh readers, then try again", blocked_how(*.held_here, *.waited_ms))]
+    AdoptBlocked {
+        /// Transactions still open.
+        readers: usize,
+        /// How long the reader waited (0 when it held snapshots itself).
+        waited_ms: u64,
+        /// Snapshots the calling thread itself held: it cannot wait for
+        /// them, so it gave up at once.
+        held_here: usize,
     },
 
     /// An error from LMDB, with what was being done.
@@ -155,6 +182,17 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How a map change was blocked, for the messages above.
+fn blocked_how(held_here: usize, waited_ms: u64) -> String {
+    if held_here > 0 {
+        format!(
+            " ({held_here} of them held by the asking thread itself, which therefore did not wait)"
+        )
+    } else {
+        format!(" for more than {waited_ms} ms")
+    }
 }
 
 impl StoreError {

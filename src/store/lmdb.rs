@@ -11,7 +11,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, With
 
 use crate::codec::{encode_to, encoded_len, Tensors};
 use crate::store::error::{Result, StoreError};
-use crate::store::gate::{Gate, Pass};
+use crate::store::gate::{Blocked, Gate, Pass};
 use crate::store::meta::{Meta, META_FILE};
 use crate::store::Sample;
 use crate::tensor::AsTensorRef;
@@ -29,9 +29,18 @@ pub struct LmdbOptions {
     /// full. Default: 1 GiB. A larger existing map is kept.
     pub map_size: usize,
     /// Do not flush to disk at each commit (LMDB's `MDB_NOSYNC`): much
-    /// faster bulk loads; a crash may lose the last commits (never
-    /// corrupts the store). Call [`LmdbStore::sync`] to make them durable.
-    /// Default: `false` (each write is durable when it returns).
+    /// faster bulk loads. Call [`LmdbStore::sync`] to make what was
+    /// committed durable. Default: `false` (each write is durable when it
+    /// returns).
+    ///
+    /// What a crash does with it on, as LMDB documents `MDB_NOSYNC`: a
+    /// crash of the *process* loses nothing (commits are in the OS page
+    /// cache). A crash of the *system* (power loss, kernel panic) before
+    /// the next `sync` may lose the last commits, and can also corrupt the
+    /// database, unless the filesystem preserves the order of writes (LMDB
+    /// relies on its data pages reaching the disk before the meta page that
+    /// commits them, which nothing forces without syncs). Use it for data
+    /// you can load again.
     pub no_sync: bool,
     /// Open for reading only.
     pub read_only: bool,
@@ -236,10 +245,12 @@ impl LmdbStore {
     /// (SIGBUS) at the first read of a missing page. An empty `data.mdb` is
     /// damaged too, never made into a new environment.
     ///
-    /// The store's files must be changed only through LMDB (tenstore,
-    /// Python's `lmdb`, any LMDB client): LMDB's lock file coordinates them
-    /// all. Truncating or rewriting `data.mdb` by other means while a store
-    /// is open makes readers fault, as with any memory-mapped database.
+    /// Precondition (not checked, see the crate docs, "Memory maps"): while
+    /// the store is open, its files change only through LMDB (tenstore,
+    /// Python's `lmdb`, any LMDB client), which LMDB's lock file
+    /// coordinates. `data.mdb` truncated by another process makes a read of
+    /// the cut pages raise `SIGBUS` (the process dies); rewritten in place,
+    /// it changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
         let path = path.as_ref();
         let exists = path.join("data.mdb").is_file();
@@ -336,9 +347,11 @@ impl LmdbStore {
         if no_lock {
             flags |= EnvFlags::NO_LOCK;
         }
-        // SAFETY: NO_SYNC trades durability of the last commits for speed
-        // (a crash can lose them; LMDB stays consistent), which the option
-        // documents; READ_ONLY only restricts what the handle may do;
+        // SAFETY: NO_SYNC only changes what survives a system crash (the
+        // last commits may be lost and, on a filesystem that reorders
+        // writes, the database damaged), which `LmdbOptions::no_sync`
+        // documents as LMDB does; it changes nothing about memory safety
+        // within a running system. READ_ONLY only restricts what the handle may do;
         // NO_LOCK is set only with READ_ONLY (checked in `open`), so this
         // process never writes without the lock, and the option documents
         // that no other writer may run meanwhile.
@@ -347,10 +360,12 @@ impl LmdbStore {
         }
         // SAFETY: LMDB memory-maps data.mdb; the map stays valid as long as
         // the file is changed only through LMDB, whose lock file
-        // serialises writers and tracks readers across processes. That is
-        // this function's documented contract for the store's files, and
-        // tenstore itself never touches them by other means. `open` checked
-        // that the file holds every page its newest commit may read.
+        // serialises writers and tracks readers across processes.
+        // tenstore itself never touches the file by other means; changes
+        // by other programs while it is open are the documented exception
+        // of `open` (crate docs, "Memory maps"), which heed states as this
+        // function's `unsafe` contract. `open` checked that the file holds
+        // every page its newest commit may read.
         unsafe { env_options.open(path) }.map_err(|e| {
             let hint = if matches!(e, heed::Error::Mdb(MdbError::VersionMismatch)) {
                 // The data file's version was checked in `open`: what
@@ -508,7 +523,8 @@ impl LmdbStore {
         })
     }
 
-    /// Number of samples.
+    /// Number of samples (in a snapshot of its own: a thread that holds a
+    /// reader should ask [`LmdbReader::len`]).
     pub fn len(&self) -> Result<u64> {
         self.reader()?.len()
     }
@@ -518,24 +534,10 @@ impl LmdbStore {
         Ok(self.len()? == 0)
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes (in a snapshot of its own: a thread that holds a
+    /// reader should ask [`LmdbReader::stats`]).
     pub fn stats(&self) -> Result<LmdbStats> {
-        let reader = self.reader()?;
-        let stat = self
-            .inner
-            .db
-            .stat(reader.txn()?)
-            .map_err(|e| StoreError::lmdb("reading database statistics", e))?;
-        let info = self.inner.env.info();
-        let pages = (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64;
-        Ok(LmdbStats {
-            samples: stat.entries as u64,
-            bytes: pages * u64::from(stat.page_size),
-            map_size: info.map_size as u64,
-            page_size: stat.page_size,
-            pages,
-            last_page: info.last_page_number as u64 + 1,
-        })
+        self.reader()?.stats()
     }
 
     /// Starts a transaction through the gate, adopting a map that another
@@ -550,7 +552,7 @@ impl LmdbStore {
                 Ok(txn) => return Ok((txn, pass)),
                 Err(e) if is_map_resized(&e) => {
                     drop(pass);
-                    self.resize(0)?;
+                    self.resize(MapChange::Adopt)?;
                 }
                 Err(e) => return Err(StoreError::lmdb("starting a transaction", e)),
             }
@@ -584,37 +586,72 @@ impl LmdbStore {
                 // the pass that lets it be open.
             };
             debug_assert!(full);
-            let size = self.inner.env.info().map_size;
-            let doubled = size.checked_mul(2).ok_or_else(|| {
-                StoreError::io(
-                    "growing the map",
-                    std::io::Error::other("the map cannot grow past the address space"),
-                )
-            })?;
-            self.resize(doubled)?;
+            self.resize(MapChange::Grow)?;
         }
     }
 
-    /// Changes the map size (0: adopt the size another process set) with no
-    /// transaction of this process open.
-    fn resize(&self, size: usize) -> Result<()> {
+    /// Changes the map size with no transaction of this process open:
+    /// doubles it, or adopts the size another process set.
+    fn resize(&self, change: MapChange) -> Result<()> {
         let patience = self.inner.options.grow_patience;
         let env = &self.inner.env;
         let outcome = self.inner.gate.exclusive(patience, || {
+            let size = match change {
+                MapChange::Adopt => 0,
+                // Read inside the gate: `mdb_env_info` reads the map, which
+                // another thread's resize would move.
+                MapChange::Grow => env.info().map_size.checked_mul(2).ok_or_else(|| {
+                    StoreError::io(
+                        "growing the map",
+                        std::io::Error::other("the map cannot grow past the address space"),
+                    )
+                })?,
+            };
             // SAFETY: `Gate::exclusive` runs this only while no transaction
-            // of this process is open, and every transaction of this
-            // environment is begun through the gate (`begin`), which is
-            // what LMDB requires of `mdb_env_set_mapsize`.
-            unsafe { env.resize(size) }
+            // of this process is open and no other map change runs, and
+            // every transaction of this environment is begun through the
+            // gate (`begin`), which is what LMDB requires of
+            // `mdb_env_set_mapsize`.
+            unsafe { env.resize(size) }.map_err(|e| match change {
+                MapChange::Grow => StoreError::lmdb("growing the map", e),
+                MapChange::Adopt => {
+                    StoreError::lmdb("adopting the map size another process set", e)
+                }
+            })
         });
         match outcome {
-            Ok(r) => r.map_err(|e| StoreError::lmdb("growing the map", e)),
-            Err(readers) => Err(StoreError::GrowBlocked {
-                readers,
-                waited_ms: patience.as_millis() as u64,
-            }),
+            Ok(r) => r,
+            Err(Blocked { open, held_here }) => {
+                let readers = open;
+                let waited_ms = if held_here > 0 {
+                    0
+                } else {
+                    patience.as_millis() as u64
+                };
+                Err(match change {
+                    MapChange::Grow => StoreError::GrowBlocked {
+                        readers,
+                        waited_ms,
+                        held_here,
+                    },
+                    MapChange::Adopt => StoreError::AdoptBlocked {
+                        readers,
+                        waited_ms,
+                        held_here,
+                    },
+                })
+            }
         }
     }
+}
+
+/// A change of the map size.
+#[derive(Clone, Copy)]
+enum MapChange {
+    /// Double it: this process's write found it full.
+    Grow,
+    /// Take the size another process set (LMDB's `MDB_MAP_RESIZED`).
+    Adopt,
 }
 
 /// The keys, checked, each once (a key named twice is removed once).
@@ -705,6 +742,29 @@ impl<'s> LmdbReader<'s> {
     /// Whether this snapshot holds no sample.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// Counts and sizes: the samples, their bytes and pages as of this
+    /// snapshot; the map size and last page as the environment is now.
+    /// Opens no transaction, so it never waits for the map to grow.
+    pub fn stats(&self) -> Result<LmdbStats> {
+        let stat = self
+            .store
+            .inner
+            .db
+            .stat(self.txn()?)
+            .map_err(|e| StoreError::lmdb("reading database statistics", e))?;
+        // Read while this snapshot's pass keeps the map where it is.
+        let info = self.store.inner.env.info();
+        let pages = (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64;
+        Ok(LmdbStats {
+            samples: stat.entries as u64,
+            bytes: pages * u64::from(stat.page_size),
+            map_size: info.map_size as u64,
+            page_size: stat.page_size,
+            pages,
+            last_page: info.last_page_number as u64 + 1,
+        })
     }
 
     /// Every sample, in key order.

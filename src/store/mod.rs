@@ -6,6 +6,14 @@
 //! - [`ShardStore`]: samples appended to memory-mapped `.ten` shards, for
 //!   write-once datasets and sequential epochs.
 //! - [`Store`] and [`Reader`]: either backend behind one interface.
+//!
+//! **Precondition of every `open`:** both backends read memory maps, so
+//! while a store is open, its files must change only through tenstore
+//! (LMDB: through LMDB). Truncating one from outside can kill a reader
+//! with `SIGBUS`; rewriting one changes bytes under held snapshots. The
+//! crate docs ("Memory maps") say exactly what outside modification does
+//! and why `open` is safe nevertheless; the README's Guarantees say it
+//! too.
 
 mod any;
 mod error;

@@ -16,6 +16,8 @@ mod writer;
 
 pub use reader::{ShardEntries, ShardReader};
 pub use snapshot::{LoadReport, Uncovered};
+#[doc(hidden)]
+pub use writer::Faults;
 pub use writer::{
     Cut, CutReason, Durability, RecoveryReport, ReindexedShard, ShardOptions, ShardStats,
     ShardStore,

@@ -39,6 +39,17 @@ impl ShardReader {
         self.len() == 0
     }
 
+    /// Counts and sizes as of this snapshot (the shard files' sizes as
+    /// they are now). Takes no lock.
+    pub fn stats(&self) -> super::ShardStats {
+        super::ShardStats {
+            samples: self.snap.len() as u64,
+            live_bytes: self.snap.live_bytes(),
+            shard_bytes: self.snap.shard_bytes(),
+            shards: self.snap.manifest().shards.len() as u64,
+        }
+    }
+
     /// Every sample in write order: the fast path for an epoch (the maps
     /// are read front to back).
     pub fn iter(&self) -> ShardEntries<'_> {

@@ -166,13 +166,22 @@ pub(crate) fn map_shard(path: &Path) -> Result<Option<Arc<Mmap>>> {
     if len == 0 {
         return Ok(None);
     }
-    // SAFETY: shard files are only ever appended to while they are in the
-    // manifest, and a snapshot reads only the committed ranges its sidecars
-    // name, which were written before those sidecar records and which no
-    // writer ever shortens or rewrites (recovery truncates only bytes past
-    // the last committed record; compaction writes new files and unlinks
-    // the old ones, which keeps mapped pages alive). Changing shard files
-    // by other means breaks the store's documented contract.
+    // SAFETY: the map is read only inside records that a complete sidecar
+    // record names and that lie within the map's length (checked when the
+    // snapshot indexes them, and again by `record`). Those bytes stay in
+    // the file and never change while the store's files are changed only
+    // by tenstore: the writer writes (flushes) a record's bytes before the
+    // sidecar record that names it, appends only at the end of the file,
+    // cuts a shard back only over bytes no sidecar record names yet (a
+    // failed append before its sidecar write), and once a sidecar write of
+    // a batch has begun it never cuts that shard again: on a failure from
+    // there on it stops until reopened (`Writer::commit`). Recovery at
+    // open cuts only shard bytes past the last record its sidecar keeps;
+    // compaction writes new files and unlinks the old ones, which keeps
+    // mapped pages alive. A file truncated or rewritten by anything else
+    // while mapped can fault or change under this map: the crate documents
+    // that as the one precondition of opening a store (see the crate docs,
+    // "Memory maps").
     let map = unsafe { Mmap::map(&file) }
         .map_err(|e| StoreError::io(format!("mapping {}", path.display()), e))?;
     Ok(Some(Arc::new(map)))
@@ -337,6 +346,17 @@ impl Snapshot {
     /// Bytes of live records.
     pub fn live_bytes(&self) -> u64 {
         self.index.live_bytes
+    }
+
+    /// Bytes of this snapshot's shard files as they are now (live,
+    /// overwritten and deleted records; a shard unlinked by a compaction
+    /// since counts as empty).
+    pub fn shard_bytes(&self) -> u64 {
+        self.manifest
+            .shards
+            .iter()
+            .map(|&n| std::fs::metadata(self.dir.join(shard_name(n))).map_or(0, |m| m.len()))
+            .sum()
     }
 
     /// The manifest this snapshot was taken at.

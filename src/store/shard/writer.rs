@@ -287,6 +287,69 @@ struct Writer {
     manifest: Manifest,
     index: Index,
     cur: Current,
+    /// Why this writer stopped taking writes: an append failed once sidecar
+    /// bytes of its batch may have reached the file (see [`Writer::commit`]).
+    failed: Option<String>,
+    /// Injected faults (tests only; none by default).
+    faults: Faults,
+}
+
+/// Faults a test injects into a shard store's writer, to reach the failure
+/// paths of a full disk or a failing device without one. Not part of the
+/// API: no option of a real store sets them.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Faults {
+    /// Bytes the emulated disk still takes, shard and sidecar writes
+    /// together; a write past them is cut short and fails with ENOSPC, as a
+    /// full filesystem does. `None`: no limit.
+    pub space: Option<u64>,
+    /// `fdatasync` calls of the append path that still succeed; every
+    /// later one fails with EIO, as a failing device does. `None`: no
+    /// limit.
+    pub syncs: Option<u64>,
+    /// Called where an injected fault fires, before the error travels up:
+    /// a test takes a snapshot there, inside the window a real failure
+    /// would leave.
+    pub on_fault: Option<Box<dyn Fn() + Send>>,
+}
+
+impl Faults {
+    /// How many of `n` bytes the emulated disk takes (and takes them).
+    fn take(&mut self, n: usize) -> usize {
+        match &mut self.space {
+            None => n,
+            Some(space) => {
+                let n = n.min(usize::try_from(*space).unwrap_or(usize::MAX));
+                *space -= n as u64;
+                n
+            }
+        }
+    }
+
+    /// The error of a full disk, after telling the test.
+    fn full(&self) -> io::Error {
+        if let Some(f) = &self.on_fault {
+            f();
+        }
+        io::Error::from_raw_os_error(28) // ENOSPC
+    }
+
+    /// The error of a failing sync, once the syncs that succeed are used.
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.syncs {
+            None => return Ok(()),
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if let Some(f) = &self.on_fault {
+            f();
+        }
+        Err(io::Error::from_raw_os_error(5)) // EIO
+    }
 }
 
 /// A writer that computes the crc32c of what passes through.
@@ -294,11 +357,16 @@ struct CrcWriter<'w, W> {
     inner: &'w mut W,
     crc: u32,
     len: u64,
+    faults: &'w mut Faults,
 }
 
 impl<W: Write> Write for CrcWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let allowed = self.faults.take(buf.len());
+        if allowed == 0 && !buf.is_empty() {
+            return Err(self.faults.full());
+        }
+        let n = self.inner.write(&buf[..allowed])?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.len += n as u64;
         Ok(n)
@@ -455,6 +523,12 @@ impl ShardStore {
     /// fails with [`StoreError::NeedsReindex`] and changes nothing; see
     /// [`reindex`](Self::reindex). Cost: O(index size), plus a scan of any
     /// uncommitted shard tail.
+    ///
+    /// Precondition (not checked, see the crate docs, "Memory maps"):
+    /// while the store is open, its files change only through tenstore.
+    /// A shard truncated by another process makes a read of the cut
+    /// records raise `SIGBUS` (the process dies); rewritten in place, it
+    /// changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(dir: P, options: &ShardOptions) -> Result<ShardStore> {
         let dir = dir.as_ref();
         let exists = dir.join(MANIFEST).is_file();
@@ -497,13 +571,39 @@ impl ShardStore {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            return Err(StoreError::Unsupported(format!(
-                "{} is open read-only",
-                self.inner.dir.display()
-            )));
+        match guard.as_ref() {
+            None => {
+                return Err(StoreError::Unsupported(format!(
+                    "{} is open read-only",
+                    self.inner.dir.display()
+                )))
+            }
+            Some(Writer {
+                failed: Some(cause),
+                ..
+            }) => {
+                return Err(StoreError::WriterFailed {
+                    path: self.inner.dir.clone(),
+                    cause: cause.clone(),
+                })
+            }
+            Some(_) => {}
         }
         Ok(guard)
+    }
+
+    /// Injects faults into this store's writer (tests only: see
+    /// [`Faults`]). Does nothing on a read-only store.
+    #[doc(hidden)]
+    pub fn inject_faults(&self, faults: Faults) {
+        let mut guard = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = guard.as_mut() {
+            w.faults = faults;
+        }
     }
 
     /// Appends one sample (replacing any sample under `key`).
@@ -630,23 +730,10 @@ impl ShardStore {
         })
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes, in a snapshot of its own (a thread that holds a
+    /// reader can ask [`ShardReader::stats`]).
     pub fn stats(&self) -> Result<ShardStats> {
-        let reader = self.reader()?;
-        let manifest = reader.snap.manifest().clone();
-        let mut shard_bytes = 0;
-        for &no in &manifest.shards {
-            let path = self.inner.dir.join(shard_name(no));
-            shard_bytes += fs::metadata(&path)
-                .map_err(io_err(format!("reading {}", path.display())))?
-                .len();
-        }
-        Ok(ShardStats {
-            samples: reader.len() as u64,
-            live_bytes: reader.snap.live_bytes(),
-            shard_bytes,
-            shards: manifest.shards.len() as u64,
-        })
+        Ok(self.reader()?.stats())
     }
 
     /// Rewrites the shards without overwritten and deleted samples and
@@ -1186,12 +1273,15 @@ impl Writer {
             manifest,
             index,
             cur,
+            failed: None,
+            faults: Faults::default(),
         })
     }
 
     /// Forces the current shard and sidecar to disk.
     fn sync(&mut self) -> Result<()> {
         self.cur.shard.flush().map_err(io_err("writing a shard"))?;
+        self.faults.sync().map_err(io_err("syncing a shard"))?;
         self.cur
             .shard
             .get_ref()
@@ -1217,8 +1307,10 @@ impl Writer {
     }
 
     /// Appends records and commits them: record bytes first, then their
-    /// sidecar records. On an error, what this call left uncommitted is
-    /// cut off again, so the writer can go on.
+    /// sidecar records. On an error before any sidecar byte of the failing
+    /// commit was written, what this call left uncommitted is cut off
+    /// again, so the writer can go on; on an error after (or when cutting
+    /// off fails), the writer stops: see [`commit`](Self::commit).
     fn append<'a>(
         &mut self,
         dir: &Path,
@@ -1239,6 +1331,7 @@ impl Writer {
                     inner: &mut self.cur.shard,
                     crc: 0,
                     len: 0,
+                    faults: &mut self.faults,
                 };
                 write(&mut w)
                     .map_err(io_err(format!("appending to {}", shard_name(self.cur.no))))?;
@@ -1266,29 +1359,41 @@ impl Writer {
             }
             self.commit(&mut pending, &mut applied, per_sample)
         })();
-        if result.is_err() {
-            self.discard_uncommitted();
+        if result.is_err() && self.failed.is_none() {
+            if let Err(e) = self.discard_uncommitted() {
+                self.failed = Some(format!("cutting off an uncommitted shard tail: {e}"));
+            }
         }
         result
     }
 
-    /// After a failed append: drops buffered bytes and cuts the shard and
-    /// sidecar back to what is committed (best effort: recovery at the next
-    /// open cuts the same tails).
-    fn discard_uncommitted(&mut self) {
-        let fresh = match self.cur.shard.get_ref().try_clone() {
-            Ok(f) => BufWriter::with_capacity(1 << 20, f),
-            Err(_) => return,
-        };
+    /// After an append failed before any sidecar byte of its commit was
+    /// written: drops buffered bytes and cuts the shard back to what is
+    /// committed. Those bytes are named by no sidecar record, so no
+    /// snapshot reads them. An error here stops the writer (recovery at
+    /// the next open cuts the same tail).
+    fn discard_uncommitted(&mut self) -> io::Result<()> {
+        let fresh = BufWriter::with_capacity(1 << 20, self.cur.shard.get_ref().try_clone()?);
         // The old buffer's bytes are uncommitted: dropped, not written.
         let (_file, _unwritten) = std::mem::replace(&mut self.cur.shard, fresh).into_parts();
-        let _ = self.cur.shard.get_ref().set_len(self.cur.committed);
+        self.cur.shard.get_ref().set_len(self.cur.committed)?;
         self.cur.shard_len = self.cur.committed;
-        let _ = self.cur.idx.set_len(self.cur.idx_len);
+        Ok(())
     }
 
-    /// Writes the pending sidecar records after the record bytes reach the
-    /// shard file, making them visible.
+    /// Makes the pending records visible: their bytes reach the shard file
+    /// (and the disk, when `sync`) first, then their sidecar records.
+    ///
+    /// This order is what keeps snapshots sound: a reader in any process
+    /// may see each complete sidecar record as soon as it is in the file,
+    /// and maps the bytes it names. So once a sidecar write of a batch has
+    /// begun, the shard must never again be shortened below those records,
+    /// nor its offsets reused. If the sidecar write or its sync fails, the
+    /// writer therefore stops taking writes ([`StoreError::WriterFailed`])
+    /// and touches neither file again: the complete records stay committed
+    /// (visible, perhaps not durable), and the next open's recovery cuts
+    /// only the sidecar's torn tail and the shard bytes past the last
+    /// complete record.
     fn commit(
         &mut self,
         pending: &mut Vec<u8>,
@@ -1300,21 +1405,33 @@ impl Writer {
         }
         self.cur.shard.flush().map_err(io_err("writing a shard"))?;
         if sync {
+            self.faults.sync().map_err(io_err("syncing a shard"))?;
             self.cur
                 .shard
                 .get_ref()
                 .sync_data()
                 .map_err(io_err("syncing a shard"))?;
         }
-        self.cur
-            .idx
-            .write_all(pending)
-            .map_err(io_err("writing a sidecar"))?;
-        if sync {
-            self.cur
-                .idx
-                .sync_data()
-                .map_err(io_err("syncing a sidecar"))?;
+        // From here on, sidecar records of this batch may be visible.
+        let visible = (|| -> io::Result<()> {
+            let allowed = self.faults.take(pending.len());
+            self.cur.idx.write_all(&pending[..allowed])?;
+            if allowed < pending.len() {
+                return Err(self.faults.full());
+            }
+            if sync {
+                self.faults.sync()?;
+                self.cur.idx.sync_data()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = visible {
+            let what = format!("committing to sidecar {}: {e}", idx_name(self.cur.no));
+            self.failed = Some(what.clone());
+            return Err(StoreError::io(
+                format!("{what}; records of this batch may be visible, and this handle takes no more writes until the store is reopened"),
+                e,
+            ));
         }
         self.cur.idx_len += pending.len() as u64;
         self.cur.committed = self.cur.shard_len;
