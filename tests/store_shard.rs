@@ -339,6 +339,25 @@ fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
         },
     )
     .unwrap();
+    // The key table, a checked copy of the sidecars, still names every
+    // sample; verify reports the damaged sidecar.
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 10);
+    assert!(r
+        .verify()
+        .iter()
+        .any(|p| p.contains("records stop being valid")));
+    drop((r, store));
+    // Without the table, readers stop at the damage.
+    fs::remove_file(dir.path().join("keys.tbl")).unwrap();
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let r = store.reader().unwrap();
     assert_eq!(r.len(), 5);
     assert_eq!(r.load_report().torn_sidecars.len(), 1);
@@ -395,7 +414,7 @@ fn reindex_rebuilds_lost_sidecars_and_manifest() {
             .unwrap(),
         [108]
     );
-    assert!(r.verify().is_empty());
+    assert_eq!(r.verify(), Vec::<String>::new());
 }
 
 #[test]
@@ -499,7 +518,18 @@ fn a_zeroed_sidecar_byte_hides_nothing_from_the_next_writer() {
     let rec = 32 + 8; // fixed part plus a 6-byte key padded to 8
     ib[16 + 3 * rec] = 0; // the kind of record 3
     fs::write(&idx, &ib).unwrap();
-    // Readers see three samples, and say what they stepped around.
+    // With the key table, readers see all ten; verify says what is wrong.
+    let r = read_only(dir.path());
+    assert_eq!(r.len(), 10);
+    assert!(
+        r.verify().iter().any(|p| p.contains("7 whole records")),
+        "{:?}",
+        r.verify()
+    );
+    drop(r);
+    fs::remove_file(dir.path().join("keys.tbl")).unwrap();
+    // Without it, readers see three samples, and say what they stepped
+    // around.
     let r = read_only(dir.path());
     assert_eq!(r.len(), 3);
     assert!(r.load_report().hides_records());

@@ -12,10 +12,13 @@ pub(crate) mod layout;
 mod reader;
 mod scan;
 pub(crate) mod snapshot;
+pub(crate) mod table;
 mod writer;
 
 pub use reader::{ShardEntries, ShardReader};
-pub use snapshot::{LoadReport, Uncovered};
+pub use snapshot::{KeyTable, LoadReport, Uncovered};
+#[doc(hidden)]
+pub use table::sidecar_bytes_read;
 #[doc(hidden)]
 pub use writer::Faults;
 pub use writer::{

@@ -97,6 +97,13 @@ impl ShardReader {
         Ok(())
     }
 
+    /// Why a lookup stopped trusting the key table since this reader was
+    /// loaded (it reads the sidecars from then on), if one did; see also
+    /// [`LoadReport::key_table`](super::LoadReport::key_table).
+    pub fn table_damage(&self) -> Option<&str> {
+        self.snap.table_damage()
+    }
+
     /// What loading stepped around (torn sidecar tails, records past the
     /// end of their shard).
     pub fn load_report(&self) -> &super::LoadReport {
@@ -108,6 +115,21 @@ impl ShardReader {
     /// problem.
     pub fn verify(&self) -> Vec<String> {
         let mut problems = self.snap.report.problems();
+        if let super::KeyTable::Ignored(why) = &self.snap.report.key_table {
+            problems.push(format!("key table not used: {why} (the next writer rewrites it; samples are read from the sidecars)"));
+        }
+        if matches!(self.snap.report.key_table, super::KeyTable::Used { .. }) {
+            // The table spared reading the sidecars: check them too.
+            match super::snapshot::Snapshot::load_sidecars(self.snap.dir()) {
+                Ok(s) => problems.extend(s.report.problems().into_iter().map(|p| {
+                    format!("{p} (readers use the key table, which still names these samples)")
+                })),
+                Err(e) => problems.push(format!("reading the sidecars: {e}")),
+            }
+        }
+        if let Some(why) = self.snap.check_table() {
+            problems.push(format!("key table {}: {why} (samples are read from the sidecars; the next writer rewrites it)", super::table::TABLE));
+        }
         for e in self.snap.entries() {
             let Some(bytes) = self.snap.record(&e.loc) else {
                 problems.push(format!(

@@ -1,11 +1,13 @@
 //! Read snapshots of a shard store: the manifest, the sidecars and a
 //! memory map per shard, frozen at one moment.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use foldhash::fast::RandomState;
 use memmap2::Mmap;
 
 use crate::codec::Tensors;
@@ -16,6 +18,7 @@ use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
 };
 use crate::store::shard::scan::scan;
+use crate::store::shard::table::{self, Damaged, Table};
 use crate::store::Sample;
 
 /// One shard as a snapshot sees it.
@@ -44,6 +47,27 @@ pub struct LoadReport {
     /// short). The last shard is left out while a writer holds the store,
     /// whose appends pass through there before they commit.
     pub uncovered: Vec<Uncovered>,
+    /// Whether the key table (`keys.tbl`) was used, or why not.
+    pub key_table: KeyTable,
+}
+
+/// How a snapshot found its keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeyTable {
+    /// The store has no key table (a new store, or one last written by an
+    /// older tenstore): every sidecar was read.
+    #[default]
+    Absent,
+    /// The key table was mapped; only sidecar records appended after it
+    /// were read (`tail_records` of them).
+    Used {
+        /// Sidecar records read past what the table covers.
+        tail_records: u64,
+    },
+    /// The key table was not trusted (damaged, or stale: the sidecars
+    /// changed under it) and every sidecar was read instead. Results are
+    /// correct; the next writer rewrites the table.
+    Ignored(String),
 }
 
 /// Bytes of a shard past the last record its sidecar commits.
@@ -116,14 +140,32 @@ fn writer_active(dir: &Path) -> bool {
     }
 }
 
+/// Keys of the key table that records after it replace or delete.
+#[derive(Clone, Debug, Default)]
+struct Shadow {
+    keys: HashSet<Arc<[u8]>, RandomState>,
+    /// Bytes of their records in the table.
+    bytes: u64,
+}
+
 /// A frozen view of a shard store: every sample committed before it was
 /// taken, none after.
+///
+/// With a key table, `index` holds only the records after it (the delta)
+/// and `shadow` the table's keys they replace; the full index is built
+/// when something iterates. Without one, `index` is the full index.
 #[derive(Clone)]
 pub(crate) struct Snapshot {
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<ShardView>,
     index: Arc<Index>,
+    table: Option<Arc<Table>>,
+    shadow: Arc<Shadow>,
+    /// With a table: the full index, built on first iteration.
+    full: Arc<OnceLock<Index>>,
+    /// Why a lookup stopped trusting the table, if one did.
+    damage: Arc<OnceLock<String>>,
     sorted: Arc<OnceLock<Vec<u32>>>,
     pub report: LoadReport,
     verify: bool,
@@ -137,6 +179,7 @@ fn read_from(path: &Path, start: u64) -> Result<Vec<u8>> {
     file.seek(SeekFrom::Start(start)).map_err(ctx)?;
     let mut out = Vec::new();
     file.read_to_end(&mut out).map_err(ctx)?;
+    table::count_sidecar_bytes(out.len());
     Ok(out)
 }
 
@@ -190,38 +233,66 @@ pub(crate) fn map_shard(path: &Path) -> Result<Option<Arc<Mmap>>> {
 impl Snapshot {
     /// Loads a snapshot of the store in `dir`.
     pub fn load(dir: &Path, verify: bool) -> Result<Snapshot> {
-        let empty = Snapshot {
+        Self::empty(dir, verify).refresh()
+    }
+
+    fn empty(dir: &Path, verify: bool) -> Snapshot {
+        Snapshot {
             dir: dir.to_owned(),
             manifest: Manifest::default(),
             shards: Vec::new(),
             index: Arc::new(Index::default()),
-            sorted: Arc::new(OnceLock::new()),
+            table: None,
+            shadow: Arc::default(),
+            full: Arc::default(),
+            damage: Arc::default(),
+            sorted: Arc::default(),
             report: LoadReport::default(),
             verify,
-        };
-        empty.refresh()
+        }
+    }
+
+    /// Loads a snapshot from the sidecars alone, ignoring any key table
+    /// (what `reindex` and the writer rebuild the table from).
+    pub fn load_sidecars(dir: &Path) -> Result<Snapshot> {
+        Self::empty(dir, false).refresh_with(false)
     }
 
     /// A snapshot that also sees everything committed since this one.
     /// Shards are re-read only from where this snapshot stopped; a
     /// compaction (new manifest generation) means a full reload.
     pub fn refresh(&self) -> Result<Snapshot> {
+        self.refresh_with(true)
+    }
+
+    fn refresh_with(&self, use_table: bool) -> Result<Snapshot> {
         // A compaction may delete shards between reading the manifest and
         // opening them; then the manifest has changed: read it again.
         let mut attempts = 0;
         loop {
-            match self.try_refresh() {
+            match self.try_refresh(use_table) {
                 Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound && attempts < 8 =>
                 {
                     attempts += 1;
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(Ok(snap)) => return Ok(snap),
+                Ok(Err(Damaged(why))) => {
+                    // The table failed a check while records after it were
+                    // applied: start over from the sidecars.
+                    let mut snap = Self::empty(&self.dir, self.verify).refresh_with(false)?;
+                    snap.report.key_table = KeyTable::Ignored(format!("{}: {why}", table::TABLE));
+                    return Ok(snap);
+                }
             }
         }
     }
 
-    fn try_refresh(&self) -> Result<Snapshot> {
+    fn try_refresh(&self, use_table: bool) -> Result<std::result::Result<Snapshot, Damaged>> {
+        if let (true, Some(why)) = (use_table, self.damage.get()) {
+            return Ok(Err(Damaged(why.clone())));
+        }
         let Some(manifest) = read_manifest(&self.dir)? else {
             return Err(StoreError::NotAStore {
                 path: self.dir.clone(),
@@ -239,11 +310,27 @@ impl Snapshot {
                 .iter()
                 .zip(&manifest.shards)
                 .all(|(v, &n)| v.no == n && not_shorter(v));
-        let (mut shards, mut index, mut report) = if incremental {
-            (self.shards.clone(), None, self.report.clone())
+        let (mut shards, mut index, mut report, tbl) = if incremental {
+            let tbl = self.table.clone();
+            (self.shards.clone(), None, self.report.clone(), tbl)
         } else {
-            (Vec::new(), Some(Index::default()), LoadReport::default())
+            let mut report = LoadReport::default();
+            let mut tbl = None;
+            let mut shards = Vec::new();
+            if use_table {
+                match self.open_table(&manifest)? {
+                    Ok(Some((t, views))) => {
+                        tbl = Some(Arc::new(t));
+                        shards = views;
+                    }
+                    Ok(None) => {}
+                    Err(why) => report.key_table = KeyTable::Ignored(why),
+                }
+            }
+            (shards, Some(Index::default()), report, tbl)
         };
+        let mut shadow = None;
+        let mut tail_records = 0u64;
         for (pos, &no) in manifest.shards.iter().enumerate() {
             if pos == shards.len() {
                 shards.push(ShardView {
@@ -280,30 +367,105 @@ impl Snapshot {
             let mapped = view.map.as_ref().map_or(0, |m| m.len() as u64);
             // Copy the index only when something new arrived.
             let index = index.get_or_insert_with(|| (*self.index).clone());
+            let shadow = shadow.get_or_insert_with(|| (*self.shadow).clone());
             index.reserve(records.len());
+            tail_records += records.len() as u64;
             for r in records {
                 if r.offset.checked_add(r.len).is_none_or(|e| e > mapped) {
                     report.out_of_bounds += 1;
                     continue;
                 }
                 view.covered = view.covered.max(r.offset + r.len);
+                if let Some(t) = &tbl {
+                    // A table key replaced or deleted for the first time.
+                    if index.get(&r.key).is_none() && !shadow.keys.contains(&r.key) {
+                        match t.get(&r.key) {
+                            Ok(Some(loc)) => {
+                                shadow.bytes += loc.len;
+                                shadow.keys.insert(r.key.clone());
+                            }
+                            Ok(None) => {}
+                            Err(d) => return Ok(Err(d)),
+                        }
+                    }
+                }
                 index.apply(pos, r);
             }
         }
         report.uncovered = self.uncovered(&manifest, &mut shards)?;
-        let (index, sorted) = match index {
-            Some(i) => (Arc::new(i), Arc::new(OnceLock::new())),
-            None => (self.index.clone(), self.sorted.clone()),
+        if let (Some(_), KeyTable::Used { tail_records: n }) = (&tbl, &mut report.key_table) {
+            *n += tail_records;
+        } else if tbl.is_some() {
+            report.key_table = KeyTable::Used { tail_records };
+        }
+        let fresh = index.is_some();
+        let (index, full, sorted) = match index {
+            Some(i) => (Arc::new(i), Arc::default(), Arc::default()),
+            None => (self.index.clone(), self.full.clone(), self.sorted.clone()),
         };
-        Ok(Snapshot {
+        let shadow = match shadow {
+            Some(s) => Arc::new(s),
+            None if fresh => Arc::default(),
+            None => self.shadow.clone(),
+        };
+        let damage = if incremental {
+            self.damage.clone()
+        } else {
+            Arc::default()
+        };
+        Ok(Ok(Snapshot {
             dir: self.dir.clone(),
             manifest,
             shards,
             index,
+            table: tbl,
+            shadow,
+            full,
+            damage,
             sorted,
             report,
             verify: self.verify,
-        })
+        }))
+    }
+
+    /// The key table, if there is one that matches `manifest` and the
+    /// sidecars, with the shard views it covers (their shards mapped).
+    /// `Err(why)`: there is one, not to be trusted.
+    #[allow(clippy::type_complexity)]
+    fn open_table(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<std::result::Result<Option<(Table, Vec<ShardView>)>, String>> {
+        let name = table::TABLE;
+        let t = match Table::open(&self.dir) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(Ok(None)),
+            Err(why) => return Ok(Err(format!("{name}: {why}"))),
+        };
+        if let Err(why) = t.matches(&self.dir, manifest) {
+            return Ok(Err(format!("{name} is stale: {why}")));
+        }
+        let mut views = Vec::with_capacity(t.shards.len());
+        for c in &t.shards {
+            let map = if c.record_end > 0 {
+                map_shard(&self.dir.join(shard_name(c.no)))?
+            } else {
+                None
+            };
+            if map.as_ref().map_or(0, |m| m.len() as u64) < c.record_end {
+                return Ok(Err(format!(
+                    "{name} is stale: shard {} is shorter than its records",
+                    shard_name(c.no)
+                )));
+            }
+            views.push(ShardView {
+                no: c.no,
+                map,
+                idx_read: c.idx_len,
+                covered: c.record_end,
+            });
+        }
+        Ok(Ok(Some((t, views))))
     }
 
     /// Shards with bytes past what their sidecars commit.
@@ -338,14 +500,111 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Number of live samples.
+    /// Number of live samples: O(1).
     pub fn len(&self) -> usize {
-        self.index.len()
+        match &self.table {
+            Some(t) => t.count as usize - self.shadow.keys.len() + self.index.len(),
+            None => self.index.len(),
+        }
     }
 
-    /// Bytes of live records.
+    /// Bytes of live records: O(1).
     pub fn live_bytes(&self) -> u64 {
-        self.index.live_bytes
+        match &self.table {
+            Some(t) => t.live_bytes - self.shadow.bytes + self.index.live_bytes,
+            None => self.index.live_bytes,
+        }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Per shard: sidecar bytes read, end of the records they commit.
+    pub fn cover(&self) -> Vec<(u64, u64)> {
+        self.shards
+            .iter()
+            .map(|v| (v.idx_read, v.covered))
+            .collect()
+    }
+
+    /// The full index (what a key table is written from).
+    pub fn index(&self) -> &Index {
+        self.full()
+    }
+
+    /// Why a lookup stopped trusting the key table since this snapshot
+    /// was loaded (it then reads the sidecars), if one did.
+    pub fn table_damage(&self) -> Option<&str> {
+        self.damage.get().map(String::as_str)
+    }
+
+    /// Checks every block of the key table this snapshot uses: O(table).
+    pub fn check_table(&self) -> Option<String> {
+        let t = self.table.as_ref()?;
+        match t.check_all() {
+            Ok(()) => None,
+            Err(Damaged(why)) => {
+                let _ = self.damage.set(why.clone());
+                Some(why)
+            }
+        }
+    }
+
+    /// The full index: with a key table, built on first use from the
+    /// table and the records after it (from the sidecars if the table
+    /// turns out damaged).
+    fn full(&self) -> &Index {
+        let Some(t) = &self.table else {
+            return &self.index;
+        };
+        self.full.get_or_init(|| {
+            let base = match self.damage.get() {
+                Some(_) => None,
+                None => match t.to_index() {
+                    Ok(i) => Some(i),
+                    Err(Damaged(why)) => {
+                        let _ = self.damage.set(why);
+                        None
+                    }
+                },
+            };
+            match base {
+                Some(mut index) => {
+                    for key in &self.shadow.keys {
+                        index.apply(0, del_record(key.clone()));
+                    }
+                    for e in self.index.live() {
+                        index.apply(e.loc.shard, put_record(e));
+                    }
+                    index
+                }
+                None => self.index_from_sidecars(),
+            }
+        })
+    }
+
+    /// The index of the sidecar prefixes this snapshot read.
+    fn index_from_sidecars(&self) -> Index {
+        use std::io::Read;
+        let mut index = Index::default();
+        for (pos, v) in self.shards.iter().enumerate() {
+            let mut bytes = Vec::new();
+            // A sidecar that cannot be read now leaves its samples out;
+            // the report of a new snapshot says why.
+            let _ = File::open(self.dir.join(idx_name(v.no)))
+                .and_then(|f| f.take(v.idx_read).read_to_end(&mut bytes));
+            table::count_sidecar_bytes(bytes.len());
+            let mapped = v.map.as_ref().map_or(0, |m| m.len() as u64);
+            let (records, _, _) = decode_idx(&bytes, 0, MAX_KEY_LEN);
+            for r in records {
+                if r.offset.checked_add(r.len).is_some_and(|e| e <= mapped) {
+                    index.apply(pos, r);
+                }
+            }
+        }
+        index
     }
 
     /// Bytes of this snapshot's shard files as they are now (live,
@@ -374,50 +633,74 @@ impl Snapshot {
 
     /// The sample of an index entry.
     pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
+        self.sample_at(&e.key, &e.loc)
+    }
+
+    /// The sample under `key`, whose record is at `loc`.
+    fn sample_at(&self, key: &[u8], loc: &Loc) -> Result<Sample<'_>> {
         let corrupt = |what: String| StoreError::Corrupt {
-            key: crate::error::escape(&e.key),
+            key: crate::error::escape(key),
             what,
         };
         let bytes = self
-            .record(&e.loc)
+            .record(loc)
             .ok_or_else(|| corrupt("its record lies outside its shard".into()))?;
         if self.verify {
             let crc = crc32c::crc32c(bytes);
-            if crc != e.loc.crc {
+            if crc != loc.crc {
                 return Err(corrupt(format!(
                     "checksum {crc:08x} differs from the committed {:08x}",
-                    e.loc.crc
+                    loc.crc
                 )));
             }
         }
-        split_record(bytes, &e.key).map_err(corrupt)
+        split_record(bytes, key).map_err(corrupt)
+    }
+
+    /// Where the record of `key` is: O(log n) with a key table.
+    fn locate(&self, key: &[u8]) -> Option<Loc> {
+        if let Some(e) = self.index.get(key) {
+            return Some(e.loc.clone());
+        }
+        let t = self.table.as_ref()?;
+        if self.shadow.keys.contains(key) {
+            return None;
+        }
+        if self.damage.get().is_none() {
+            match t.get(key) {
+                Ok(loc) => return loc,
+                Err(Damaged(why)) => {
+                    let _ = self.damage.set(why);
+                }
+            }
+        }
+        self.full().get(key).map(|e| e.loc.clone())
     }
 
     /// The sample under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
-        match self.index.get(key) {
+        match self.locate(key) {
             None => Ok(None),
-            Some(e) => self.sample_of(e).map(Some),
+            Some(loc) => self.sample_at(key, &loc).map(Some),
         }
     }
 
     /// Live entries in write order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.index.live()
+        self.full().live()
     }
 
     /// Live entries in key order, from `start`.
     pub fn sorted_from(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Entry> + '_ {
-        let order = self.sorted.get_or_init(|| self.index.sorted());
-        let key_of = |i: &u32| &*self.index.entries[*i as usize].key;
+        let full = self.full();
+        let order = self.sorted.get_or_init(|| full.sorted());
+        let key_of = |i: &u32| &*full.entries[*i as usize].key;
         let first = match start {
             Bound::Unbounded => 0,
             Bound::Included(k) => order.partition_point(|i| key_of(i) < k),
             Bound::Excluded(k) => order.partition_point(|i| key_of(i) <= k),
         };
-        order[first..]
-            .iter()
-            .map(|&i| &self.index.entries[i as usize])
+        order[first..].iter().map(|&i| &full.entries[i as usize])
     }
 }
 
@@ -441,4 +724,24 @@ pub(crate) fn split_record<'a>(
     }
     let tensors = Tensors::parse(&bytes[kal..]).map_err(|e| e.to_string())?;
     Ok(Sample::new(key_view.data(), tensors))
+}
+
+fn put_record(e: &Entry) -> crate::store::shard::layout::IdxRecord {
+    crate::store::shard::layout::IdxRecord {
+        kind: crate::store::shard::layout::PUT,
+        key: e.key.clone(),
+        offset: e.loc.offset,
+        len: e.loc.len,
+        crc: e.loc.crc,
+    }
+}
+
+fn del_record(key: Arc<[u8]>) -> crate::store::shard::layout::IdxRecord {
+    crate::store::shard::layout::IdxRecord {
+        kind: crate::store::shard::layout::DEL,
+        key,
+        offset: 0,
+        len: 0,
+        crc: 0,
+    }
 }

@@ -18,6 +18,7 @@ use crate::store::shard::layout::{
 use crate::store::shard::reader::ShardReader;
 use crate::store::shard::scan::{scan, ScanStop};
 use crate::store::shard::snapshot::{map_shard, read_manifest, Snapshot};
+use crate::store::shard::table;
 use crate::tensor::AsTensorRef;
 
 /// When appended samples are forced to disk (`fdatasync`).
@@ -265,7 +266,9 @@ impl Drop for Inner {
         if let Some(w) = writer.as_mut() {
             // Close syncs; an error here has no caller to go to, and the
             // samples stay committed in the page cache regardless.
-            let _ = w.sync();
+            if w.sync().is_ok() && w.failed.is_none() && w.table_since > 0 {
+                let _ = w.write_table(&self.dir);
+            }
         }
     }
 }
@@ -292,6 +295,9 @@ struct Writer {
     failed: Option<String>,
     /// Injected faults (tests only; none by default).
     faults: Faults,
+    /// Records committed since the key table was written (nonzero: it
+    /// needs rewriting at close).
+    table_since: u64,
 }
 
 /// Faults a test injects into a shard store's writer, to reach the failure
@@ -707,7 +713,13 @@ impl ShardStore {
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
         {
-            Some(w) => w.sync(),
+            Some(w) => {
+                w.sync()?;
+                if table::due(w.table_since, w.index.len() as u64) {
+                    w.write_table(&self.inner.dir)?;
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -799,6 +811,12 @@ impl ShardStore {
         }
         finish_shard(&mut cur, &mut idx_buf)?;
         sync_dir(dir)?;
+        table::write(
+            dir,
+            &manifest,
+            &index,
+            &table::file_cover(dir, &manifest, None)?,
+        )?;
         write_manifest(dir, &manifest)?;
         for &old in &w.manifest.shards {
             let _ = fs::remove_file(dir.join(shard_name(old)));
@@ -812,6 +830,7 @@ impl ShardStore {
         w.manifest = manifest;
         w.index = index;
         w.cur = cur;
+        w.table_since = 0;
         Ok((before, after))
     }
 
@@ -833,6 +852,8 @@ impl ShardStore {
     pub fn reindex<P: AsRef<Path>>(dir: P) -> Result<Vec<ReindexedShard>> {
         let dir = dir.as_ref();
         let _lock = lock(dir)?;
+        // The sidecars change under it: rebuilt at the end.
+        table::remove(dir)?;
         let shards: Vec<u32> = match read_manifest(dir)? {
             Some(m) => m.shards,
             None => {
@@ -885,6 +906,10 @@ impl ShardStore {
                     shards,
                 },
             )?;
+        }
+        if let Some(m) = read_manifest(dir)? {
+            let snap = Snapshot::load_sidecars(dir)?;
+            table::write(dir, &m, snap.index(), &snap.cover())?;
         }
         Ok(out)
     }
@@ -1217,6 +1242,13 @@ impl Writer {
             }
         }
         let mut index = Index::default();
+        if plans
+            .iter()
+            .any(|p| p.idx_cut.is_some() || p.shard_cut.is_some())
+        {
+            // Recovery changes files the table may cover.
+            table::remove(dir)?;
+        }
         for mut plan in plans {
             let idx_path = dir.join(idx_name(plan.no));
             let shard_path = dir.join(shard_name(plan.no));
@@ -1268,14 +1300,30 @@ impl Writer {
             expected: "at least one shard".into(),
         })?;
         let cur = open_current(dir, last)?;
-        Ok(Writer {
+        let mut w = Writer {
             _lock: lock,
             manifest,
             index,
             cur,
             failed: None,
             faults: Faults::default(),
-        })
+            table_since: 0,
+        };
+        match table::behind(dir, &w.manifest) {
+            None => w.write_table(dir)?,
+            // Sidecar bytes past the table, as a count of (short) records.
+            Some(n) => w.table_since = n.div_ceil(40),
+        }
+        Ok(w)
+    }
+
+    /// Rewrites the key table from this writer's index.
+    fn write_table(&mut self, dir: &Path) -> Result<()> {
+        let last = Some((self.cur.idx_len, self.cur.committed));
+        let cover = table::file_cover(dir, &self.manifest, last)?;
+        table::write(dir, &self.manifest, &self.index, &cover)?;
+        self.table_since = 0;
+        Ok(())
     }
 
     /// Forces the current shard and sidecar to disk.
@@ -1437,6 +1485,7 @@ impl Writer {
         self.cur.committed = self.cur.shard_len;
         pending.clear();
         let pos = self.manifest.shards.len() - 1;
+        self.table_since += applied.len() as u64;
         for r in applied.drain(..) {
             self.index.apply(pos, r);
         }

@@ -1,0 +1,491 @@
+//! The key table (`keys.tbl`): a persistent, checked, memory-mapped index
+//! of a shard store's live keys, sorted by key, so that a reader opens a
+//! store of any size in O(1) (plus the sidecar records appended since the
+//! table was written) and finds a key by binary search.
+//!
+//! The table is a cache of the sidecars, never the commit point: it names
+//! the sidecar lengths it covers (with a checksum of each covered tail),
+//! and a reader trusts it only when its header checks, its manifest
+//! generation is the store's and every sidecar is at least as long as it
+//! covers, with the same bytes at that point. Body blocks are checked
+//! lazily, the first time a lookup touches them; a block that fails makes
+//! the reader fall back to the sidecars. See `STORE-FORMAT.md`.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::Mmap;
+
+use crate::store::error::{Result, StoreError};
+use crate::store::shard::index::{Index, Loc};
+use crate::store::shard::layout::{idx_name, shard_name, IdxRecord, Manifest, PUT};
+
+/// File name of the key table.
+pub const TABLE: &str = "keys.tbl";
+
+/// First bytes of the key table.
+const MAGIC: &[u8; 16] = b"tenstore-tbl-v1\n";
+
+/// Bytes of the fixed header, before the shard list.
+const FIXED: usize = 64;
+
+/// Bytes of one shard entry of the header.
+const SHARD: usize = 24;
+
+/// Bytes of one key entry.
+const ENTRY: usize = 40;
+
+/// Bytes of the body checked by one block checksum.
+const BLOCK: usize = 16 << 10;
+
+/// Bytes of a sidecar's covered end whose checksum the table keeps.
+const TAIL: u64 = 64;
+
+thread_local! {
+    static SIDECAR_READS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts sidecar bytes read by snapshots on this thread (tests only).
+pub(crate) fn count_sidecar_bytes(n: usize) {
+    SIDECAR_READS.with(|c| c.set(c.get() + n as u64));
+}
+
+/// Sidecar bytes that snapshots loaded or refreshed on the calling thread
+/// have read so far (a test counter, not part of the API).
+#[doc(hidden)]
+pub fn sidecar_bytes_read() -> u64 {
+    SIDECAR_READS.with(Cell::get)
+}
+
+/// What the table covers of one shard's sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Covered {
+    /// The shard's number.
+    pub no: u32,
+    /// crc32c of the last (up to) 64 covered sidecar bytes.
+    pub tail_crc: u32,
+    /// Sidecar bytes covered.
+    pub idx_len: u64,
+    /// Where the last covered record ends in the shard.
+    pub record_end: u64,
+}
+
+/// A key table a lookup found damaged.
+#[derive(Clone, Debug)]
+pub(crate) struct Damaged(pub String);
+
+/// An opened, header-checked key table.
+pub(crate) struct Table {
+    map: Mmap,
+    /// The manifest generation it was written at.
+    pub generation: u64,
+    /// Live keys it holds.
+    pub count: u64,
+    /// Bytes of their records.
+    pub live_bytes: u64,
+    /// The sidecar prefixes it covers, one per manifest position.
+    pub shards: Vec<Covered>,
+    crcs_at: usize,
+    body_at: usize,
+    keys_at: usize,
+    /// One bit per body block: checked and found good.
+    checked: Vec<AtomicU64>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// crc32c of the last (up to) `TAIL` bytes of the first `len` bytes of a
+/// file.
+fn tail_crc(path: &Path, len: u64) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let start = len.saturating_sub(TAIL);
+    let mut buf = vec![0u8; (len - start) as usize];
+    File::open(path)?.read_exact_at(&mut buf, start)?;
+    count_sidecar_bytes(buf.len());
+    Ok(crc32c::crc32c(&buf))
+}
+
+impl Table {
+    /// Opens the table of the store in `dir` and checks its header and
+    /// block checksums' checksum: O(1) in the number of keys but for the
+    /// block checksums (4 bytes per 16 KiB of table). `Ok(None)`: there
+    /// is none. `Err(why)`: it is damaged.
+    pub fn open(dir: &Path) -> std::result::Result<Option<Table>, String> {
+        let path = dir.join(TABLE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open it: {e}")),
+        };
+        // SAFETY: the table is never written in place: writers make a new
+        // file and rename it over the old one, which stays whole while
+        // mapped. Every read below is bounds-checked against the map's
+        // length and every byte read is checked against a checksum before
+        // it is trusted. (A table rewritten in place by something other
+        // than tenstore is the crate-wide "Memory maps" precondition.)
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map it: {e}"))?;
+        Self::parse(map).map(Some)
+    }
+
+    fn parse(map: Mmap) -> std::result::Result<Table, String> {
+        let b = &map[..];
+        if b.len() < FIXED + 8 || &b[..16] != MAGIC {
+            return Err("it does not start with a key table header".into());
+        }
+        let nshards = u32_at(b, 48) as usize;
+        let block = u32_at(b, 52) as usize;
+        if block != BLOCK {
+            return Err(format!("its block size {block} is not {BLOCK}"));
+        }
+        let head_end = nshards
+            .checked_mul(SHARD)
+            .and_then(|s| s.checked_add(FIXED))
+            .filter(|&e| e + 8 <= b.len())
+            .ok_or("its header is cut short")?;
+        if crc32c::crc32c(&b[..head_end]) != u32_at(b, head_end) {
+            return Err("its header fails its checksum".into());
+        }
+        let count = u64_at(b, 24);
+        let keys_len = u64_at(b, 40);
+        let crcs_at = head_end + 8;
+        let body_len = count
+            .checked_mul(ENTRY as u64)
+            .and_then(|e| e.checked_add(keys_len))
+            .and_then(|e| usize::try_from(e).ok())
+            .ok_or("its sizes overflow")?;
+        let nblocks = body_len.div_ceil(BLOCK);
+        let body_at = (crcs_at + nblocks * 4).next_multiple_of(8);
+        if body_at.checked_add(body_len) != Some(b.len()) {
+            return Err(format!(
+                "it is {} bytes long where its header says {}",
+                b.len(),
+                body_at.saturating_add(body_len)
+            ));
+        }
+        if crc32c::crc32c(&b[crcs_at..crcs_at + nblocks * 4]) != u32_at(b, 56) {
+            return Err("its block checksums fail their checksum".into());
+        }
+        let shards = (0..nshards)
+            .map(|i| {
+                let at = FIXED + i * SHARD;
+                Covered {
+                    no: u32_at(b, at),
+                    tail_crc: u32_at(b, at + 4),
+                    idx_len: u64_at(b, at + 8),
+                    record_end: u64_at(b, at + 16),
+                }
+            })
+            .collect();
+        Ok(Table {
+            generation: u64_at(b, 16),
+            count,
+            live_bytes: u64_at(b, 32),
+            shards,
+            crcs_at,
+            body_at,
+            keys_at: body_at + count as usize * ENTRY,
+            checked: (0..nblocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            map,
+        })
+    }
+
+    /// Whether the table describes the sidecars of `manifest` in `dir` as
+    /// they are: the same generation, its shards a prefix of the
+    /// manifest's, each sidecar at least as long as covered and ending
+    /// there with the bytes it covered, each shard at least as long as
+    /// its covered records. `Err(why)` when it does not.
+    pub fn matches(&self, dir: &Path, manifest: &Manifest) -> std::result::Result<(), String> {
+        if self.generation != manifest.generation {
+            return Err(format!(
+                "it was written at manifest generation {}, the store is at {}",
+                self.generation, manifest.generation
+            ));
+        }
+        if self.shards.len() > manifest.shards.len()
+            || self
+                .shards
+                .iter()
+                .zip(&manifest.shards)
+                .any(|(c, &n)| c.no != n)
+        {
+            return Err("its shards are not the manifest's".into());
+        }
+        for c in &self.shards {
+            let idx = dir.join(idx_name(c.no));
+            let len = std::fs::metadata(&idx).map_or(0, |m| m.len());
+            if len < c.idx_len {
+                return Err(format!(
+                    "sidecar {} is shorter than it covers",
+                    idx_name(c.no)
+                ));
+            }
+            if tail_crc(&idx, c.idx_len).ok() != Some(c.tail_crc) {
+                return Err(format!(
+                    "sidecar {} differs from what it covers",
+                    idx_name(c.no)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body bytes `at..at + len` (offsets in the file), after checking
+    /// the blocks they lie in.
+    fn body(&self, at: usize, len: usize) -> std::result::Result<&[u8], Damaged> {
+        let end = at
+            .checked_add(len)
+            .filter(|&e| at >= self.body_at && e <= self.map.len())
+            .ok_or_else(|| Damaged(format!("an entry points outside it (byte {at})")))?;
+        if len > 0 {
+            let first = (at - self.body_at) / BLOCK;
+            let last = (end - 1 - self.body_at) / BLOCK;
+            for blk in first..=last {
+                self.check_block(blk)?;
+            }
+        }
+        Ok(&self.map[at..end])
+    }
+
+    fn check_block(&self, blk: usize) -> std::result::Result<(), Damaged> {
+        let (word, bit) = (&self.checked[blk / 64], 1u64 << (blk % 64));
+        if word.load(Ordering::Relaxed) & bit != 0 {
+            return Ok(());
+        }
+        let start = self.body_at + blk * BLOCK;
+        let end = (start + BLOCK).min(self.map.len());
+        let want = u32_at(&self.map, self.crcs_at + blk * 4);
+        if crc32c::crc32c(&self.map[start..end]) != want {
+            return Err(Damaged(format!(
+                "block {blk} (bytes {start}..{end}) fails its checksum"
+            )));
+        }
+        word.fetch_or(bit, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Key and location of entry `i` (in key order).
+    pub fn entry(&self, i: u64) -> std::result::Result<(&[u8], Loc), Damaged> {
+        let e = self.body(self.body_at + i as usize * ENTRY, ENTRY)?;
+        let key_off = u64_at(e, 0);
+        let key_len = u32_at(e, 24) as usize;
+        let key = usize::try_from(key_off)
+            .ok()
+            .and_then(|o| self.keys_at.checked_add(o))
+            .ok_or_else(|| Damaged(format!("entry {i} names a key outside it")))?;
+        let key = self.body(key, key_len)?;
+        Ok((
+            key,
+            Loc {
+                offset: u64_at(e, 8),
+                len: u64_at(e, 16),
+                shard: u32_at(e, 28) as usize,
+                crc: u32_at(e, 32),
+            },
+        ))
+    }
+
+    /// The location of `key`, by binary search (O(log n) entries and
+    /// blocks touched).
+    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
+        let (mut lo, mut hi) = (0u64, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (k, loc) = self.entry(mid)?;
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(loc)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks every block (what `verify` does): O(table size).
+    pub fn check_all(&self) -> std::result::Result<(), Damaged> {
+        let blocks = (self.map.len() - self.body_at).div_ceil(BLOCK);
+        (0..blocks).try_for_each(|b| self.check_block(b))
+    }
+
+    /// The live entries in write order (shard position, offset), as an
+    /// index: what iterating a snapshot needs.
+    pub fn to_index(&self) -> std::result::Result<Index, Damaged> {
+        let mut all = Vec::with_capacity(self.count as usize);
+        for i in 0..self.count {
+            let (key, loc) = self.entry(i)?;
+            all.push((loc, std::sync::Arc::<[u8]>::from(key)));
+        }
+        all.sort_unstable_by_key(|(l, _)| (l.shard, l.offset));
+        let mut index = Index::default();
+        index.reserve(all.len());
+        for (loc, key) in all {
+            index.apply(
+                loc.shard,
+                IdxRecord {
+                    kind: PUT,
+                    key,
+                    offset: loc.offset,
+                    len: loc.len,
+                    crc: loc.crc,
+                },
+            );
+        }
+        Ok(index)
+    }
+}
+
+/// What a table covers of each shard, by manifest position: the sidecar
+/// length and where the last record it commits ends in the shard (of any
+/// kind, tombstones and replaced samples too). From the files' lengths,
+/// but for the last shard `last` when the writer knows its committed
+/// lengths: for a writer that recovered at open, every other shard is
+/// committed to its end.
+pub(crate) fn file_cover(
+    dir: &Path,
+    manifest: &Manifest,
+    last: Option<(u64, u64)>,
+) -> Result<Vec<(u64, u64)>> {
+    let len = |p: std::path::PathBuf| {
+        std::fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io(format!("reading {}", p.display()), e))
+    };
+    let n = manifest.shards.len();
+    manifest
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(pos, &no)| match last {
+            Some(l) if pos + 1 == n => Ok(l),
+            _ => Ok((len(dir.join(idx_name(no)))?, len(dir.join(shard_name(no)))?)),
+        })
+        .collect()
+}
+
+/// Writes the key table of `index` (every live key), covering the
+/// sidecars of `manifest` in `dir` as `cover` says (per manifest
+/// position: sidecar length, end of the last committed record): a
+/// temporary file, synced, renamed over `keys.tbl`, the directory
+/// synced. The caller has synced the sidecars and holds the writer lock.
+pub(crate) fn write(
+    dir: &Path,
+    manifest: &Manifest,
+    index: &Index,
+    cover: &[(u64, u64)],
+) -> Result<()> {
+    let io = |what: String| move |e| StoreError::io(what, e);
+    let mut covered = Vec::with_capacity(manifest.shards.len());
+    for (&no, &(idx_len, record_end)) in manifest.shards.iter().zip(cover) {
+        let idx = dir.join(idx_name(no));
+        covered.push(Covered {
+            no,
+            tail_crc: tail_crc(&idx, idx_len).map_err(io(format!("reading {}", idx.display())))?,
+            idx_len,
+            record_end,
+        });
+    }
+    let order = index.sorted();
+    let keys_len: usize = order
+        .iter()
+        .map(|&i| index.entries[i as usize].key.len())
+        .sum();
+    let mut head = Vec::with_capacity(FIXED + covered.len() * SHARD + 8);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&manifest.generation.to_le_bytes());
+    head.extend_from_slice(&(order.len() as u64).to_le_bytes());
+    head.extend_from_slice(&index.live_bytes.to_le_bytes());
+    head.extend_from_slice(&(keys_len as u64).to_le_bytes());
+    head.extend_from_slice(&(covered.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(BLOCK as u32).to_le_bytes());
+    let crcs_crc_at = head.len();
+    head.extend_from_slice(&[0; 8]);
+    for c in &covered {
+        head.extend_from_slice(&c.no.to_le_bytes());
+        head.extend_from_slice(&c.tail_crc.to_le_bytes());
+        head.extend_from_slice(&c.idx_len.to_le_bytes());
+        head.extend_from_slice(&c.record_end.to_le_bytes());
+    }
+    let mut body = Vec::with_capacity(order.len() * ENTRY + keys_len);
+    let mut key_off = 0u64;
+    for &i in &order {
+        let e = &index.entries[i as usize];
+        body.extend_from_slice(&key_off.to_le_bytes());
+        body.extend_from_slice(&e.loc.offset.to_le_bytes());
+        body.extend_from_slice(&e.loc.len.to_le_bytes());
+        body.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(e.loc.shard as u32).to_le_bytes());
+        body.extend_from_slice(&e.loc.crc.to_le_bytes());
+        body.extend_from_slice(&[0; 4]);
+        key_off += e.key.len() as u64;
+    }
+    for &i in &order {
+        body.extend_from_slice(&index.entries[i as usize].key);
+    }
+    let crcs: Vec<u8> = body
+        .chunks(BLOCK)
+        .flat_map(|c| crc32c::crc32c(c).to_le_bytes())
+        .collect();
+    head[crcs_crc_at..crcs_crc_at + 4].copy_from_slice(&crc32c::crc32c(&crcs).to_le_bytes());
+    let head_crc = crc32c::crc32c(&head);
+    head.extend_from_slice(&head_crc.to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head.extend_from_slice(&crcs);
+    head.resize(head.len().next_multiple_of(8), 0);
+
+    let tmp = dir.join(format!(".{TABLE}.tmp"));
+    let mut f = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    f.write_all(&head)
+        .and_then(|()| f.write_all(&body))
+        .and_then(|()| f.sync_all())
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, dir.join(TABLE)).map_err(io(format!("renaming {}", tmp.display())))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("syncing directory {}", dir.display())))
+}
+
+/// Removes the key table (before the sidecars change under it).
+pub(crate) fn remove(dir: &Path) -> Result<()> {
+    match std::fs::remove_file(dir.join(TABLE)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(format!("removing {TABLE}"), e)),
+    }
+}
+
+/// Whether the writer should rewrite the table at a flush: `since` puts
+/// and deletions arrived since it was written, `live` keys are live.
+/// Rewriting costs O(live log live), so it waits until the records a
+/// reader must read from the sidecars' tails are many, and a large part
+/// of the store: amortized O(1) per record.
+pub(crate) fn due(since: u64, live: u64) -> bool {
+    since >= 65_536.max(live / 8)
+}
+
+/// How far the key table of the store in `dir` is behind its sidecars:
+/// `None` when there is none to trust, else the sidecar bytes past what
+/// it covers.
+pub(crate) fn behind(dir: &Path, manifest: &Manifest) -> Option<u64> {
+    let t = Table::open(dir).ok()??;
+    t.matches(dir, manifest).ok()?;
+    let mut n = 0;
+    for (pos, &no) in manifest.shards.iter().enumerate() {
+        let len = std::fs::metadata(dir.join(idx_name(no))).map_or(0, |m| m.len());
+        n += len - t.shards.get(pos).map_or(0, |c| c.idx_len.min(len));
+    }
+    Some(n)
+}

@@ -1,0 +1,312 @@
+//! The shard store's key table (`keys.tbl`): it agrees with the sidecars
+//! and a model through puts, deletes, compactions and reopenings; a
+//! damaged or stale table is detected and not trusted; a refresh with
+//! nothing new reads no sidecar bytes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use ndarray::Array;
+use proptest::prelude::*;
+use tenstore::store::shard::{sidecar_bytes_read, KeyTable};
+use tenstore::store::{ShardOptions, ShardReader, ShardStore};
+use tenstore::Tensor;
+
+const TABLE: &str = "keys.tbl";
+
+fn options() -> ShardOptions {
+    ShardOptions {
+        create: true,
+        shard_limit: 8192,
+        ..Default::default()
+    }
+}
+
+fn read_only(dir: &Path) -> ShardReader {
+    ShardStore::open(
+        dir,
+        &ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .reader()
+    .unwrap()
+}
+
+fn key(i: u16) -> Vec<u8> {
+    format!("key{i:03}").into_bytes()
+}
+
+fn sample(v: u32) -> Vec<Tensor> {
+    let a = Array::from_elem(3, v).into_dyn();
+    vec![Tensor::new("v", a).unwrap()]
+}
+
+fn value(r: &ShardReader, key: &[u8]) -> Option<u32> {
+    r.get(key).unwrap().map(|s| {
+        let t = s.get(0).unwrap().to_vec::<u32>().unwrap();
+        t[0]
+    })
+}
+
+/// Every key of the model reads back its value, no other key is there,
+/// and counts and iteration agree.
+fn agrees(r: &ShardReader, model: &BTreeMap<Vec<u8>, u32>, probe: &[Vec<u8>]) {
+    assert_eq!(r.len(), model.len());
+    for k in probe {
+        assert_eq!(value(r, k), model.get(k).copied(), "key {k:?}");
+    }
+    let keys: Vec<Vec<u8>> = r
+        .iter_from(std::ops::Bound::Unbounded)
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+    let mut written: Vec<Vec<u8>> = r.iter().keys().map(<[u8]>::to_vec).collect();
+    written.sort();
+    assert_eq!(written, keys);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u16, u32),
+    Delete(u16),
+    Flush,
+    Compact,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u16..40, any::<u32>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u16..40).prop_map(Op::Delete),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// After each step a fresh reader (table plus the sidecar records
+    /// after it), a reader refreshed incrementally, and a reader of the
+    /// sidecars alone (table removed from a copy) agree with the model.
+    #[test]
+    fn table_sidecars_and_model_agree(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Some(ShardStore::open(dir.path(), &options()).unwrap());
+        let mut model = BTreeMap::new();
+        let probe: Vec<Vec<u8>> = (0..42).map(key).collect();
+        let mut live = store.as_ref().unwrap().reader().unwrap();
+        for op in ops {
+            let s = store.as_ref().unwrap();
+            match op {
+                Op::Put(k, v) => {
+                    s.put(&key(k), &sample(v)).unwrap();
+                    model.insert(key(k), v);
+                }
+                Op::Delete(k) => {
+                    let r = s.delete_exact(&[key(k)]);
+                    prop_assert_eq!(r.is_ok(), model.remove(&key(k)).is_some());
+                }
+                Op::Flush => s.flush().unwrap(),
+                Op::Compact => {
+                    s.compact().unwrap();
+                }
+                Op::Reopen => {
+                    drop(store.take());
+                    store = Some(ShardStore::open(dir.path(), &options()).unwrap());
+                    // A closed writer leaves a table that covers everything.
+                    let r = read_only(dir.path());
+                    prop_assert_eq!(&r.load_report().key_table, &KeyTable::Used { tail_records: 0 });
+                }
+            }
+            store.as_ref().unwrap().flush().unwrap();
+            let fresh = store.as_ref().unwrap().reader().unwrap();
+            let used = matches!(fresh.load_report().key_table, KeyTable::Used { .. });
+            prop_assert!(used, "{:?}", fresh.load_report());
+            agrees(&fresh, &model, &probe);
+            live.refresh().unwrap();
+            agrees(&live, &model, &probe);
+        }
+        drop(live);
+        drop(store.take());
+        // The sidecars alone say the same.
+        fs::remove_file(dir.path().join(TABLE)).unwrap();
+        let r = read_only(dir.path());
+        prop_assert_eq!(&r.load_report().key_table, &KeyTable::Absent);
+        agrees(&r, &model, &probe);
+    }
+}
+
+/// A store of 300 samples (several shards), closed, with a table; some
+/// overwritten and deleted after the table was written.
+fn store_with_tail(dir: &Path) -> BTreeMap<Vec<u8>, u32> {
+    let mut model = BTreeMap::new();
+    {
+        let s = ShardStore::open(dir, &options()).unwrap();
+        for i in 0..300u16 {
+            s.put(&key(i), &sample(u32::from(i))).unwrap();
+            model.insert(key(i), u32::from(i));
+        }
+    }
+    // Records appended now are past the table (put back as it was
+    // after this session, as if the process had died before closing).
+    let table = fs::read(dir.join(TABLE)).unwrap();
+    let s = ShardStore::open(dir, &options()).unwrap();
+    s.put(&key(5), &sample(1005)).unwrap();
+    s.delete_exact(&[key(6)]).unwrap();
+    s.put(&key(400), &sample(400)).unwrap();
+    s.flush().unwrap();
+    model.insert(key(5), 1005);
+    model.remove(&key(6));
+    model.insert(key(400), 400);
+    drop(s);
+    fs::write(dir.join(TABLE), table).unwrap();
+    model
+}
+
+#[test]
+fn records_after_the_table_are_read_from_the_sidecar_tails() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = store_with_tail(dir.path());
+    let r = read_only(dir.path());
+    assert_eq!(
+        r.load_report().key_table,
+        KeyTable::Used { tail_records: 3 }
+    );
+    let probe: Vec<Vec<u8>> = (0..420).map(key).collect();
+    agrees(&r, &model, &probe);
+    let live_bytes = r.stats().live_bytes;
+    fs::remove_file(dir.path().join(TABLE)).unwrap();
+    let plain = read_only(dir.path());
+    assert_eq!(plain.stats().live_bytes, live_bytes);
+}
+
+fn damaged_table_is_not_trusted(damage: impl Fn(&Path), expect_at_open: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = store_with_tail(dir.path());
+    damage(&dir.path().join(TABLE));
+    let r = read_only(dir.path());
+    let probe: Vec<Vec<u8>> = (0..420).map(key).collect();
+    agrees(&r, &model, &probe);
+    if expect_at_open {
+        assert!(
+            matches!(r.load_report().key_table, KeyTable::Ignored(_)),
+            "{:?}",
+            r.load_report()
+        );
+    } else {
+        // Found by a lookup (at open, for the records after the table,
+        // or later), then the sidecars are read.
+        let ignored = matches!(r.load_report().key_table, KeyTable::Ignored(_));
+        assert!(ignored || r.table_damage().is_some());
+    }
+    assert!(
+        r.verify().iter().any(|p| p.contains("key table")),
+        "{:?}",
+        r.verify()
+    );
+    // The next writer rewrites it.
+    drop(ShardStore::open(dir.path(), &options()).unwrap());
+    let r = read_only(dir.path());
+    assert!(matches!(r.load_report().key_table, KeyTable::Used { .. }));
+    agrees(&r, &model, &probe);
+    assert_eq!(r.verify(), Vec::<String>::new());
+}
+
+#[test]
+fn a_flipped_header_byte_is_detected() {
+    damaged_table_is_not_trusted(
+        |p| {
+            let mut b = fs::read(p).unwrap();
+            b[24] ^= 1; // the count
+            fs::write(p, b).unwrap();
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_flipped_body_byte_is_detected() {
+    damaged_table_is_not_trusted(
+        |p| {
+            let mut b = fs::read(p).unwrap();
+            let n = b.len();
+            b[n - 10] ^= 0x20; // a key byte near the end
+            fs::write(p, b).unwrap();
+        },
+        false,
+    );
+}
+
+#[test]
+fn a_truncated_table_is_detected() {
+    damaged_table_is_not_trusted(
+        |p| {
+            let b = fs::read(p).unwrap();
+            fs::write(p, &b[..b.len() - 40]).unwrap();
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_stale_table_is_not_trusted() {
+    // The table of an older state of the same store, put back.
+    damaged_table_is_not_trusted(
+        |p| {
+            let dir = p.parent().unwrap();
+            let old = fs::read(p).unwrap();
+            // A compaction writes new shards and a new table: put the old
+            // table back.
+            ShardStore::open(dir, &options())
+                .unwrap()
+                .compact()
+                .unwrap();
+            fs::write(p, old).unwrap();
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_refresh_with_nothing_new_reads_no_sidecar_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: a roll would add a new sidecar's header to what is read.
+    let options = ShardOptions {
+        create: true,
+        ..Default::default()
+    };
+    let s = ShardStore::open(dir.path(), &options).unwrap();
+    for i in 0..200u16 {
+        s.put(&key(i), &sample(u32::from(i))).unwrap();
+    }
+    drop(s);
+    let before = sidecar_bytes_read();
+    let mut r = read_only(dir.path());
+    let at_open = sidecar_bytes_read() - before;
+    // Opening reads only the checked tail of each covered sidecar.
+    let shards = r.stats().shards;
+    assert!(
+        at_open <= 64 * shards,
+        "{at_open} bytes for {shards} shards"
+    );
+    let before = sidecar_bytes_read();
+    r.refresh().unwrap();
+    assert_eq!(sidecar_bytes_read() - before, 0);
+    // k new records: only their sidecar bytes are read.
+    let s = ShardStore::open(dir.path(), &options).unwrap();
+    s.put(&key(500), &sample(500)).unwrap();
+    s.put(&key(501), &sample(501)).unwrap();
+    let before = sidecar_bytes_read();
+    r.refresh().unwrap();
+    let read = sidecar_bytes_read() - before;
+    assert_eq!(read, 2 * (32 + 8), "two sidecar records of 6-byte keys");
+    assert_eq!(value(&r, &key(501)), Some(501));
+    assert_eq!(r.len(), 202);
+}
