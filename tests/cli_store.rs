@@ -1924,6 +1924,22 @@ fn readers_of_a_damaged_sidecar_say_so_and_exit_1() {
     std::fs::write(&idx, &ib).unwrap();
     let st = dir.to_str().unwrap();
 
+    // The key table, a checked copy of the sidecars, still serves every
+    // sample; verify reads the sidecars and reports the damage.
+    let listed = String::from_utf8(ok(ts(["ls", st]))).unwrap();
+    assert_eq!(listed.lines().count(), 10, "{listed}");
+    ok(ts(["get", st, "s7"]));
+    let out = ts(["verify", st]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("6 whole records")
+            || String::from_utf8_lossy(&out.stderr).contains("6 whole records"),
+        "{}",
+        shown(&out)
+    );
+    // Without the table, readers see the damage themselves.
+    std::fs::remove_file(dir.join("keys.tbl")).unwrap();
+
     let out = ts(["ls", st]);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
