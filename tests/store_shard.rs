@@ -529,18 +529,70 @@ fn an_emptied_sidecar_hides_nothing_from_the_next_writer() {
     refused_then_reindexed(dir.path(), &shard, &idx, 10);
 }
 
+/// A sidecar torn inside a record with six whole records after it in the
+/// shard: what a crash during a batch's commit leaves. The writer cuts the
+/// batch (never acknowledged), but only after saving its records, and the
+/// saved file gives every one of them back.
 #[test]
-fn a_truncated_sidecar_hides_nothing_from_the_next_writer() {
+fn a_batch_torn_in_its_commit_is_cut_only_after_its_records_are_saved() {
     let dir = tempfile::tempdir().unwrap();
     let (shard, idx) = ten_samples(dir.path());
     let rec = 32 + 8;
     let ib = fs::read(&idx).unwrap();
     fs::write(&idx, &ib[..16 + 4 * rec + 13]).unwrap();
+    let full = fs::read(&shard).unwrap();
     let r = read_only(dir.path());
     assert_eq!(r.len(), 4);
     assert!(r.load_report().hides_records());
     drop(r);
-    refused_then_reindexed(dir.path(), &shard, &idx, 6);
+
+    let store = ShardStore::open(dir.path(), &ShardOptions::default()).unwrap();
+    let rep = store.recovery().clone();
+    let cut = rep
+        .cuts
+        .iter()
+        .find(|c| c.file == "000001.ten")
+        .unwrap_or_else(|| panic!("no shard cut: {rep:?}"));
+    let saved = match &cut.reason {
+        tenstore::store::CutReason::UncommittedBatch {
+            records: 6,
+            first_key,
+            saved: Some(saved),
+        } if first_key == key(4).as_bytes() => saved.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(rep.to_string().contains(&saved), "{rep}");
+    assert!(rep.to_string().contains("tenstore reindex"), "{rep}");
+    // The saved bytes are exactly what was cut.
+    let shard_len = fs::metadata(&shard).unwrap().len();
+    assert_eq!(cut.offset, shard_len);
+    assert_eq!(
+        fs::read(dir.path().join(&saved)).unwrap(),
+        full[shard_len as usize..]
+    );
+    put_range(&store, 10..11);
+    let r = store.reader().unwrap();
+    assert_eq!(r.len(), 5);
+    for i in (0..4).chain(10..11) {
+        check(&r, i);
+    }
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    drop(r);
+    drop(store);
+
+    // The way back the report names: the file as a shard of a new folder,
+    // reindexed, holds the six samples whole.
+    let back = tempfile::tempdir().unwrap();
+    fs::copy(dir.path().join(&saved), back.path().join("000001.ten")).unwrap();
+    let report = ShardStore::reindex(back.path()).unwrap();
+    assert_eq!(report[0].records, 6, "{report:?}");
+    assert_eq!(report[0].bytes_unindexed, 0, "{report:?}");
+    let r = read_only(back.path());
+    assert_eq!(r.len(), 6);
+    for i in 4..10 {
+        check(&r, i);
+    }
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
 }
 
 #[test]

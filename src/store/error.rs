@@ -73,10 +73,10 @@ pub enum StoreError {
         pid: String,
     },
 
-    /// A shard store whose shards hold whole records its sidecars do not
-    /// commit (a damaged, emptied or truncated sidecar, or a batch a crash
-    /// cut short): opening it for writing would have to cut them, so it
-    /// is refused and nothing is changed.
+    /// A shard store whose damaged sidecars (no header, a complete record
+    /// failing its checksum, valid records after a damaged one) hide whole
+    /// records: opening it for writing would have to cut them, so it is
+    /// refused and nothing is changed.
     #[error("{path}: {what}. Nothing was changed. Run `tenstore reindex {path}` to index every whole record of the shards (keeping the checksums of the sidecar records that are still valid), then `tenstore verify {path}`")]
     NeedsReindex {
         /// The store.

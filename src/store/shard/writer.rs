@@ -166,6 +166,20 @@ pub enum CutReason {
         /// to before the cut, if it had any.
         saved: Option<String>,
     },
+    /// Several records after the last committed one, behind a sidecar
+    /// that ends cleanly or with a torn record: a batch a crash interrupted
+    /// before or during its commit (or, indistinguishably, a sidecar cut
+    /// at that point). Its bytes are saved before the cut.
+    UncommittedBatch {
+        /// How many whole records.
+        records: u64,
+        /// The key of the first.
+        first_key: Vec<u8>,
+        /// The file (in the store directory) the cut bytes were saved to: a
+        /// shard's records, which a store folder holding it as
+        /// `000001.ten` gets back with `tenstore reindex`.
+        saved: Option<String>,
+    },
     /// Bytes after the last record that start no record (a torn chunk, or
     /// zeros).
     TornBytes,
@@ -202,6 +216,24 @@ impl std::fmt::Display for Cut {
                 )?;
                 if let Some(saved) = saved {
                     write!(f, "; its tensor bytes are saved in {saved}")?;
+                }
+                Ok(())
+            }
+            CutReason::UncommittedBatch {
+                records,
+                first_key,
+                saved,
+            } => {
+                write!(
+                    f,
+                    "{records} uncommitted records from key \"{}\" on, left by a batch a crash interrupted before its commit (or a sidecar cut short there)",
+                    crate::error::escape(first_key)
+                )?;
+                if let Some(saved) = saved {
+                    write!(
+                        f,
+                        "; they are saved in {saved}: to get them back, copy it as 000001.ten into an empty folder, run `tenstore reindex FOLDER`, then `tenstore import STORE FOLDER`"
+                    )?;
                 }
                 Ok(())
             }
@@ -515,14 +547,15 @@ impl ShardStore {
     ///
     /// Unless `read_only`, this takes the writer lock (a second writer gets
     /// [`StoreError::Locked`] naming the pid that holds it) and recovers
-    /// from a crash: torn sidecar and shard tails are cut off (a lone
-    /// uncommitted last record's tensors saved to a file first) and orphan
-    /// shards removed; [`recovery`](Self::recovery) says what was cut and
-    /// why. Whole records a sidecar does not commit are never cut: when a
-    /// shard holds some (a damaged, emptied or truncated sidecar), this
-    /// fails with [`StoreError::NeedsReindex`] and changes nothing; see
-    /// [`reindex`](Self::reindex). Cost: O(index size), plus a scan of any
-    /// uncommitted shard tail.
+    /// from a crash: torn sidecar and shard tails are cut off (uncommitted
+    /// records, a lone last one or a batch a crash cut short, saved to a
+    /// `cut-*.ten` file first) and orphan shards removed;
+    /// [`recovery`](Self::recovery) says what was cut, why and where it
+    /// went. When a damaged sidecar (no header, a complete record failing
+    /// its checksum, valid records after a damaged one) hides whole
+    /// records, this fails with [`StoreError::NeedsReindex`] and changes
+    /// nothing; see [`reindex`](Self::reindex). Cost: O(index size), plus a
+    /// scan of any uncommitted shard tail.
     ///
     /// Precondition (not checked, see the crate docs, "Memory maps"):
     /// while the store is open, its files change only through tenstore.
@@ -1080,13 +1113,6 @@ fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
                 )));
             }
         }
-        if found.closed() > 0 {
-            return Err(refuse(format!(
-                "{span} hold {} whole records that sidecar {} does not commit (a damaged or truncated sidecar, or a batch a crash cut short)",
-                found.records.len(),
-                idx_name(no)
-            )));
-        }
         if let ScanStop::Malformed(bad) = found.stop {
             if bytes[bad as usize..].iter().any(|&b| b != 0) {
                 return Err(refuse(format!(
@@ -1095,35 +1121,54 @@ fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
                 )));
             }
         }
-        // At most one record, at the very end: an interrupted write.
-        let last = found
-            .records
-            .first()
-            .map(|r| (r.kind, r.key.to_vec(), r.offset, true))
-            .or(found.torn.map(|(k, key, o)| (k, key, o, false)));
-        let (reason, save) = match last {
-            Some((kind, key, offset, whole)) => {
-                let from = offset + key_array_len(key.len()) as u64;
-                let save = (kind == PUT && from < shard_len).then_some((from, shard_len));
-                (
-                    CutReason::Uncommitted {
-                        key,
-                        delete: kind == DEL,
-                        whole,
-                        saved: None,
-                    },
-                    save,
-                )
-            }
-            None => (CutReason::TornBytes, None),
-        };
-        plan.shard_cut = Some((end, save));
-        plan.cuts.push(Cut {
-            file: shard_name(no),
-            offset: end,
-            len: shard_len - end,
-            reason,
-        });
+        if found.closed() > 0 {
+            // Several records after the last commit, behind a sidecar that
+            // ends cleanly or with a torn record: a batch a crash
+            // interrupted before (or during) its commit. Never
+            // acknowledged, so not kept; never lost either: the bytes are
+            // saved beside the shards before the cut.
+            plan.shard_cut = Some((end, Some((end, shard_len))));
+            plan.cuts.push(Cut {
+                file: shard_name(no),
+                offset: end,
+                len: shard_len - end,
+                reason: CutReason::UncommittedBatch {
+                    records: found.records.len() as u64,
+                    first_key: found.records[0].key.to_vec(),
+                    saved: None,
+                },
+            });
+        } else {
+            // At most one record, at the very end: an interrupted write.
+            let last = found
+                .records
+                .first()
+                .map(|r| (r.kind, r.key.to_vec(), r.offset, true))
+                .or(found.torn.map(|(k, key, o)| (k, key, o, false)));
+            let (reason, save) = match last {
+                Some((kind, key, offset, whole)) => {
+                    let from = offset + key_array_len(key.len()) as u64;
+                    let save = (kind == PUT && from < shard_len).then_some((from, shard_len));
+                    (
+                        CutReason::Uncommitted {
+                            key,
+                            delete: kind == DEL,
+                            whole,
+                            saved: None,
+                        },
+                        save,
+                    )
+                }
+                None => (CutReason::TornBytes, None),
+            };
+            plan.shard_cut = Some((end, save));
+            plan.cuts.push(Cut {
+                file: shard_name(no),
+                offset: end,
+                len: shard_len - end,
+                reason,
+            });
+        }
     }
     if !has_magic {
         plan.idx_cut = Some((0, true));
@@ -1236,7 +1281,9 @@ impl Writer {
                 if let Some((from, to)) = save {
                     let name = save_cut(dir, plan.no, from, to)?;
                     for c in &mut plan.cuts {
-                        if let CutReason::Uncommitted { saved, .. } = &mut c.reason {
+                        if let CutReason::Uncommitted { saved, .. }
+                        | CutReason::UncommittedBatch { saved, .. } = &mut c.reason
+                        {
                             *saved = Some(name.clone());
                         }
                     }
