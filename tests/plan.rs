@@ -399,3 +399,25 @@ fn readers_follow_plans_on_both_backends() {
         assert!(reader.plan_keys(&plan, 0, 10).is_err());
     }
 }
+
+/// The README's plan example is the module's doc test (which runs).
+#[test]
+fn the_readme_example_is_the_tested_one() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let module = std::fs::read_to_string(root.join("src/plan.rs")).unwrap();
+    let section = &readme[readme.find("## Epoch plans").unwrap()..];
+    let start = section.find("```rust\n").unwrap() + 8;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let doc: String = module
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .skip_while(|l| *l != "```")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .filter(|l| !l.starts_with("# "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(block, doc);
+}
