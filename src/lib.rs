@@ -66,6 +66,9 @@
 //!   [`store::Reader`], [`store::Sample`]).
 //! - [`net`]: tensors over ZeroMQ (single and multipart, as tensorcom
 //!   sends them) and SCTP, and the `tenstore serve` request server.
+//! - [`plan`]: epoch plans: seeded, resumable sample orders split across
+//!   ranks and loader workers ([`EpochPlan`]), which readers follow
+//!   ([`store::Reader::plan_samples`]).
 //! - [`npy`]: `.npy` files in and out.
 //!
 //! ## Features
@@ -138,6 +141,7 @@ pub mod error;
 pub mod io;
 pub mod net;
 pub mod npy;
+pub mod plan;
 #[doc(hidden)]
 pub mod proofs;
 pub mod store;
@@ -150,6 +154,7 @@ pub use codec::{
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use io::{load, load_with, read, read_all, save, save_with, write, FileOptions};
+pub use plan::{EpochPlan, PlanConfig, PlanError, PlanState};
 pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView, MAX_NDIM};
 
 pub use half;

@@ -28,7 +28,7 @@
 //! - The command-line limits (--max-keys, --max-frame, --max-reply).
 //! - The README's Python loader, alone and with forked worker processes.
 //! - `tenstore push --epochs 2 --shuffle --seed 3` to a Python PULL: every
-//!   sample once per epoch, values checked, the store's two shuffles.
+//!   sample once per epoch, values checked, the two epoch plans' shuffles.
 //! - A missing store and a busy endpoint fail with one error line, exit 1.
 //! - Err messages escape odd bytes once; an out-of-range `--max-keys` or
 //!   `--threads 0` is a usage error (exit 2) naming the option; `push`
@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use common::XorShift;
 use tenstore::ndarray::{Array1, Array3};
-use tenstore::store::{Backend, LmdbOptions, Order, ShardOptions, Store, StoreOptions};
+use tenstore::store::{Backend, LmdbOptions, ShardOptions, Store, StoreOptions};
 use tenstore::{DType, TensorRef, TensorView, Tensors};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenstore");
@@ -1606,11 +1606,20 @@ fn the_readme_loader_works_with_spawned_workers() {
     server.stop_serve();
 }
 
-/// The order `push` should send epoch `epoch` in, by sample number.
-fn expected_order(store: &Store, seed: u64) -> Vec<usize> {
+/// The order `push --shuffle --seed SEED` sends epoch `epoch` in, by
+/// sample number: the epoch plan's full shuffle.
+fn expected_order(store: &Store, seed: u64, epoch: u64) -> Vec<usize> {
     let reader = store.reader().unwrap();
+    let plan = reader
+        .plan(tenstore::plan::PlanConfig {
+            seed,
+            epoch,
+            shuffle: tenstore::plan::Shuffle::Full,
+            ..Default::default()
+        })
+        .unwrap();
     let order: Vec<usize> = reader
-        .samples(Order::Shuffled(seed))
+        .plan_samples(&plan)
         .unwrap()
         .map(|s| {
             let s = s.unwrap();
@@ -1656,9 +1665,9 @@ fn push_two_epochs(dir: &Path, store: &Store) {
     assert_ne!(orders[0], sorted, "epoch 0 is not shuffled");
     assert_ne!(orders[1], sorted, "epoch 1 is not shuffled");
     assert_ne!(orders[0], orders[1], "both epochs in the same order");
-    // Exactly the store's shuffles with seeds 3 and 4.
-    assert_eq!(orders[0], expected_order(store, 3));
-    assert_eq!(orders[1], expected_order(store, 4));
+    // Exactly the epoch plans of seed 3, epochs 0 and 1.
+    assert_eq!(orders[0], expected_order(store, 3, 0));
+    assert_eq!(orders[1], expected_order(store, 3, 1));
 }
 
 #[test]

@@ -23,4 +23,4 @@ pub use error::{NetError, Result};
 pub use protocol::{handle, Limits, Reply};
 pub use sctp::{recv_message, sctp_recv, sctp_send, sctp_socket, send_message, AlignedBuf};
 #[cfg(feature = "zmq")]
-pub use server::{push, ServeConfig, ServeStats, Server};
+pub use server::{push, push_plan, ServeConfig, ServeStats, Server};

@@ -8,6 +8,7 @@
 //! | `len` | `ok N` (decimal) |
 //! | `keys [PREFIX [AFTER [LIMIT]]]` | `ok K K ...` in key order, after AFTER (exclusive), at most LIMIT (default 10,000) |
 //! | `info` | `ok JSON` (`{"backend", "samples", "bytes"}`) |
+//! | `plan SEED EPOCH RANK WORLD SHUFFLE [AFTER [LIMIT]]` | `ok K K ...`: the keys of rank RANK of WORLD in the epoch plan (`crate::plan`, drop-last), from its item AFTER (default 0: the number of this partition's keys already received) on, at most LIMIT (default 10,000); SHUFFLE is `none`, `full` or `blocks:N` |
 //! | anything else | `err MESSAGE` |
 
 use std::borrow::Cow;
@@ -114,7 +115,7 @@ fn respond<'r>(
 ) -> Result<Vec<Cow<'r, [u8]>>, String> {
     let (&cmd, args) = request
         .split_first()
-        .ok_or("empty request: send a command frame (get, getm, len, keys, info)")?;
+        .ok_or("empty request: send a command frame (get, getm, len, keys, info, plan)")?;
     if request.len() > limits.max_frames {
         return Err(format!(
             "request has {} frames; at most {} are allowed",
@@ -223,9 +224,65 @@ fn respond<'r>(
             );
             Ok(vec![Cow::Owned(json.into_bytes())])
         }
+        b"plan" => plan_page(reader, args, limits),
         other => Err(format!(
-            "unknown command \"{}\": send get, getm, len, keys or info",
+            "unknown command \"{}\": send get, getm, len, keys, info or plan",
             text(other)
         )),
     }
+}
+
+fn number64(arg: &[u8], what: &str) -> Result<u64, String> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| format!("{what} must be a decimal number, not \"{}\"", text(arg)))
+}
+
+/// `plan SEED EPOCH RANK WORLD SHUFFLE [AFTER [LIMIT]]`: one page of the
+/// keys of a rank's partition of an epoch plan.
+fn plan_page<'r>(
+    reader: &'r Reader<'_>,
+    args: &[&'r [u8]],
+    limits: &Limits,
+) -> Result<Vec<Cow<'r, [u8]>>, String> {
+    use crate::plan::{PlanConfig, Shuffle};
+    if !(5..=7).contains(&args.len()) {
+        return Err(
+            "plan takes SEED EPOCH RANK WORLD SHUFFLE and optionally AFTER and LIMIT".into(),
+        );
+    }
+    let shuffle: Shuffle = std::str::from_utf8(args[4])
+        .map_err(|_| {
+            format!(
+                "unknown shuffle \"{}\": none, full or blocks:N",
+                text(args[4])
+            )
+        })?
+        .parse()
+        .map_err(|e: crate::plan::PlanError| e.to_string())?;
+    let config = PlanConfig {
+        seed: number64(args[0], "SEED")?,
+        epoch: number64(args[1], "EPOCH")?,
+        rank: number64(args[2], "RANK")?,
+        world_size: number64(args[3], "WORLD")?,
+        shuffle,
+        ..PlanConfig::default()
+    };
+    let after = match args.get(5) {
+        Some(a) => number64(a, "AFTER")?,
+        None => 0,
+    };
+    let limit = match args.get(6) {
+        Some(l) => number(l, "LIMIT")?,
+        None => DEFAULT_LIST,
+    };
+    if limit > limits.max_list {
+        return Err(format!("LIMIT is at most {}", limits.max_list));
+    }
+    let plan = reader.plan(config).map_err(|e| e.to_string())?;
+    let keys = reader
+        .plan_keys(&plan, after, limit as u64)
+        .map_err(|e| e.to_string())?;
+    Ok(keys.into_iter().map(Cow::Borrowed).collect())
 }

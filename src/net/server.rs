@@ -810,3 +810,82 @@ pub fn push(
     }
     Ok(())
 }
+
+/// Like [`push`], but each epoch follows an epoch plan
+/// ([`crate::plan`]): epochs `config.epoch`, `config.epoch + 1`, ...
+/// (`epochs` of them) of the partition `config` describes, over each
+/// epoch's snapshot of the store; the first epoch resumes after `resume`
+/// global positions ([`crate::plan::EpochPlan::resume_from`]). Each epoch's snapshot
+/// must hold as many samples as the first one when `resume` is not 0.
+#[allow(clippy::too_many_arguments)]
+pub fn push_plan(
+    store: &Store,
+    bind: &str,
+    config: &crate::plan::PlanConfig,
+    epochs: u64,
+    resume: u64,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    ready: impl FnOnce(&str),
+) -> Result<()> {
+    // Refuse a bad configuration before binding.
+    crate::plan::EpochPlan::new(0, config.clone()).map_err(crate::store::StoreError::from)?;
+    let ctx = zmq::Context::new();
+    let socket = ctx
+        .socket(zmq::PUSH)
+        .map_err(|e| NetError::zmq("making the PUSH socket", e))?;
+    socket
+        .set_sndhwm(64)
+        .map_err(|e| NetError::zmq("setting ZMQ_SNDHWM", e))?;
+    socket
+        .set_linger(-1)
+        .map_err(|e| NetError::zmq("setting linger", e))?;
+    socket
+        .bind(bind)
+        .map_err(|e| NetError::zmq(format!("binding {bind}"), e))?;
+    let endpoint = socket
+        .get_last_endpoint()
+        .map_err(|e| NetError::zmq("reading the bound endpoint", e))?
+        .unwrap_or_default();
+    ready(&endpoint);
+    for e in 0..epochs {
+        let reader = store.reader()?;
+        let epoch_config = crate::plan::PlanConfig {
+            epoch: config.epoch.saturating_add(e),
+            ..config.clone()
+        };
+        let mut plan = reader.plan(epoch_config)?;
+        if e == 0 {
+            plan = plan.resume_from(resume);
+        }
+        for sample in reader.plan_samples(&plan)? {
+            if stop.load(Ordering::Acquire) {
+                // Drop what is queued: stopping means now.
+                let _ = socket.set_linger(0);
+                return Ok(());
+            }
+            let sample = sample?;
+            let views = sample.tensors().to_vec();
+            match crate::net::zsend_multipart(&socket, &views, 0) {
+                Ok(()) => {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) if stop.load(Ordering::Acquire) => {
+                    let _ = socket.set_linger(0);
+                    return Ok(());
+                }
+                Err(NetError::Zmq {
+                    source: zmq::Error::EINTR,
+                    ..
+                }) => {
+                    let _ = socket.set_linger(0);
+                    return Err(NetError::Protocol(
+                        "a send was interrupted by a signal".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
+use crate::plan::{EpochPlan, PlanConfig};
 use crate::store::error::{Result, StoreError};
 use crate::store::lmdb::{LmdbOptions, LmdbReader, LmdbStore};
 use crate::store::shard::{ShardOptions, ShardReader, ShardStore};
@@ -329,6 +330,84 @@ impl<'s> Reader<'s> {
                 Box::new(keys.into_iter().map(move |k| r.require(k)))
             }
         })
+    }
+
+    /// The epoch plan of `config` over this snapshot's samples in storage
+    /// order (key order for LMDB, write order for shard stores).
+    pub fn plan(&self, config: PlanConfig) -> Result<EpochPlan> {
+        Ok(EpochPlan::new(self.len()?, config)?)
+    }
+
+    /// The samples of `plan`'s partition, in its order. The plan must have
+    /// been made for this snapshot's sample count
+    /// ([`StoreError::Plan`] otherwise). Shard stores read block shuffles
+    /// block by block, front to back; LMDB stores list their keys once
+    /// (one pointer per sample) and look each sample up.
+    pub fn plan_samples<'r>(&'r self, plan: &'r EpochPlan) -> Result<BoxIter<'r, Sample<'r>>> {
+        Ok(match self {
+            Reader::Ten(r) => Box::new(r.iter_plan(plan)?),
+            Reader::Lmdb(r) => {
+                crate::store::shard::check_plan(plan, r.len()?)?;
+                let keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
+                crate::store::shard::check_plan(plan, keys.len() as u64)?;
+                Box::new(plan.iter().map(move |i| r.require(keys[i as usize])))
+            }
+        })
+    }
+
+    /// The keys of `plan`'s partition items `from..from + limit`, in plan
+    /// order: what the serve protocol's `plan` command pages through. On
+    /// LMDB stores this walks the keys once and holds only the page.
+    pub fn plan_keys<'r>(
+        &'r self,
+        plan: &EpochPlan,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<&'r [u8]>> {
+        match self {
+            Reader::Ten(r) => {
+                crate::store::shard::check_plan(plan, r.len() as u64)?;
+                Ok(plan
+                    .page(from, limit)
+                    .map(|i| r.key_at(i).expect("the plan's count was checked"))
+                    .collect())
+            }
+            Reader::Lmdb(r) => {
+                crate::store::shard::check_plan(plan, r.len()?)?;
+                // (sample index, place in the page), by sample index.
+                let mut want: Vec<(u64, usize)> = plan
+                    .page(from, limit)
+                    .enumerate()
+                    .map(|(j, i)| (i, j))
+                    .collect();
+                want.sort_unstable();
+                let mut out: Vec<&[u8]> = vec![&[]; want.len()];
+                let mut next = want.iter().peekable();
+                for (i, key) in r.iter()?.keys().enumerate() {
+                    let Some(&&(target, _)) = next.peek() else {
+                        break;
+                    };
+                    if i as u64 != target {
+                        continue;
+                    }
+                    let key = key?;
+                    while let Some(&&(t, j)) = next.peek() {
+                        if t != target {
+                            break;
+                        }
+                        out[j] = key;
+                        next.next();
+                    }
+                }
+                if next.peek().is_some() {
+                    // The snapshot is fixed, so its keys cannot run out.
+                    return Err(StoreError::Unsupported(
+                        "the snapshot listed fewer keys than it counts".into(),
+                    ));
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// A snapshot that sees every commit so far.

@@ -182,6 +182,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+
+    /// An epoch plan that does not fit this snapshot, or a bad plan
+    /// configuration.
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// How a map change was blocked, for the messages above.

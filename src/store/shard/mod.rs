@@ -14,6 +14,7 @@ mod scan;
 pub(crate) mod snapshot;
 mod writer;
 
+pub(crate) use reader::check_plan;
 pub use reader::{ShardEntries, ShardReader};
 pub use snapshot::{LoadReport, Uncovered};
 #[doc(hidden)]

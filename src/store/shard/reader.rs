@@ -2,6 +2,7 @@
 
 use std::ops::Bound;
 
+use crate::plan::{EpochPlan, PlanError};
 use crate::store::error::{Result, StoreError};
 use crate::store::shard::index::Entry;
 use crate::store::shard::snapshot::Snapshot;
@@ -90,6 +91,29 @@ impl ShardReader {
         }
     }
 
+    /// Samples in the order of an epoch plan made for this snapshot's
+    /// [`len`](Self::len) samples in write order (storage order): block
+    /// shuffles read each block's records front to back.
+    pub fn iter_plan<'r>(&'r self, plan: &'r EpochPlan) -> Result<ShardEntries<'r>> {
+        check_plan(plan, self.len() as u64)?;
+        Ok(ShardEntries {
+            snap: &self.snap,
+            inner: Box::new(plan.iter().map(move |i| self.live_entry(i))),
+        })
+    }
+
+    /// The key of the `i`-th sample in write order (`i` below
+    /// [`len`](Self::len)).
+    pub fn key_at(&self, i: u64) -> Option<&[u8]> {
+        self.snap.live_entry(i).map(|e| &*e.key)
+    }
+
+    fn live_entry(&self, i: u64) -> &Entry {
+        self.snap
+            .live_entry(i)
+            .expect("plans are checked against the snapshot's sample count")
+    }
+
     /// A new snapshot that sees every sample committed since this one
     /// (remapping shards that grew; reloading after a compaction).
     pub fn refresh(&mut self) -> Result<()> {
@@ -134,6 +158,18 @@ impl ShardReader {
         }
         problems
     }
+}
+
+/// Refuses a plan made for another number of samples.
+pub(crate) fn check_plan(plan: &EpochPlan, len: u64) -> Result<()> {
+    if plan.samples() != len {
+        return Err(PlanError::SampleCount {
+            saved: plan.samples(),
+            now: len,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Samples of a shard snapshot, in the order asked for.

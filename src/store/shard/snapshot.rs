@@ -125,6 +125,8 @@ pub(crate) struct Snapshot {
     shards: Vec<ShardView>,
     index: Arc<Index>,
     sorted: Arc<OnceLock<Vec<u32>>>,
+    /// Positions of live entries in write order (epoch plans index it).
+    live: Arc<OnceLock<Vec<u32>>>,
     pub report: LoadReport,
     verify: bool,
 }
@@ -196,6 +198,7 @@ impl Snapshot {
             shards: Vec::new(),
             index: Arc::new(Index::default()),
             sorted: Arc::new(OnceLock::new()),
+            live: Arc::new(OnceLock::new()),
             report: LoadReport::default(),
             verify,
         };
@@ -291,9 +294,13 @@ impl Snapshot {
             }
         }
         report.uncovered = self.uncovered(&manifest, &mut shards)?;
-        let (index, sorted) = match index {
-            Some(i) => (Arc::new(i), Arc::new(OnceLock::new())),
-            None => (self.index.clone(), self.sorted.clone()),
+        let (index, sorted, live) = match index {
+            Some(i) => (
+                Arc::new(i),
+                Arc::new(OnceLock::new()),
+                Arc::new(OnceLock::new()),
+            ),
+            None => (self.index.clone(), self.sorted.clone(), self.live.clone()),
         };
         Ok(Snapshot {
             dir: self.dir.clone(),
@@ -301,6 +308,7 @@ impl Snapshot {
             shards,
             index,
             sorted,
+            live,
             report,
             verify: self.verify,
         })
@@ -404,6 +412,13 @@ impl Snapshot {
     /// Live entries in write order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.index.live()
+    }
+
+    /// The `i`-th live entry in write order (storage order), if any.
+    pub fn live_entry(&self, i: u64) -> Option<&Entry> {
+        let live = self.live.get_or_init(|| self.index.live_positions());
+        let pos = *live.get(usize::try_from(i).ok()?)?;
+        self.index.entries.get(pos as usize)
     }
 
     /// Live entries in key order, from `start`.
