@@ -506,6 +506,7 @@ struct Located {
     dtype: DType,
     shape: Vec<usize>,
     data: *const u8,
+    len: usize,
 }
 
 fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<PySample>> {
@@ -521,6 +522,7 @@ fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<Py
                 dtype: v.dtype(),
                 shape: v.shape().to_vec(),
                 data: v.data().as_ptr(),
+                len: v.data().len(),
             })
             .collect()
     };
@@ -531,7 +533,7 @@ fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<Py
     let mut names = Vec::with_capacity(located.len());
     let mut arrays = Vec::with_capacity(located.len());
     for t in located {
-        arrays.push(array_raw(py, t.dtype, &t.shape, t.data, &keep)?.unbind());
+        arrays.push(array_raw(py, t.dtype, &t.shape, t.data, t.len, &keep)?.unbind());
         names.push(t.name);
     }
     Ok(Some(PySample {
