@@ -9,6 +9,7 @@
 
 mod arrays;
 mod errors;
+mod plan;
 mod store;
 
 use pyo3::prelude::*;
@@ -194,5 +195,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     store::register(m)?;
+    plan::register(m)?;
     Ok(())
 }

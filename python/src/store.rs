@@ -25,13 +25,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use tenstore::plan::PlanConfig;
 use tenstore::store::{Backend, Order, Reader, Store, StoreOptions};
 use tenstore::DType;
 
 use crate::arrays::{array_raw, input_parts, parts_refs, KeepAlive, Part};
 use crate::errors::store_err;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its state consistent (a swap of an
     // Option), so a panic elsewhere does not make it unusable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -72,7 +73,7 @@ pub(crate) struct Snap {
     /// Borrows `*store` (the `Store` inside the `Arc`'s allocation, which
     /// does not move while any `Arc` of it lives). Declared, and dropped,
     /// before `store`.
-    reader: ManuallyDrop<Mutex<Reader<'static>>>,
+    pub(crate) reader: ManuallyDrop<Mutex<Reader<'static>>>,
     store: ManuallyDrop<Arc<Store>>,
     pid: u32,
 }
@@ -509,7 +510,11 @@ struct Located {
     len: usize,
 }
 
-fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<PySample>> {
+pub(crate) fn sample_of(
+    py: Python<'_>,
+    snap: &Arc<Snap>,
+    key: &[u8],
+) -> PyResult<Option<PySample>> {
     let located: Vec<Located> = {
         let reader = lock(&snap.reader);
         let Some(sample) = reader.get(key).map_err(store_err)? else {
@@ -635,6 +640,44 @@ impl PyReader {
         let order = parse_order(order, seed)?;
         let (_, keys) = self.ordered_keys(py, order)?;
         Ok(keys.iter().map(|k| PyBytes::new(py, k).unbind()).collect())
+    }
+
+    /// The epoch plan of one partition (rank `rank` of `world_size`,
+    /// loader worker `worker` of `num_workers`) over this snapshot; see
+    /// `tenstore.Plan`. `shuffle`: None, True (full), "none", "full" or
+    /// "blocks:N"; `uneven`: "drop_last" or "pad"; `batch_size`: workers
+    /// take the rank's items in turns of this many; `consumed`: start after
+    /// that many global positions; `state`: a dict of `Plan.state` to
+    /// resume (its seed, epoch, shuffle and consumed win).
+    #[pyo3(signature = (seed=0, epoch=0, shuffle=None, rank=0, world_size=1, worker=0, num_workers=1, uneven="drop_last", batch_size=1, consumed=0, state=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        py: Python<'_>,
+        seed: u64,
+        epoch: u64,
+        shuffle: Option<&Bound<'_, PyAny>>,
+        rank: u64,
+        world_size: u64,
+        worker: u64,
+        num_workers: u64,
+        uneven: &str,
+        batch_size: u64,
+        consumed: u64,
+        state: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<crate::plan::PyPlan> {
+        let config = PlanConfig {
+            seed,
+            epoch,
+            shuffle: crate::plan::parse_shuffle(shuffle)?,
+            rank,
+            world_size,
+            worker,
+            num_workers,
+            uneven: crate::plan::parse_uneven(uneven)?,
+        };
+        let snap = self.snap(py)?;
+        crate::plan::make_plan(py, snap, config, batch_size, consumed, state)
     }
 
     /// Moves to a snapshot that sees every commit so far.
