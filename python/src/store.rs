@@ -38,6 +38,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Locks `m` from a thread attached to Python without deadlocking against
+/// a holder that waits, detached, to attach again: while the lock is taken
+/// elsewhere this thread waits detached, so the holder can get the GIL
+/// back and finish.
+pub(crate) fn lock_attached<'m, T: Send>(py: Python<'_>, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
+    loop {
+        match m.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => py.detach(|| drop(lock(m))),
+        }
+    }
+}
+
 fn pid() -> u32 {
     std::process::id()
 }
@@ -231,10 +245,13 @@ pub(crate) struct PyStore {
 
 impl PyStore {
     fn store(&self, py: Python<'_>) -> PyResult<Arc<Store>> {
+        // The slot is held while the store opens detached from Python, so
+        // other threads wait for it detached too; `closed` is read under
+        // it, so a `close` that has begun is never undone by a reopen.
+        let mut slot = lock_attached(py, &self.slot);
         if *lock(&self.closed) {
             return Err(PyValueError::new_err("operation on a closed Store"));
         }
-        let mut slot = lock(&self.slot);
         if let Some(o) = &*slot {
             if o.pid == pid() {
                 return Ok(Arc::clone(&o.store));
@@ -402,9 +419,10 @@ impl PyStore {
     }
 
     /// Releases this handle (arrays and readers keep what they need).
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
+        let mut slot = lock_attached(py, &self.slot);
         *lock(&self.closed) = true;
-        lock(&self.slot).take();
+        slot.take();
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -413,11 +431,11 @@ impl PyStore {
 
     fn __exit__(
         &self,
-        _ty: &Bound<'_, PyAny>,
+        ty: &Bound<'_, PyAny>,
         _value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> bool {
-        self.close();
+        self.close(ty.py());
         false
     }
 
@@ -466,7 +484,7 @@ impl PyReader {
     }
 
     fn snap(&self, py: Python<'_>) -> PyResult<Arc<Snap>> {
-        let mut slot = lock(&self.slot);
+        let mut slot = lock_attached(py, &self.slot);
         if let Some(s) = &*slot {
             if s.pid == pid() {
                 return Ok(Arc::clone(s));
@@ -685,11 +703,11 @@ impl PyReader {
         let (path, readonly) = (self.path.clone(), self.readonly);
         // The old snapshot is released first (LMDB cannot adopt a map that
         // another process grew while this process has one open).
-        lock(&self.slot).take();
+        lock_attached(py, &self.slot).take();
         let snap = py
             .detach(|| Snap::new(open_shared(&path, false, None, readonly)?))
             .map_err(store_err)?;
-        *lock(&self.slot) = Some(Arc::new(snap));
+        *lock_attached(py, &self.slot) = Some(Arc::new(snap));
         Ok(())
     }
 
