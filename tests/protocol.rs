@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use tenstore::net::{handle, Limits, Reply};
+use tenstore::serve::{handle, Limits, Reply};
 use tenstore::store::{Backend, Store, StoreOptions};
 use tenstore::{DType, TensorRef};
 

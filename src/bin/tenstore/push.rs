@@ -7,6 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tenstore::serve::PushConfig;
 use tenstore::store::Order;
 
 use crate::stores;
@@ -53,18 +54,15 @@ pub fn run(args: Args) -> CliResult {
         // The pushing thread may block on a puller (or, at the end, on
         // delivering what is queued); the main thread watches for a stop.
         std::thread::spawn(move || {
-            let r = tenstore::net::push(
-                &store,
-                &args.bind,
+            let config = PushConfig {
+                bind: args.bind,
                 order,
-                args.epochs,
-                &stop,
-                &sent,
-                |endpoint| {
-                    println!("tenstore push: pushing on {endpoint}");
-                    let _ = std::io::stdout().flush();
-                },
-            );
+                epochs: args.epochs,
+            };
+            let r = tenstore::serve::push(&store, &config, &stop, &sent, |endpoint| {
+                println!("tenstore push: pushing on {endpoint}");
+                let _ = std::io::stdout().flush();
+            });
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         });
     }
