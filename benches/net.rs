@@ -387,7 +387,7 @@ fn build_store(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             SAMPLE_BYTES
         );
     }
-    store.sync().unwrap();
+    store.flush().unwrap();
     drop(store);
     for d in [&copy, &raw] {
         std::fs::create_dir_all(d).unwrap();

@@ -552,7 +552,7 @@ fn python() -> PathBuf {
 fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, id: &'static str) {
     // An identical copy of the environment for raw heed (heed refuses to
     // open one environment twice in a process).
-    store.sync().unwrap();
+    store.flush().unwrap();
     let copy = cfg.dir(&format!("lmdb-copy-{}", pool.name()));
     fs::create_dir_all(&copy).unwrap();
     fs::copy(store.path().join("data.mdb"), copy.join("data.mdb")).unwrap();
@@ -733,7 +733,7 @@ fn lmdb_vs_python(cfg: &Config, pool: &Pool, store: LmdbStore, rows: &mut Vec<Ro
     }
     fs::write(&keys_file, text).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/lmdb_get.py");
-    store.sync().unwrap();
+    store.flush().unwrap();
     let dir = store.path().to_owned();
     drop(store);
     eprintln!("  running {} ...", script.display());
@@ -975,7 +975,7 @@ fn shard_scan(cfg: &Config, pool: &Pool, reader: &ShardReader, dir: &Path, rows:
             || {
                 timed(|| {
                     let mut acc = 0u64;
-                    for s in reader.iter() {
+                    for s in reader.iter().unwrap() {
                         for t in s.unwrap().iter() {
                             acc = acc.wrapping_add(f(t.data()));
                         }
@@ -1001,7 +1001,7 @@ fn shard_scan(cfg: &Config, pool: &Pool, reader: &ShardReader, dir: &Path, rows:
             || {
                 timed(|| {
                     let mut acc = 0u64;
-                    for s in reader.iter() {
+                    for s in reader.iter().unwrap() {
                         for t in s.unwrap().iter() {
                             acc = acc.wrapping_add(f(t.data()));
                         }
@@ -1239,7 +1239,7 @@ fn shard_open(cfg: &Config) -> Vec<String> {
         let t_lmdb = {
             let s = LmdbStore::open(&ldir, &lmdb_options()).unwrap();
             let t = timed(|| lmdb_fill(&s, &pool, 10_000));
-            s.sync().unwrap();
+            s.flush().unwrap();
             t
         };
         eprintln!(
@@ -1265,7 +1265,7 @@ fn shard_open(cfg: &Config) -> Vec<String> {
                 timed(|| {
                     let s = ShardStore::open(&sdir, &ro).unwrap();
                     let r = s.reader().unwrap();
-                    assert_eq!(r.len(), n);
+                    assert_eq!(r.len().unwrap(), n as u64);
                 })
             },
             || {

@@ -1554,7 +1554,7 @@ fn keys_are_bytes_through_import_ls_get_rm_and_export() {
             &old,
             &StoreOptions {
                 create: true,
-                backend: Some(Backend::Ten),
+                backend: Some(Backend::Shard),
                 ..Default::default()
             },
         )

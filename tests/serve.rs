@@ -786,7 +786,7 @@ fn every_command_on_an_lmdb_store_made_by_the_cli_over_tcp() {
 fn every_command_on_a_shard_store_made_with_the_library_over_ipc() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shards");
-    let store = lib_store(&dir, Backend::Ten, N);
+    let store = lib_store(&dir, Backend::Shard, N);
     assert!(store.stats().unwrap().shards > 3, "the samples span shards");
     let bind = format!("ipc://{}", tmp.path().join("serve.sock").display());
     every_command(&dir, &bind, N, "ten");
@@ -1088,15 +1088,15 @@ fn new_samples_become_visible(backend: Backend) {
     let stats = store.stats().unwrap();
     match backend {
         Backend::Lmdb => assert!(stats.map_size > 1 << 20, "{stats:?}"),
-        Backend::Ten => assert!(stats.shards > 10, "{stats:?}"),
+        Backend::Shard => assert!(stats.shards > 10, "{stats:?}"),
     }
 
     // Deletions show too, and a compaction of the shards (new files, the
     // old ones unlinked) under the busy client goes unnoticed by it.
     let gone: Vec<String> = (total - 30..total).map(key).collect();
     store.delete_exact(&gone).unwrap();
-    if backend == Backend::Ten {
-        let Store::Ten(shards) = &store else {
+    if backend == Backend::Shard {
+        let Store::Shard(shards) = &store else {
             unreachable!()
         };
         shards.compact().unwrap();
@@ -1166,7 +1166,7 @@ fn new_samples_in_an_lmdb_store_become_visible() {
 
 #[test]
 fn new_samples_in_a_shard_store_become_visible() {
-    new_samples_become_visible(Backend::Ten);
+    new_samples_become_visible(Backend::Shard);
 }
 
 // ---------------------------------------------------------------------------
@@ -1680,7 +1680,7 @@ fn push_streams_two_shuffled_epochs_of_an_lmdb_store_to_python() {
 fn push_streams_two_shuffled_epochs_of_a_shard_store_to_python() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shards");
-    let store = lib_store(&dir, Backend::Ten, N);
+    let store = lib_store(&dir, Backend::Shard, N);
     push_two_epochs(&dir, &store);
 }
 
@@ -2049,7 +2049,7 @@ fn a_key_listed_during_writes_is_found_by_the_next_get_lmdb() {
 
 #[test]
 fn a_key_listed_during_writes_is_found_by_the_next_get_shards() {
-    listed_keys_stay_visible(Backend::Ten);
+    listed_keys_stay_visible(Backend::Shard);
 }
 
 /// Starts `serve --bind BIND`, returns the banner and the endpoint after

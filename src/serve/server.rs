@@ -575,7 +575,7 @@ impl<'s> Views<'s> {
                     taken: Instant::now(),
                 })
             }
-            Store::Ten(s) => {
+            Store::Shard(s) => {
                 let mut shared = self.lock_shards();
                 let current = match shared.current.take() {
                     Some((r, t)) if t.elapsed() <= self.refresh => (r, t),
@@ -592,7 +592,7 @@ impl<'s> Views<'s> {
                     }
                 };
                 let held = Held {
-                    reader: Reader::Ten(current.0.clone()),
+                    reader: Reader::Shard(current.0.clone()),
                     taken: current.1,
                     version: shared.generation,
                 };
@@ -611,7 +611,7 @@ impl<'s> Views<'s> {
     /// An idle worker lets the shared snapshot go once it is old, so that
     /// it pins no unlinked shard.
     fn idle(&self) {
-        if let Store::Ten(_) = self.store {
+        if let Store::Shard(_) = self.store {
             let mut shared = self.lock_shards();
             if shared
                 .current

@@ -10,7 +10,7 @@ use memmap2::Mmap;
 
 use crate::codec::Tensors;
 use crate::store::error::{Result, StoreError};
-use crate::store::lmdb::MAX_KEY_LEN;
+use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::{Entry, Index, Loc};
 use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,

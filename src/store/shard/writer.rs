@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::error::{Result, StoreError};
-use crate::store::lmdb::{check_key, MAX_KEY_LEN};
+use crate::store::key::{check_key, distinct, MAX_KEY_LEN};
 use crate::store::meta::Meta;
 use crate::store::shard::index::Index;
 use crate::store::shard::layout::{
@@ -511,6 +511,11 @@ fn shard_files(dir: &Path) -> Result<Vec<(u32, String)>> {
 }
 
 impl ShardStore {
+    /// Whether `dir` holds a shard store (its `MANIFEST`).
+    pub fn holds(dir: &Path) -> bool {
+        dir.join(MANIFEST).is_file()
+    }
+
     /// Opens (or with `create`, makes) the shard store in `dir`.
     ///
     /// Unless `read_only`, this takes the writer lock (a second writer gets
@@ -531,7 +536,7 @@ impl ShardStore {
     /// changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(dir: P, options: &ShardOptions) -> Result<ShardStore> {
         let dir = dir.as_ref();
-        let exists = dir.join(MANIFEST).is_file();
+        let exists = Self::holds(dir);
         if !exists && (!options.create || options.read_only) {
             return Err(StoreError::NotAStore {
                 path: dir.to_owned(),
@@ -573,10 +578,9 @@ impl ShardStore {
             .unwrap_or_else(PoisonError::into_inner);
         match guard.as_ref() {
             None => {
-                return Err(StoreError::Unsupported(format!(
-                    "{} is open read-only",
-                    self.inner.dir.display()
-                )))
+                return Err(StoreError::ReadOnly {
+                    path: self.inner.dir.clone(),
+                })
             }
             Some(Writer {
                 failed: Some(cause),
@@ -636,9 +640,9 @@ impl ShardStore {
             );
         }
         let mut guard = self.writer()?;
-        let w = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unsupported("read-only".into()))?;
+        let w = guard.as_mut().ok_or_else(|| StoreError::ReadOnly {
+            path: self.inner.dir.clone(),
+        })?;
         let durability = self.inner.options.durability;
         let result = w.append(
             &self.inner.dir,
@@ -666,11 +670,11 @@ impl ShardStore {
     /// nothing is written. Each deletion appends a tombstone record.
     pub fn delete_exact<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
         let mut guard = self.writer()?;
-        let w = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unsupported("read-only".into()))?;
+        let w = guard.as_mut().ok_or_else(|| StoreError::ReadOnly {
+            path: self.inner.dir.clone(),
+        })?;
         // Each key once: a key named twice is deleted once.
-        let keys = crate::store::lmdb::distinct(keys)?;
+        let keys = distinct(keys)?;
         for &key in &keys {
             if w.index.get(key).is_none() {
                 return Err(StoreError::NotFound {
@@ -733,7 +737,7 @@ impl ShardStore {
     /// Counts and sizes, in a snapshot of its own (a thread that holds a
     /// reader can ask [`ShardReader::stats`]).
     pub fn stats(&self) -> Result<ShardStats> {
-        Ok(self.reader()?.stats())
+        self.reader()?.stats()
     }
 
     /// Rewrites the shards without overwritten and deleted samples and
@@ -742,9 +746,9 @@ impl ShardStore {
     /// not truncated. Returns the bytes of shard files before and after.
     pub fn compact(&self) -> Result<(u64, u64)> {
         let mut guard = self.writer()?;
-        let w = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unsupported("read-only".into()))?;
+        let w = guard.as_mut().ok_or_else(|| StoreError::ReadOnly {
+            path: self.inner.dir.clone(),
+        })?;
         w.sync()?;
         let dir = &self.inner.dir;
         let snap = Snapshot::load(dir, false)?;
