@@ -26,13 +26,19 @@
 //!   keys), each reply matched to its request, while valid clients are
 //!   answered correctly throughout; the server's RSS stays flat.
 //! - The command-line limits (--max-keys, --max-frame, --max-reply).
-//! - The README's Python loader, alone and with forked worker processes.
+//! - The README's Python loader, alone, with forked and with spawned
+//!   worker processes; `tests/py/loader.py` is the README's loader.
 //! - `tenstore push --epochs 2 --shuffle --seed 3` to a Python PULL: every
 //!   sample once per epoch, values checked, the store's two shuffles.
 //! - A missing store and a busy endpoint fail with one error line, exit 1.
 //! - Err messages escape odd bytes once; an out-of-range `--max-keys` or
 //!   `--threads 0` is a usage error (exit 2) naming the option; `push`
 //!   stopped by SIGTERM exits 0, before any puller and while one lags.
+//! - Clients that never read their replies cannot make the server hold
+//!   more than `--max-queued-bytes`.
+//! - A key listed while a writer writes is found by the next `get`, on
+//!   both backends.
+//! - Bind addresses: host names resolved, loopback judged by address.
 //!
 //! Every server runs under a guard that kills it if the test fails; every
 //! socket has a receive timeout; every wait has a deadline.
