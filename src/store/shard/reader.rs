@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use crate::store::error::{Result, StoreError};
 use crate::store::shard::index::Entry;
-use crate::store::shard::snapshot::Snapshot;
+use crate::store::shard::snapshot::{RecordFault, Snapshot};
 use crate::store::verify::{Problem, VerifyReport};
 use crate::store::Sample;
 
@@ -115,21 +115,23 @@ impl ShardReader {
             .map(Problem::Load)
             .collect();
         for e in self.snap.entries() {
-            let Some(bytes) = self.snap.record(&e.loc) else {
-                problems.push(Problem::OutsideShard {
-                    key: e.key.to_vec(),
-                });
-                continue;
+            let bytes = match self.snap.checked_record(e) {
+                Ok(bytes) => bytes,
+                Err(RecordFault::Outside) => {
+                    problems.push(Problem::OutsideShard {
+                        key: e.key.to_vec(),
+                    });
+                    continue;
+                }
+                Err(RecordFault::Checksum { found, committed }) => {
+                    problems.push(Problem::Checksum {
+                        key: e.key.to_vec(),
+                        found,
+                        committed,
+                    });
+                    continue;
+                }
             };
-            let crc = crc32c::crc32c(bytes);
-            if crc != e.loc.crc {
-                problems.push(Problem::Checksum {
-                    key: e.key.to_vec(),
-                    found: crc,
-                    committed: e.loc.crc,
-                });
-                continue;
-            }
             if let Err(what) = super::snapshot::split_record(bytes, &e.key) {
                 problems.push(Problem::Malformed {
                     key: e.key.to_vec(),
