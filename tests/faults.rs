@@ -60,7 +60,7 @@ fn tenstore_limited(limit_kib: u64, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_full_disk_fails_clearly_keeps_what_was_committed_and_recovers() {
-    for backend in [Backend::Lmdb, Backend::Ten] {
+    for backend in [Backend::Lmdb, Backend::Shard] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         {
@@ -190,7 +190,7 @@ fn damaged_shard_bytes_are_reported_precisely() {
         let r = store.reader().unwrap();
         let mut out = Vec::new();
         let mut offset = 0;
-        for s in r.iter() {
+        for s in r.iter().unwrap() {
             let s = s.unwrap();
             // The key array (header chunk, key chunk), then the tensors.
             let len = 16 + 64 + 16 + s.key().len().div_ceil(64) * 64 + s.as_bytes().len();
@@ -228,7 +228,7 @@ fn damaged_shard_bytes_are_reported_precisely() {
     )
     .unwrap();
     let r = store.reader().unwrap();
-    let problems = r.verify();
+    let problems = r.verify().unwrap().lines();
     let named: std::collections::BTreeSet<String> = problems
         .iter()
         .map(|p| p.split('"').nth(1).unwrap().to_owned())
@@ -305,10 +305,10 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
         )
         .unwrap();
         let r = ro.reader().unwrap();
-        let visible = r.len();
+        let visible = r.len().unwrap();
         assert!(visible <= 30);
         let mut keys = Vec::new();
-        for s in r.iter() {
+        for s in r.iter().unwrap() {
             let s = s.unwrap();
             let i: usize = s.key_str().unwrap()[1..].parse().unwrap();
             assert_eq!(s.get(0).unwrap().to_tensor().unwrap(), sample(i, 500)[0]);
@@ -335,7 +335,7 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
         };
         let rep = store.recovery().clone();
         let r = store.reader().unwrap();
-        let after = r.len();
+        let after = r.len().unwrap();
         if which == "000001.idx" {
             // Only records no sidecar record commits are cut, each saved
             // beside the shards first.
@@ -357,7 +357,7 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
                 })
                 .sum();
             assert_eq!(
-                after as u64 + saved,
+                after + saved,
                 30,
                 "round {round}: {which} cut at {cut}, {rep:?}"
             );
@@ -373,8 +373,8 @@ fn truncated_shards_and_sidecars_lose_only_their_tails() {
         drop(r);
         store.put(b"new", &sample(1, 10)).unwrap();
         let r = store.reader().unwrap();
-        assert_eq!(r.len(), after + 1);
-        assert!(r.verify().is_empty());
+        assert_eq!(r.len().unwrap(), after + 1);
+        assert!(r.verify().unwrap().is_empty());
     }
 }
 
@@ -417,7 +417,7 @@ fn damaged_lmdb_values_are_reported_by_key() {
     )
     .unwrap();
     let r = store.reader().unwrap();
-    let problems = r.verify().unwrap();
+    let problems = r.verify().unwrap().lines();
     assert_eq!(problems.len(), 3, "{problems:?}");
     for key in ["s0003", "s0007", "s0011"] {
         assert!(
@@ -774,7 +774,7 @@ fn damaged_sidecars_never_make_the_cli_writer_cut_samples() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         {
-            let store = create(dir, Backend::Ten);
+            let store = create(dir, Backend::Shard);
             for i in 0..12 {
                 store
                     .put(format!("s{i:04}").as_bytes(), &sample(i, 700))

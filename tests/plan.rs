@@ -324,14 +324,14 @@ fn store(dir: &std::path::Path, backend: Backend, n: u64) -> Store {
 #[test]
 fn readers_follow_plans_on_both_backends() {
     let n = 500;
-    for backend in [Backend::Lmdb, Backend::Ten] {
+    for backend in [Backend::Lmdb, Backend::Shard] {
         let tmp = tempfile::tempdir().unwrap();
         let store = store(tmp.path(), backend, n);
         let reader = store.reader().unwrap();
         // Storage order: keys for LMDB, write order (reversed) for shards.
         let storage = |i: u64| match backend {
             Backend::Lmdb => i,
-            Backend::Ten => n - 1 - i,
+            Backend::Shard => n - 1 - i,
         };
         for shuffle in [Shuffle::None, Shuffle::Full, Shuffle::Blocks { size: 16 }] {
             let mut all = Vec::new();

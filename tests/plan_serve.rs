@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use tenstore::ndarray::Array1;
-use tenstore::net::{handle, Limits, Reply};
+use tenstore::serve::{handle, Limits, Reply};
 use tenstore::plan::{PlanConfig, Shuffle, Uneven};
 use tenstore::store::{Backend, Store, StoreOptions};
 use tenstore::TensorRef;
@@ -173,7 +173,7 @@ fn config(seed: u64, epoch: u64, shuffle: Shuffle, rank: u64, world: u64) -> Pla
 #[test]
 fn push_with_three_ranks_covers_the_epoch_once() {
     for (backend, shuffle, pad) in [
-        (Backend::Ten, "blocks:8", false),
+        (Backend::Shard, "blocks:8", false),
         (Backend::Lmdb, "full", true),
     ] {
         let tmp = tempfile::tempdir().unwrap();
@@ -236,7 +236,7 @@ fn push_with_three_ranks_covers_the_epoch_once() {
 #[test]
 fn a_killed_push_resumes_with_another_world_size_losing_and_repeating_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = make_store(tmp.path(), Backend::Ten, N);
+    let store = make_store(tmp.path(), Backend::Shard, N);
     let args = |r: u64, world: u64, resume: u64| -> Vec<String> {
         [
             "--rank",
@@ -304,7 +304,7 @@ fn a_killed_push_resumes_with_another_world_size_losing_and_repeating_nothing() 
 #[test]
 fn push_refuses_a_rank_outside_the_world_and_a_bad_shuffle() {
     let tmp = tempfile::tempdir().unwrap();
-    make_store(tmp.path(), Backend::Ten, 5);
+    make_store(tmp.path(), Backend::Shard, 5);
     for (extra, want) in [
         (
             &["--rank", "3", "--world", "3"][..],
@@ -345,7 +345,7 @@ fn err(reply: Reply<'_>) -> String {
 
 #[test]
 fn the_plan_command_pages_through_a_partition() {
-    for backend in [Backend::Lmdb, Backend::Ten] {
+    for backend in [Backend::Lmdb, Backend::Shard] {
         let tmp = tempfile::tempdir().unwrap();
         let store = make_store(tmp.path(), backend, 50);
         let r = store.reader().unwrap();
@@ -415,7 +415,7 @@ fn the_plan_command_pages_through_a_partition() {
 #[test]
 fn serve_answers_plan_requests() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = make_store(tmp.path(), Backend::Ten, 40);
+    let store = make_store(tmp.path(), Backend::Shard, 40);
     let server = Proc::start(
         &[
             "serve",

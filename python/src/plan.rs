@@ -144,7 +144,7 @@ impl Inner {
     fn key(&self, py: Python<'_>, i: u64) -> PyResult<Vec<u8>> {
         {
             let reader = lock(&self.snap.reader);
-            if let Reader::Ten(r) = &*reader {
+            if let Reader::Shard(r) = &*reader {
                 return r.key_at(i).map(<[u8]>::to_vec).ok_or_else(|| missing(i));
             }
         }

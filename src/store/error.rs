@@ -133,9 +133,31 @@ pub enum StoreError {
         path: PathBuf,
     },
 
-    /// An operation this backend does not have.
-    #[error("{0}")]
-    Unsupported(String),
+    /// A store of the other backend already in the directory a new store
+    /// of this backend was asked for.
+    #[error("{} already holds a {} store", path.display(), found.name())]
+    OtherBackend {
+        /// The directory.
+        path: PathBuf,
+        /// The backend of the store there.
+        found: crate::store::Backend,
+    },
+
+    /// A write to a store opened read-only.
+    #[error("{} is open read-only", path.display())]
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
+    /// `LmdbOptions::no_lock` asked of a store opened for writing.
+    #[error("no_lock opens only read-only: a writer needs LMDB's lock file")]
+    NoLockWriter,
+
+    /// A read through an LMDB reader whose last refresh failed: it holds
+    /// no snapshot.
+    #[error("this reader's last refresh failed; refresh it again or make a new one")]
+    RefreshFailed,
 
     /// The map is full and could not grow because transactions of this
     /// process stayed open.

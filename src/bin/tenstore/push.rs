@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenstore::plan::{EpochPlan, PlanConfig, Shuffle, Uneven};
+use tenstore::serve::PushConfig;
 
 use crate::stores;
 use crate::CliResult;
@@ -82,19 +83,16 @@ pub fn run(args: Args) -> CliResult {
         // The pushing thread may block on a puller (or, at the end, on
         // delivering what is queued); the main thread watches for a stop.
         std::thread::spawn(move || {
-            let r = tenstore::net::push_plan(
-                &store,
-                &args.bind,
-                &config,
-                args.epochs,
-                args.resume,
-                &stop,
-                &sent,
-                |endpoint| {
-                    println!("tenstore push: pushing on {endpoint}");
-                    let _ = std::io::stdout().flush();
-                },
-            );
+            let config = PushConfig {
+                bind: args.bind,
+                plan: config,
+                epochs: args.epochs,
+                resume: args.resume,
+            };
+            let r = tenstore::serve::push(&store, &config, &stop, &sent, |endpoint| {
+                println!("tenstore push: pushing on {endpoint}");
+                let _ = std::io::stdout().flush();
+            });
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         });
     }

@@ -10,7 +10,7 @@ use memmap2::Mmap;
 
 use crate::codec::Tensors;
 use crate::store::error::{Result, StoreError};
-use crate::store::lmdb::MAX_KEY_LEN;
+use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::{Entry, Index, Loc};
 use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
@@ -380,24 +380,34 @@ impl Snapshot {
         map.get(start..end)
     }
 
+    /// The bytes of an entry's record, checked against the crc32c
+    /// committed with it: the shard store's one checksum check (reads with
+    /// `verify_reads`, `verify`, compaction).
+    pub(crate) fn checked_record(&self, e: &Entry) -> std::result::Result<&[u8], RecordFault> {
+        let bytes = self.record(&e.loc).ok_or(RecordFault::Outside)?;
+        let found = crc32c::crc32c(bytes);
+        if found != e.loc.crc {
+            return Err(RecordFault::Checksum {
+                found,
+                committed: e.loc.crc,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// The sample of an index entry.
     pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
         let corrupt = |what: String| StoreError::Corrupt {
             key: crate::error::escape(&e.key),
             what,
         };
-        let bytes = self
-            .record(&e.loc)
-            .ok_or_else(|| corrupt("its record lies outside its shard".into()))?;
-        if self.verify {
-            let crc = crc32c::crc32c(bytes);
-            if crc != e.loc.crc {
-                return Err(corrupt(format!(
-                    "checksum {crc:08x} differs from the committed {:08x}",
-                    e.loc.crc
-                )));
-            }
-        }
+        let bytes = if self.verify {
+            self.checked_record(e)
+                .map_err(|fault| corrupt(fault.to_string()))?
+        } else {
+            self.record(&e.loc)
+                .ok_or_else(|| corrupt(RecordFault::Outside.to_string()))?
+        };
         split_record(bytes, &e.key).map_err(corrupt)
     }
 
@@ -456,4 +466,30 @@ pub(crate) fn split_record<'a>(
     }
     let tensors = Tensors::parse(&bytes[kal..]).map_err(|e| e.to_string())?;
     Ok(Sample::new(key_view.data(), tensors))
+}
+
+/// Why a record's bytes cannot be used ([`Snapshot::checked_record`]).
+#[derive(Debug)]
+pub(crate) enum RecordFault {
+    /// The record lies outside its shard (as mapped).
+    Outside,
+    /// Its bytes differ from the crc32c committed with them.
+    Checksum {
+        /// The checksum of the bytes there now.
+        found: u32,
+        /// The checksum committed with the record.
+        committed: u32,
+    },
+}
+
+impl std::fmt::Display for RecordFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordFault::Outside => f.write_str("its record lies outside its shard"),
+            RecordFault::Checksum { found, committed } => write!(
+                f,
+                "checksum {found:08x} differs from the committed {committed:08x}"
+            ),
+        }
+    }
 }

@@ -14,7 +14,8 @@
 use std::borrow::Cow;
 
 use crate::codec::encode_list;
-use crate::store::Reader;
+use crate::store::key::{check_key_len, MAX_KEY_LEN};
+use crate::store::{Reader, StoreError};
 
 /// Bounds on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -25,7 +26,7 @@ pub struct Limits {
     /// Most frames in one request (command included); more is refused.
     /// Default 1,025 (a `get` of 1,024 keys).
     pub max_frames: usize,
-    /// Longest key. Default 511 (LMDB's limit).
+    /// Longest key. Default [`MAX_KEY_LEN`], 511 (the stores' limit).
     pub max_key_len: usize,
     /// Largest reply, in bytes of sample data. Default 256 MiB.
     pub max_reply_bytes: usize,
@@ -38,7 +39,7 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 64 << 10,
             max_frames: 1025,
-            max_key_len: 511,
+            max_key_len: MAX_KEY_LEN,
             max_reply_bytes: 256 << 20,
             max_list: 100_000,
         }
@@ -97,15 +98,15 @@ pub fn handle<'r>(reader: &'r Reader<'_>, request: &[&'r [u8]], limits: &Limits)
     }
 }
 
+/// The stores' key rule ([`check_key_len`]) at the limit of `limits`.
 fn check_key<'k>(key: &'k [u8], limits: &Limits) -> Result<&'k [u8], String> {
-    if key.is_empty() || key.len() > limits.max_key_len {
-        return Err(format!(
-            "keys are 1 to {} bytes; got one of {}",
-            limits.max_key_len,
-            key.len()
-        ));
+    match check_key_len(key, limits.max_key_len) {
+        Ok(()) => Ok(key),
+        Err(StoreError::BadKey { len, max }) => {
+            Err(format!("keys are 1 to {max} bytes; got one of {len}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
-    Ok(key)
 }
 
 fn respond<'r>(
