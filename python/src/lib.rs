@@ -185,6 +185,7 @@ fn load<'py>(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    store::forget_pid_in_children();
     m.add("FormatError", py.get_type::<errors::FormatError>())?;
     m.add("StoreError", py.get_type::<errors::StoreError>())?;
     m.add_function(wrap_pyfunction!(decode_buffer, m)?)?;

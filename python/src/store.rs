@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -52,8 +53,47 @@ pub(crate) fn lock_attached<'m, T: Send>(py: Python<'_>, m: &'m Mutex<T>) -> Mut
     }
 }
 
+/// This process's id, cached: `getpid` is a system call, and asking on
+/// every `reader[key]` cost about a quarter of a random get. Zero means
+/// "ask again"; a fork handler resets it in every child (see
+/// [`forget_pid_in_children`]), whoever forks.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, AtomicOrdering::Relaxed);
+}
+
+/// Installs the fork handler that makes [`pid`] ask again in a child.
+pub(crate) fn forget_pid_in_children() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: pthread_atfork only records the handler. The handler runs
+        // in the child right after fork (of any thread, through any API),
+        // where only async-signal-safe work is allowed: it does one atomic
+        // store to a static, which is. The function lives as long as the
+        // process, since an extension module is never unloaded.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        if rc != 0 {
+            // Without the handler the cache cannot be trusted after a fork.
+            PID_CACHE_OFF.store(true, AtomicOrdering::Relaxed);
+        }
+    });
+}
+
+static PID_CACHE_OFF: AtomicBool = AtomicBool::new(false);
+
 fn pid() -> u32 {
-    std::process::id()
+    if PID_CACHE_OFF.load(AtomicOrdering::Relaxed) {
+        return std::process::id();
+    }
+    match PID.load(AtomicOrdering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, AtomicOrdering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 /// A store handle of one process.
