@@ -15,8 +15,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use tenstore::ndarray::Array1;
-use tenstore::serve::{handle, Limits, Reply};
 use tenstore::plan::{PlanConfig, Shuffle, Uneven};
+use tenstore::serve::{handle, Limits, Reply};
 use tenstore::store::{Backend, Store, StoreOptions};
 use tenstore::TensorRef;
 
