@@ -44,108 +44,15 @@ use tenstore::net::{zrecv_multipart, zrecv_single, zsend_multipart, zsend_single
 use tenstore::store::{LmdbOptions, LmdbStore};
 use tenstore::{encode_buffer, encode_list, TensorRef, Tensors};
 
-const MIB: usize = 1 << 20;
+mod common;
+use common::{
+    median, print_header, print_row, python, quantile, Rates, Rng, Row, Unit, Widths, MIB,
+};
+
+/// Column widths of the table.
+const WIDTHS: Widths = Widths { what: 42, peer: 36 };
 
 // ---------------------------------------------------------------- timing
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[((s.len() - 1) as f64 * q).round() as usize]
-}
-
-fn spread(v: &[f64]) -> String {
-    let m = median(v);
-    let lo = v.iter().copied().fold(f64::MAX, f64::min);
-    let hi = v.iter().copied().fold(f64::MIN, f64::max);
-    format!(
-        "-{:.0}%/+{:.0}%",
-        (1.0 - lo / m) * 100.0,
-        (hi / m - 1.0) * 100.0
-    )
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Unit {
-    Ops,
-    Bytes,
-}
-
-fn rate(v: f64, unit: Unit) -> String {
-    match unit {
-        Unit::Bytes => format!("{:.2} GB/s", v / 1e9),
-        Unit::Ops if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
-        Unit::Ops if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
-        Unit::Ops => format!("{v:.1} /s"),
-    }
-}
-
-struct Row {
-    id: &'static str,
-    what: String,
-    unit: Unit,
-    ours: Vec<f64>,
-    peer_name: String,
-    peer: Vec<f64>,
-    target: Option<f64>,
-}
-
-impl Row {
-    fn ratio(&self) -> f64 {
-        median(&self.ours) / median(&self.peer)
-    }
-    fn paired(&self) -> f64 {
-        let r: Vec<f64> = self
-            .ours
-            .iter()
-            .zip(&self.peer)
-            .map(|(a, b)| a / b)
-            .collect();
-        median(&r)
-    }
-}
-
-fn print_header() {
-    println!(
-        "{:<4} {:<42} {:>12} {:>10}   {:<36} {:>12} {:>10}   {:>8} {:>8}  target",
-        "id", "tenstore", "median", "spread", "peer", "median", "spread", "ratio", "paired"
-    );
-}
-
-fn print_row(r: &Row) {
-    let verdict = match r.target {
-        Some(t) if r.ratio() >= t => format!(">= {t}x met"),
-        Some(t) => format!(">= {t}x MISSED"),
-        None => String::new(),
-    };
-    println!(
-        "{:<4} {:<42} {:>12} {:>10}   {:<36} {:>12} {:>10}   {:>7.2}x {:>7.2}x  {}",
-        r.id,
-        r.what,
-        rate(median(&r.ours), r.unit),
-        spread(&r.ours),
-        r.peer_name,
-        rate(median(&r.peer), r.unit),
-        spread(&r.peer),
-        r.ratio(),
-        r.paired(),
-        verdict
-    );
-}
 
 /// Latency figures: one row per server.
 struct Latency {
@@ -177,19 +84,6 @@ impl Config {
         self.only
             .as_deref()
             .is_none_or(|o| id.starts_with(o) || o.starts_with(id))
-    }
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -317,9 +211,10 @@ fn c1(cfg: &Config, rows: &mut Vec<Row>) {
                 id: "C1",
                 what: what.into(),
                 unit: Unit::Bytes,
-                ours: a,
+                ours: Rates(a),
                 peer_name: peer.into(),
-                peer: b,
+                peer: Rates(b),
+                paired: true,
                 target: Some(0.8),
             },
         );
@@ -387,7 +282,7 @@ fn build_store(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             SAMPLE_BYTES
         );
     }
-    store.sync().unwrap();
+    store.flush().unwrap();
     drop(store);
     for d in [&copy, &raw] {
         std::fs::create_dir_all(d).unwrap();
@@ -457,13 +352,6 @@ fn tenstore_bin() -> PathBuf {
     match std::env::var_os("TENSTORE_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_tenstore")),
-    }
-}
-
-fn python() -> PathBuf {
-    match std::env::var_os("TENSTORE_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
     }
 }
 
@@ -749,9 +637,10 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
                         id: if per_request == 1 { id } else { "" },
                         what: format!("{}, get x{per_request}", server.name),
                         unit: Unit::Ops,
-                        ours: ours_rates.clone(),
+                        ours: Rates(ours_rates.clone()),
                         peer_name: peer.name.clone(),
-                        peer: peer_rates.clone(),
+                        peer: Rates(peer_rates.clone()),
+                        paired: true,
                         target,
                     },
                 );
@@ -783,7 +672,7 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
 }
 
 fn push_row(rows: &mut Vec<Row>, row: Row) {
-    print_row(&row);
+    print_row(&row, WIDTHS);
     rows.push(row);
 }
 
@@ -805,7 +694,7 @@ fn main() {
         cfg.rounds
     );
     println!("ratio = tenstore median / peer median; paired = median of per-round ratios (interleaved rounds)");
-    print_header();
+    print_header(WIDTHS);
     let mut rows = Vec::new();
     let mut lat = Vec::new();
     if cfg.want("C1") {
@@ -817,9 +706,9 @@ fn main() {
     }
     println!();
     println!("summary");
-    print_header();
+    print_header(WIDTHS);
     for r in &rows {
-        print_row(r);
+        print_row(r, WIDTHS);
     }
     for l in &lat {
         print_latency(l);

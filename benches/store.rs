@@ -53,173 +53,16 @@ use tenstore::store::{
 };
 use tenstore::{encode_buffer, DType, TensorRef, Tensors};
 
-const MIB: usize = 1 << 20;
+mod common;
+use common::{paired, print_header, print_row, python, timed, Rates, Rng, Row, Unit, Widths, MIB};
+
 const PAGE: usize = 4096;
 const MAP_SIZE: usize = 8 << 30;
 
-// ---------------------------------------------------------------- timing
-
-/// Rates of rounds (work per second).
-#[derive(Clone, Default)]
-struct Rates(Vec<f64>);
-
-impl Rates {
-    fn median(&self) -> f64 {
-        median(&self.0)
-    }
-    fn spread(&self) -> String {
-        let (lo, hi) = self
-            .0
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-        let m = self.median();
-        format!(
-            "-{:.0}%/+{:.0}%",
-            (1.0 - lo / m) * 100.0,
-            (hi / m - 1.0) * 100.0
-        )
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Runs one untimed round of each, then `rounds` rounds of each,
-/// alternating which goes first. Each closure returns the seconds it
-/// measured (so it can leave its setup out). Returns the rates of `work`
-/// per second.
-fn paired(
-    rounds: usize,
-    work: f64,
-    mut ours: impl FnMut() -> f64,
-    mut peer: impl FnMut() -> f64,
-) -> (Rates, Rates) {
-    black_box(ours());
-    black_box(peer());
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for r in 0..rounds {
-        if r % 2 == 0 {
-            a.push(work / ours());
-            b.push(work / peer());
-        } else {
-            b.push(work / peer());
-            a.push(work / ours());
-        }
-    }
-    (Rates(a), Rates(b))
-}
-
-fn timed(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
-// ---------------------------------------------------------------- report
-
-#[derive(Clone, Copy, PartialEq)]
-enum Unit {
-    /// Samples (operations) per second.
-    Ops,
-    /// Bytes per second, shown as GB/s.
-    Bytes,
-}
-
-struct Row {
-    id: &'static str,
-    what: String,
-    unit: Unit,
-    ours: Rates,
-    peer_name: String,
-    peer: Rates,
-    /// Whether the rounds were interleaved (a per-round ratio makes sense).
-    paired: bool,
-    /// The ratio ours/peer the figure should reach.
-    target: Option<f64>,
-}
-
-impl Row {
-    fn ratio(&self) -> f64 {
-        self.ours.median() / self.peer.median()
-    }
-    fn paired_ratio(&self) -> Option<f64> {
-        if !self.paired || self.ours.0.len() != self.peer.0.len() {
-            return None;
-        }
-        let r: Vec<f64> = self
-            .ours
-            .0
-            .iter()
-            .zip(&self.peer.0)
-            .map(|(a, b)| a / b)
-            .collect();
-        Some(median(&r))
-    }
-}
-
-fn rate(v: f64, unit: Unit) -> String {
-    match unit {
-        Unit::Bytes => format!("{:.2} GB/s", v / 1e9),
-        Unit::Ops if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
-        Unit::Ops if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
-        Unit::Ops => format!("{v:.1} /s"),
-    }
-}
-
-fn print_row(r: &Row) {
-    let verdict = match r.target {
-        Some(t) if r.ratio() >= t => format!(">= {t}x met"),
-        Some(t) => format!(">= {t}x MISSED"),
-        None => String::new(),
-    };
-    println!(
-        "{:<4} {:<44} {:>12} {:>10}   {:<34} {:>12} {:>10}   {:>7.2}x {:>8}  {}",
-        r.id,
-        r.what,
-        rate(r.ours.median(), r.unit),
-        r.ours.spread(),
-        r.peer_name,
-        rate(r.peer.median(), r.unit),
-        r.peer.spread(),
-        r.ratio(),
-        r.paired_ratio()
-            .map_or("-".to_string(), |p| format!("{p:.2}x")),
-        verdict
-    );
-}
-
-fn print_header() {
-    println!(
-        "{:<4} {:<44} {:>12} {:>10}   {:<34} {:>12} {:>10}   {:>8} {:>8}  target",
-        "id", "tenstore", "median", "spread", "peer", "median", "spread", "ratio", "paired"
-    );
-}
+/// Column widths of the table.
+const WIDTHS: Widths = Widths { what: 44, peer: 34 };
 
 // ---------------------------------------------------------------- data
-
-/// splitmix64: a fixed pseudo-random sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// `len` indices below `n`: shuffled passes over 0..n, so every sample is
 /// read equally often in a random order.
@@ -539,20 +382,13 @@ impl Config {
     }
 }
 
-fn python() -> PathBuf {
-    match std::env::var_os("TENSTORE_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-    }
-}
-
 // ---------------------------------------------------------------- A: LMDB
 
 /// A1 (and A4 gets): random gets, tenstore beside raw heed.
 fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, id: &'static str) {
     // An identical copy of the environment for raw heed (heed refuses to
     // open one environment twice in a process).
-    store.sync().unwrap();
+    store.flush().unwrap();
     let copy = cfg.dir(&format!("lmdb-copy-{}", pool.name()));
     fs::create_dir_all(&copy).unwrap();
     fs::copy(store.path().join("data.mdb"), copy.join("data.mdb")).unwrap();
@@ -733,7 +569,7 @@ fn lmdb_vs_python(cfg: &Config, pool: &Pool, store: LmdbStore, rows: &mut Vec<Ro
     }
     fs::write(&keys_file, text).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/lmdb_get.py");
-    store.sync().unwrap();
+    store.flush().unwrap();
     let dir = store.path().to_owned();
     drop(store);
     eprintln!("  running {} ...", script.display());
@@ -975,7 +811,7 @@ fn shard_scan(cfg: &Config, pool: &Pool, reader: &ShardReader, dir: &Path, rows:
             || {
                 timed(|| {
                     let mut acc = 0u64;
-                    for s in reader.iter() {
+                    for s in reader.iter().unwrap() {
                         for t in s.unwrap().iter() {
                             acc = acc.wrapping_add(f(t.data()));
                         }
@@ -1001,7 +837,7 @@ fn shard_scan(cfg: &Config, pool: &Pool, reader: &ShardReader, dir: &Path, rows:
             || {
                 timed(|| {
                     let mut acc = 0u64;
-                    for s in reader.iter() {
+                    for s in reader.iter().unwrap() {
                         for t in s.unwrap().iter() {
                             acc = acc.wrapping_add(f(t.data()));
                         }
@@ -1239,7 +1075,7 @@ fn shard_open(cfg: &Config) -> Vec<String> {
         let t_lmdb = {
             let s = LmdbStore::open(&ldir, &lmdb_options()).unwrap();
             let t = timed(|| lmdb_fill(&s, &pool, 10_000));
-            s.sync().unwrap();
+            s.flush().unwrap();
             t
         };
         eprintln!(
@@ -1265,7 +1101,7 @@ fn shard_open(cfg: &Config) -> Vec<String> {
                 timed(|| {
                     let s = ShardStore::open(&sdir, &ro).unwrap();
                     let r = s.reader().unwrap();
-                    assert_eq!(r.len(), n);
+                    assert_eq!(r.len().unwrap(), n as u64);
                 })
             },
             || {
@@ -1359,7 +1195,7 @@ fn part_b(cfg: &Config, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
 // ---------------------------------------------------------------- main
 
 fn push(rows: &mut Vec<Row>, row: Row) {
-    print_row(&row);
+    print_row(&row, WIDTHS);
     rows.push(row);
 }
 
@@ -1386,7 +1222,7 @@ fn main() {
         cfg.rounds
     );
     println!("ratio = tenstore median / peer median; paired = median of per-round ratios (interleaved rounds)");
-    print_header();
+    print_header(WIDTHS);
     if cfg.want("A") {
         part_a(&cfg, &mut rows);
     }
@@ -1396,9 +1232,9 @@ fn main() {
     }
     println!();
     println!("summary");
-    print_header();
+    print_header(WIDTHS);
     for r in &rows {
-        print_row(r);
+        print_row(r, WIDTHS);
     }
     if !notes.is_empty() {
         println!();

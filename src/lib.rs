@@ -65,7 +65,12 @@
 //!   `.ten` shards, read back as zero-copy views ([`store::Store`],
 //!   [`store::Reader`], [`store::Sample`]).
 //! - [`net`]: tensors over ZeroMQ (single and multipart, as tensorcom
-//!   sends them) and SCTP, and the `tenstore serve` request server.
+//!   sends them) and SCTP.
+//! - [`serve`]: the `tenstore serve` request protocol and server, and the
+//!   `tenstore push` stream.
+//! - [`plan`]: epoch plans: seeded, resumable sample orders split across
+//!   ranks and loader workers ([`EpochPlan`]), which readers follow
+//!   ([`store::Reader::plan_samples`]).
 //! - [`npy`]: `.npy` files in and out.
 //!
 //! ## Features
@@ -73,7 +78,7 @@
 //! - `cli` (default): the `tenstore` binary and the crates only it uses
 //!   (`clap`, `tar`, `flate2`, `sha2`, `signal-hook`); turns on `zmq`.
 //! - `zmq` (default): ZeroMQ, for the `net` zsend/zrecv functions and the
-//!   `serve` server (`net::Server`, `net::push`).
+//!   `serve` server and push stream (`serve::Server`, `serve::push`).
 //!
 //! With `default-features = false` the crate builds the codec, the stores,
 //! `.npy` and SCTP, and compiles none of the crates above.
@@ -138,8 +143,10 @@ pub mod error;
 pub mod io;
 pub mod net;
 pub mod npy;
+pub mod plan;
 #[doc(hidden)]
 pub mod proofs;
+pub mod serve;
 pub mod store;
 pub mod tensor;
 
@@ -150,6 +157,7 @@ pub use codec::{
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use io::{load, load_with, read, read_all, save, save_with, write, FileOptions};
+pub use plan::{EpochPlan, PlanConfig, PlanError, PlanState};
 pub use tensor::{AnyArray, AsTensorRef, Shape, Tensor, TensorRef, TensorView, MAX_NDIM};
 
 pub use half;

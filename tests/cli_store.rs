@@ -171,6 +171,14 @@ fn small_store(root: &Path) -> PathBuf {
     store
 }
 
+/// A temporary directory holding [`small_store`], and the store's path
+/// (the directory also holds `good.npy`).
+fn small_store_tmp() -> (TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = small_store(tmp.path());
+    (tmp, store)
+}
+
 /// export's file name for a key: bytes other than ASCII letters, digits,
 /// `-`, `_` and a non-leading `.` as `%XX`; `%` for the empty key.
 fn escaped(key: &str) -> String {
@@ -600,8 +608,7 @@ fn a_missing_store_is_an_error_and_is_not_created() {
 
 #[test]
 fn a_corrupt_stored_value_is_reported_with_its_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     py(&["corrupt", s(&store), "beta"]);
     let good = stored(&store, "beta");
     let out_file = tmp.path().join("out.ten");
@@ -704,16 +711,14 @@ fn ls_lists_in_key_order_with_prefix_and_long() {
 /// (Failed with `listing samples: MDB_BAD_VALSIZE` at 20a5276.)
 #[test]
 fn ls_with_an_empty_prefix_lists_every_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (_tmp, store) = small_store_tmp();
     let out = ts(["ls", s(&store), ""]);
     assert_eq!(ok_text(out), "alpha\nbeta\ngamma\n");
 }
 
 #[test]
 fn rm_removes_all_or_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let good = tmp.path().join("good.npy");
     ok(ts(["put", s(&store), "delta", s(&good)]));
     assert!(ok(ts(["rm", s(&store), "alpha", "gamma"])).is_empty());
@@ -738,8 +743,7 @@ fn rm_removes_all_or_nothing() {
 
 #[test]
 fn rm_accepts_a_key_given_twice() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (_tmp, store) = small_store_tmp();
     let out = ts(["rm", s(&store), "alpha", "alpha"]);
     assert!(out.status.success(), "{}", shown(&out));
     assert_eq!(ok_text(ts(["ls", s(&store)])), "beta\ngamma\n");
@@ -747,8 +751,7 @@ fn rm_accepts_a_key_given_twice() {
 
 #[test]
 fn info_counts_a_store_and_still_reads_ten_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let json: Value = serde_json::from_slice(&ok(ts(["info", s(&store), "--json"]))).unwrap();
     assert_eq!(json["path"], s(&store));
     assert_eq!(json["backend"], "lmdb");
@@ -897,8 +900,7 @@ fn bad_import_input_anywhere_in_the_list_changes_nothing() {
 
 #[test]
 fn export_never_writes_outside_its_directory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let good = tmp.path().join("good.npy");
     let keys = [
         "a/b",
@@ -1033,8 +1035,7 @@ fn get_npy_keeps_every_tensor_when_names_repeat() {
 
 #[test]
 fn usage_errors_exit_2_and_change_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let good = tmp.path().join("good.npy");
     let before = listing(&store);
     let st = s(&store);
@@ -1554,7 +1555,7 @@ fn keys_are_bytes_through_import_ls_get_rm_and_export() {
             &old,
             &StoreOptions {
                 create: true,
-                backend: Some(Backend::Ten),
+                backend: Some(Backend::Shard),
                 ..Default::default()
             },
         )
@@ -1709,8 +1710,7 @@ fn export_writes_every_key_the_store_accepts() {
 /// Item 8: a failed export says what it wrote.
 #[test]
 fn a_failed_export_says_what_it_wrote() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let export = tmp.path().join("export");
     // A directory where beta's file goes: alpha is written, then beta fails.
     std::fs::create_dir_all(export.join("beta.ten")).unwrap();
@@ -1729,8 +1729,7 @@ fn a_failed_export_says_what_it_wrote() {
 /// target directory. (Failed before: `outside.txt` was overwritten.)
 #[test]
 fn export_and_get_npy_never_write_through_symlinks() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = small_store(tmp.path());
+    let (tmp, store) = small_store_tmp();
     let outside = tmp.path().join("outside.txt");
     std::fs::write(&outside, b"precious").unwrap();
     for (what, planted) in [("export", "alpha.ten"), ("npy", "good.npy")] {

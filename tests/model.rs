@@ -170,7 +170,7 @@ fn run(backend: Backend, ops: Vec<Op>) {
                 store = open(dir.path(), backend);
             }
             Op::Compact => {
-                if let Store::Ten(s) = &store {
+                if let Store::Shard(s) = &store {
                     s.compact().unwrap();
                 }
             }
@@ -196,6 +196,6 @@ proptest! {
 
     #[test]
     fn shard_store_matches_the_model(ops in prop::collection::vec(op(), 1..30)) {
-        run(Backend::Ten, ops);
+        run(Backend::Shard, ops);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use tenstore::net::{handle, Limits, Reply};
+use tenstore::serve::{handle, Limits, Reply};
 use tenstore::store::{Backend, Store, StoreOptions};
 use tenstore::{DType, TensorRef};
 
@@ -50,7 +50,7 @@ fn err(reply: Reply<'_>) -> String {
 
 #[test]
 fn every_command_on_both_backends() {
-    for backend in [Backend::Lmdb, Backend::Ten] {
+    for backend in [Backend::Lmdb, Backend::Shard] {
         let (_dir, store) = store(backend);
         let r = store.reader().unwrap();
         let l = Limits::default();
@@ -131,7 +131,7 @@ fn each_bound_is_enforced() {
 
 #[test]
 fn arbitrary_requests_get_an_answer() {
-    let (_dir, store) = store(Backend::Ten);
+    let (_dir, store) = store(Backend::Shard);
     let r = store.reader().unwrap();
     let mut rng = 7u64;
     let limits = Limits::default();

@@ -26,13 +26,19 @@
 //!   keys), each reply matched to its request, while valid clients are
 //!   answered correctly throughout; the server's RSS stays flat.
 //! - The command-line limits (--max-keys, --max-frame, --max-reply).
-//! - The README's Python loader, alone and with forked worker processes.
+//! - The README's Python loader, alone, with forked and with spawned
+//!   worker processes; `tests/py/loader.py` is the README's loader.
 //! - `tenstore push --epochs 2 --shuffle --seed 3` to a Python PULL: every
-//!   sample once per epoch, values checked, the store's two shuffles.
+//!   sample once per epoch, values checked, the two epoch plans' shuffles.
 //! - A missing store and a busy endpoint fail with one error line, exit 1.
 //! - Err messages escape odd bytes once; an out-of-range `--max-keys` or
 //!   `--threads 0` is a usage error (exit 2) naming the option; `push`
 //!   stopped by SIGTERM exits 0, before any puller and while one lags.
+//! - Clients that never read their replies cannot make the server hold
+//!   more than `--max-queued-bytes`.
+//! - A key listed while a writer writes is found by the next `get`, on
+//!   both backends.
+//! - Bind addresses: host names resolved, loopback judged by address.
 //!
 //! Every server runs under a guard that kills it if the test fails; every
 //! socket has a receive timeout; every wait has a deadline.
@@ -51,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use common::XorShift;
 use tenstore::ndarray::{Array1, Array3};
-use tenstore::store::{Backend, LmdbOptions, Order, ShardOptions, Store, StoreOptions};
+use tenstore::store::{Backend, LmdbOptions, ShardOptions, Store, StoreOptions};
 use tenstore::{DType, TensorRef, TensorView, Tensors};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenstore");
@@ -786,7 +792,7 @@ fn every_command_on_an_lmdb_store_made_by_the_cli_over_tcp() {
 fn every_command_on_a_shard_store_made_with_the_library_over_ipc() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shards");
-    let store = lib_store(&dir, Backend::Ten, N);
+    let store = lib_store(&dir, Backend::Shard, N);
     assert!(store.stats().unwrap().shards > 3, "the samples span shards");
     let bind = format!("ipc://{}", tmp.path().join("serve.sock").display());
     every_command(&dir, &bind, N, "ten");
@@ -1088,15 +1094,15 @@ fn new_samples_become_visible(backend: Backend) {
     let stats = store.stats().unwrap();
     match backend {
         Backend::Lmdb => assert!(stats.map_size > 1 << 20, "{stats:?}"),
-        Backend::Ten => assert!(stats.shards > 10, "{stats:?}"),
+        Backend::Shard => assert!(stats.shards > 10, "{stats:?}"),
     }
 
     // Deletions show too, and a compaction of the shards (new files, the
     // old ones unlinked) under the busy client goes unnoticed by it.
     let gone: Vec<String> = (total - 30..total).map(key).collect();
     store.delete_exact(&gone).unwrap();
-    if backend == Backend::Ten {
-        let Store::Ten(shards) = &store else {
+    if backend == Backend::Shard {
+        let Store::Shard(shards) = &store else {
             unreachable!()
         };
         shards.compact().unwrap();
@@ -1166,7 +1172,7 @@ fn new_samples_in_an_lmdb_store_become_visible() {
 
 #[test]
 fn new_samples_in_a_shard_store_become_visible() {
-    new_samples_become_visible(Backend::Ten);
+    new_samples_become_visible(Backend::Shard);
 }
 
 // ---------------------------------------------------------------------------
@@ -1606,11 +1612,20 @@ fn the_readme_loader_works_with_spawned_workers() {
     server.stop_serve();
 }
 
-/// The order `push` should send epoch `epoch` in, by sample number.
-fn expected_order(store: &Store, seed: u64) -> Vec<usize> {
+/// The order `push --shuffle --seed SEED` sends epoch `epoch` in, by
+/// sample number: the epoch plan's full shuffle.
+fn expected_order(store: &Store, seed: u64, epoch: u64) -> Vec<usize> {
     let reader = store.reader().unwrap();
+    let plan = reader
+        .plan(tenstore::plan::PlanConfig {
+            seed,
+            epoch,
+            shuffle: tenstore::plan::Shuffle::Full,
+            ..Default::default()
+        })
+        .unwrap();
     let order: Vec<usize> = reader
-        .samples(Order::Shuffled(seed))
+        .plan_samples(&plan)
         .unwrap()
         .map(|s| {
             let s = s.unwrap();
@@ -1656,9 +1671,9 @@ fn push_two_epochs(dir: &Path, store: &Store) {
     assert_ne!(orders[0], sorted, "epoch 0 is not shuffled");
     assert_ne!(orders[1], sorted, "epoch 1 is not shuffled");
     assert_ne!(orders[0], orders[1], "both epochs in the same order");
-    // Exactly the store's shuffles with seeds 3 and 4.
-    assert_eq!(orders[0], expected_order(store, 3));
-    assert_eq!(orders[1], expected_order(store, 4));
+    // Exactly the epoch plans of seed 3, epochs 0 and 1.
+    assert_eq!(orders[0], expected_order(store, 3, 0));
+    assert_eq!(orders[1], expected_order(store, 3, 1));
 }
 
 #[test]
@@ -1680,7 +1695,7 @@ fn push_streams_two_shuffled_epochs_of_an_lmdb_store_to_python() {
 fn push_streams_two_shuffled_epochs_of_a_shard_store_to_python() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shards");
-    let store = lib_store(&dir, Backend::Ten, N);
+    let store = lib_store(&dir, Backend::Shard, N);
     push_two_epochs(&dir, &store);
 }
 
@@ -2049,7 +2064,7 @@ fn a_key_listed_during_writes_is_found_by_the_next_get_lmdb() {
 
 #[test]
 fn a_key_listed_during_writes_is_found_by_the_next_get_shards() {
-    listed_keys_stay_visible(Backend::Ten);
+    listed_keys_stay_visible(Backend::Shard);
 }
 
 /// Starts `serve --bind BIND`, returns the banner and the endpoint after

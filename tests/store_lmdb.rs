@@ -232,7 +232,7 @@ fn the_map_grows_instead_of_filling_up() {
     let batch: Vec<(String, Vec<Tensor>)> =
         (0..200).map(|i| (format!("s{i:05}"), sample(i))).collect();
     store.put_batch(&batch).unwrap();
-    store.sync().unwrap();
+    store.flush().unwrap();
     let stats = store.stats().unwrap();
     assert!(
         stats.map_size >= 40 * 256 * 1024 && start <= 64 << 10,

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tenstore::net::{handle, Limits, Reply};
+use tenstore::serve::{handle, Limits, Reply};
 use tenstore::store::{Backend, Store, StoreOptions};
 
 fn store() -> &'static Store {

@@ -174,27 +174,48 @@ pub(crate) fn array_of<'py>(
     view: &TensorView<'_>,
     base: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let data = view.data();
     array_raw(
         py,
         view.dtype(),
         &view.shape().to_vec(),
-        view.data().as_ptr(),
+        data.as_ptr(),
+        data.len(),
         base,
     )
 }
 
 /// A read-only numpy array of `dtype` and `shape` at `data` with `base` as
-/// its base. `data` must hold `shape × itemsize` bytes (a checked
-/// `TensorView`'s) that `base` keeps alive and unmoved.
+/// its base. `data` must point to `len` bytes that `base` keeps alive and
+/// unmoved; the array is made only if `shape × itemsize` is exactly `len`.
+///
+/// That check is repeated here, after the checking pass, on purpose: the
+/// shape is read from the header again, and a writable Python buffer
+/// (`bytearray`, a numpy array) can be changed between the two by Python
+/// code that runs meanwhile (importing `ml_dtypes`, another thread), so an
+/// array whose extent was not compared with its bytes could reach past
+/// them.
 pub(crate) fn array_raw<'py>(
     py: Python<'py>,
     dtype: DType,
     shape: &[usize],
     data: *const u8,
+    len: usize,
     base: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let descr = descr_of(py, dtype)?;
     let itemsize = dtype.itemsize();
+    let nbytes = shape
+        .iter()
+        .try_fold(itemsize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n == len)
+        .ok_or_else(|| {
+            crate::errors::FormatError::new_err(format!(
+                "the buffer changed while it was decoded: shape {shape:?} of {} no longer fits its {len} data bytes",
+                dtype.code()
+            ))
+        })?;
+    debug_assert_eq!(nbytes, len);
+    let descr = descr_of(py, dtype)?;
     let nd = shape.len();
     let mut dims: Vec<npy_intp> = Vec::with_capacity(nd);
     for &d in shape.iter() {
@@ -209,7 +230,8 @@ pub(crate) fn array_raw<'py>(
     let data = data as *mut c_void;
     // SAFETY: NewFromDescr steals a reference to the descriptor, so one is
     // added first. The data pointer is valid for the array's extent
-    // (`view` was checked: its bytes are exactly shape × itemsize) as long
+    // (checked above: shape × itemsize is exactly the `len` bytes at
+    // `data`, whatever the header says by now) as long
     // as `base` lives, which the array ensures by owning a reference to
     // it (SetBaseObject steals the reference made by `into_ptr`). Flags 0:
     // not writeable; numpy derives contiguity and alignment from the given

@@ -32,9 +32,9 @@ pub(crate) fn store_err(e: RustStoreError) -> PyErr {
         RustStoreError::Codec { .. } | RustStoreError::Corrupt { .. } => {
             FormatError::new_err(e.to_string())
         }
-        RustStoreError::BadKey { .. } | RustStoreError::ReservedName { .. } => {
-            PyValueError::new_err(e.to_string())
-        }
+        RustStoreError::BadKey { .. }
+        | RustStoreError::ReservedName { .. }
+        | RustStoreError::Plan(_) => PyValueError::new_err(e.to_string()),
         _ => StoreError::new_err(e.to_string()),
     }
 }

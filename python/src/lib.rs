@@ -9,6 +9,7 @@
 
 mod arrays;
 mod errors;
+mod plan;
 mod store;
 
 use pyo3::prelude::*;
@@ -184,6 +185,7 @@ fn load<'py>(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    store::forget_pid_in_children();
     m.add("FormatError", py.get_type::<errors::FormatError>())?;
     m.add("StoreError", py.get_type::<errors::StoreError>())?;
     m.add_function(wrap_pyfunction!(decode_buffer, m)?)?;
@@ -194,5 +196,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     store::register(m)?;
+    plan::register(m)?;
     Ok(())
 }

@@ -20,25 +20,80 @@
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use tenstore::plan::PlanConfig;
 use tenstore::store::{Backend, Order, Reader, Store, StoreOptions};
 use tenstore::DType;
 
 use crate::arrays::{array_raw, input_parts, parts_refs, KeepAlive, Part};
 use crate::errors::store_err;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its state consistent (a swap of an
     // Option), so a panic elsewhere does not make it unusable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Locks `m` from a thread attached to Python without deadlocking against
+/// a holder that waits, detached, to attach again: while the lock is taken
+/// elsewhere this thread waits detached, so the holder can get the GIL
+/// back and finish.
+pub(crate) fn lock_attached<'m, T: Send>(py: Python<'_>, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
+    loop {
+        match m.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => py.detach(|| drop(lock(m))),
+        }
+    }
+}
+
+/// This process's id, cached: `getpid` is a system call, and asking on
+/// every `reader[key]` cost about a quarter of a random get. Zero means
+/// "ask again"; a fork handler resets it in every child (see
+/// [`forget_pid_in_children`]), whoever forks.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, AtomicOrdering::Relaxed);
+}
+
+/// Installs the fork handler that makes [`pid`] ask again in a child.
+pub(crate) fn forget_pid_in_children() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: pthread_atfork only records the handler. The handler runs
+        // in the child right after fork (of any thread, through any API),
+        // where only async-signal-safe work is allowed: it does one atomic
+        // store to a static, which is. The function lives as long as the
+        // process, since an extension module is never unloaded.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        if rc != 0 {
+            // Without the handler the cache cannot be trusted after a fork.
+            PID_CACHE_OFF.store(true, AtomicOrdering::Relaxed);
+        }
+    });
+}
+
+static PID_CACHE_OFF: AtomicBool = AtomicBool::new(false);
+
 fn pid() -> u32 {
-    std::process::id()
+    if PID_CACHE_OFF.load(AtomicOrdering::Relaxed) {
+        return std::process::id();
+    }
+    match PID.load(AtomicOrdering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, AtomicOrdering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 /// A store handle of one process.
@@ -72,7 +127,7 @@ pub(crate) struct Snap {
     /// Borrows `*store` (the `Store` inside the `Arc`'s allocation, which
     /// does not move while any `Arc` of it lives). Declared, and dropped,
     /// before `store`.
-    reader: ManuallyDrop<Mutex<Reader<'static>>>,
+    pub(crate) reader: ManuallyDrop<Mutex<Reader<'static>>>,
     store: ManuallyDrop<Arc<Store>>,
     pid: u32,
 }
@@ -230,10 +285,13 @@ pub(crate) struct PyStore {
 
 impl PyStore {
     fn store(&self, py: Python<'_>) -> PyResult<Arc<Store>> {
+        // The slot is held while the store opens detached from Python, so
+        // other threads wait for it detached too; `closed` is read under
+        // it, so a `close` that has begun is never undone by a reopen.
+        let mut slot = lock_attached(py, &self.slot);
         if *lock(&self.closed) {
             return Err(PyValueError::new_err("operation on a closed Store"));
         }
-        let mut slot = lock(&self.slot);
         if let Some(o) = &*slot {
             if o.pid == pid() {
                 return Ok(Arc::clone(&o.store));
@@ -401,9 +459,10 @@ impl PyStore {
     }
 
     /// Releases this handle (arrays and readers keep what they need).
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
+        let mut slot = lock_attached(py, &self.slot);
         *lock(&self.closed) = true;
-        lock(&self.slot).take();
+        slot.take();
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -412,11 +471,11 @@ impl PyStore {
 
     fn __exit__(
         &self,
-        _ty: &Bound<'_, PyAny>,
+        ty: &Bound<'_, PyAny>,
         _value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> bool {
-        self.close();
+        self.close(ty.py());
         false
     }
 
@@ -465,7 +524,7 @@ impl PyReader {
     }
 
     fn snap(&self, py: Python<'_>) -> PyResult<Arc<Snap>> {
-        let mut slot = lock(&self.slot);
+        let mut slot = lock_attached(py, &self.slot);
         if let Some(s) = &*slot {
             if s.pid == pid() {
                 return Ok(Arc::clone(s));
@@ -506,9 +565,14 @@ struct Located {
     dtype: DType,
     shape: Vec<usize>,
     data: *const u8,
+    len: usize,
 }
 
-fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<PySample>> {
+pub(crate) fn sample_of(
+    py: Python<'_>,
+    snap: &Arc<Snap>,
+    key: &[u8],
+) -> PyResult<Option<PySample>> {
     let located: Vec<Located> = {
         let reader = lock(&snap.reader);
         let Some(sample) = reader.get(key).map_err(store_err)? else {
@@ -521,6 +585,7 @@ fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<Py
                 dtype: v.dtype(),
                 shape: v.shape().to_vec(),
                 data: v.data().as_ptr(),
+                len: v.data().len(),
             })
             .collect()
     };
@@ -531,7 +596,7 @@ fn sample_of(py: Python<'_>, snap: &Arc<Snap>, key: &[u8]) -> PyResult<Option<Py
     let mut names = Vec::with_capacity(located.len());
     let mut arrays = Vec::with_capacity(located.len());
     for t in located {
-        arrays.push(array_raw(py, t.dtype, &t.shape, t.data, &keep)?.unbind());
+        arrays.push(array_raw(py, t.dtype, &t.shape, t.data, t.len, &keep)?.unbind());
         names.push(t.name);
     }
     Ok(Some(PySample {
@@ -635,16 +700,54 @@ impl PyReader {
         Ok(keys.iter().map(|k| PyBytes::new(py, k).unbind()).collect())
     }
 
+    /// The epoch plan of one partition (rank `rank` of `world_size`,
+    /// loader worker `worker` of `num_workers`) over this snapshot; see
+    /// `tenstore.Plan`. `shuffle`: None, True (full), "none", "full" or
+    /// "blocks:N"; `uneven`: "drop_last" or "pad"; `batch_size`: workers
+    /// take the rank's items in turns of this many; `consumed`: start after
+    /// that many global positions; `state`: a dict of `Plan.state` to
+    /// resume (its seed, epoch, shuffle and consumed win).
+    #[pyo3(signature = (seed=0, epoch=0, shuffle=None, rank=0, world_size=1, worker=0, num_workers=1, uneven="drop_last", batch_size=1, consumed=0, state=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        py: Python<'_>,
+        seed: u64,
+        epoch: u64,
+        shuffle: Option<&Bound<'_, PyAny>>,
+        rank: u64,
+        world_size: u64,
+        worker: u64,
+        num_workers: u64,
+        uneven: &str,
+        batch_size: u64,
+        consumed: u64,
+        state: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<crate::plan::PyPlan> {
+        let config = PlanConfig {
+            seed,
+            epoch,
+            shuffle: crate::plan::parse_shuffle(shuffle)?,
+            rank,
+            world_size,
+            worker,
+            num_workers,
+            uneven: crate::plan::parse_uneven(uneven)?,
+        };
+        let snap = self.snap(py)?;
+        crate::plan::make_plan(py, snap, config, batch_size, consumed, state)
+    }
+
     /// Moves to a snapshot that sees every commit so far.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         let (path, readonly) = (self.path.clone(), self.readonly);
         // The old snapshot is released first (LMDB cannot adopt a map that
         // another process grew while this process has one open).
-        lock(&self.slot).take();
+        lock_attached(py, &self.slot).take();
         let snap = py
             .detach(|| Snap::new(open_shared(&path, false, None, readonly)?))
             .map_err(store_err)?;
-        *lock(&self.slot) = Some(Arc::new(snap));
+        *lock_attached(py, &self.slot) = Some(Arc::new(snap));
         Ok(())
     }
 

@@ -25,12 +25,16 @@ def test_map_dataset(tmp_path, backend):
 def test_iterable_split_covers_every_sample_once(tmp_path, backend):
     path = str(tmp_path / "s")
     fill(path, backend, n=25)
-    labels = []
-    for rank in range(2):
-        for w in range(3):
-            ds = IterableDataset(path, seed=1, rank=rank, world_size=2, worker=w, num_workers=3)
-            labels += [int(s["label"][0]) for s in ds]
-    assert sorted(labels) == list(range(25))
+    for uneven in ["drop_last", "pad"]:
+        labels = []
+        for rank in range(2):
+            for w in range(3):
+                ds = IterableDataset(path, seed=1, rank=rank, world_size=2, worker=w, num_workers=3, uneven=uneven)
+                labels += [int(s["label"][0]) for s in ds]
+        if uneven == "drop_last":  # 12 each: one sample left out, none twice
+            assert len(labels) == len(set(labels)) == 24
+        else:  # 13 each: every sample, one twice
+            assert len(labels) == 26 and set(labels) == set(range(25))
     a = [int(s["label"][0]) for s in IterableDataset(path, seed=1)]
     b = [int(s["label"][0]) for s in IterableDataset(path, seed=1)]
     ds = IterableDataset(path, seed=1)

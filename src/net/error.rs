@@ -3,7 +3,7 @@
 /// Result alias for the network layer.
 pub type Result<T, E = NetError> = std::result::Result<T, E>;
 
-/// Everything that can go wrong sending, receiving or serving tensors.
+/// Everything that can go wrong sending or receiving tensors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
@@ -51,10 +51,6 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
-
-    /// An error of the store being served.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 impl NetError {

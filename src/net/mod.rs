@@ -1,17 +1,12 @@
 //! Tensors over the network: ZeroMQ single and multipart messages (as
-//! tensorcom and webdataset send them), SCTP messages, and the
-//! `tenstore serve` request server.
+//! tensorcom and webdataset send them) and SCTP messages.
 //!
-//! The store layer knows nothing of this one; this one hands out what the
-//! codec and the stores give it.
+//! This layer is transport only: it frames what the codec gives it and
+//! knows nothing of stores. Serving a store (the `tenstore serve`
+//! protocol and server, `tenstore push`) is [`crate::serve`].
 
-#[cfg(feature = "zmq")]
-mod budget;
 mod error;
-pub mod protocol;
 mod sctp;
-#[cfg(feature = "zmq")]
-mod server;
 #[cfg(feature = "zmq")]
 mod zmq;
 
@@ -20,7 +15,4 @@ pub use self::zmq::{
     zrecv_multipart, zrecv_single, zsend_multipart, zsend_single, Frames, ZmqBytes,
 };
 pub use error::{NetError, Result};
-pub use protocol::{handle, Limits, Reply};
 pub use sctp::{recv_message, sctp_recv, sctp_send, sctp_socket, send_message, AlignedBuf};
-#[cfg(feature = "zmq")]
-pub use server::{push, ServeConfig, ServeStats, Server};

@@ -3,10 +3,11 @@
 use std::ops::Bound;
 use std::path::Path;
 
+use crate::plan::{EpochPlan, PlanConfig};
 use crate::store::error::{Result, StoreError};
 use crate::store::lmdb::{LmdbOptions, LmdbReader, LmdbStore};
 use crate::store::shard::{ShardOptions, ShardReader, ShardStore};
-use crate::store::Sample;
+use crate::store::{Sample, VerifyReport};
 use crate::tensor::AsTensorRef;
 
 /// The two kinds of store.
@@ -15,15 +16,17 @@ pub enum Backend {
     /// An LMDB environment: random access, updates and deletes in place.
     Lmdb,
     /// Append-only `.ten` shards: write-once datasets, sequential epochs.
-    Ten,
+    Shard,
 }
 
 impl Backend {
-    /// `"lmdb"` or `"ten"`.
+    /// `"lmdb"` or `"ten"` (the shard backend's name in the CLI's
+    /// `--backend`, the server's `info` and `tenstore.json`: its files are
+    /// `.ten` shards).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Lmdb => "lmdb",
-            Backend::Ten => "ten",
+            Backend::Shard => "ten",
         }
     }
 
@@ -35,16 +38,16 @@ impl Backend {
         use crate::store::shard::layout::{KEY_NAME, TOMB_NAME};
         match self {
             Backend::Lmdb => &[],
-            Backend::Ten => &[KEY_NAME, TOMB_NAME],
+            Backend::Shard => &[KEY_NAME, TOMB_NAME],
         }
     }
 
     /// The backend whose files `dir` holds, if any.
     pub fn detect(dir: &Path) -> Option<Backend> {
-        if dir.join("data.mdb").is_file() {
+        if LmdbStore::holds(dir) {
             Some(Backend::Lmdb)
-        } else if dir.join(crate::store::shard::layout::MANIFEST).is_file() {
-            Some(Backend::Ten)
+        } else if ShardStore::holds(dir) {
+            Some(Backend::Shard)
         } else {
             None
         }
@@ -56,7 +59,7 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Backend, String> {
         match s {
             "lmdb" => Ok(Backend::Lmdb),
-            "ten" => Ok(Backend::Ten),
+            "ten" => Ok(Backend::Shard),
             other => Err(format!("unknown backend {other:?}: lmdb or ten")),
         }
     }
@@ -85,7 +88,7 @@ pub enum Store {
     /// An LMDB store.
     Lmdb(LmdbStore),
     /// A shard store.
-    Ten(ShardStore),
+    Shard(ShardStore),
 }
 
 /// Counts and sizes of a store of either backend.
@@ -116,11 +119,10 @@ impl Store {
         let backend = match Backend::detect(dir) {
             Some(b) => {
                 if options.create && options.backend.is_some_and(|want| want != b) {
-                    return Err(StoreError::Unsupported(format!(
-                        "{} already holds a {} store",
-                        dir.display(),
-                        b.name()
-                    )));
+                    return Err(StoreError::OtherBackend {
+                        path: dir.to_owned(),
+                        found: b,
+                    });
                 }
                 b
             }
@@ -142,7 +144,7 @@ impl Store {
                     ..options.lmdb.clone()
                 },
             )?),
-            Backend::Ten => Store::Ten(ShardStore::open(
+            Backend::Shard => Store::Shard(ShardStore::open(
                 dir,
                 &ShardOptions {
                     create: options.create,
@@ -157,7 +159,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self {
             Store::Lmdb(_) => Backend::Lmdb,
-            Store::Ten(_) => Backend::Ten,
+            Store::Shard(_) => Backend::Shard,
         }
     }
 
@@ -165,7 +167,7 @@ impl Store {
     pub fn put<T: AsTensorRef>(&self, key: &[u8], tensors: &[T]) -> Result<()> {
         match self {
             Store::Lmdb(s) => s.put(key, tensors),
-            Store::Ten(s) => s.put(key, tensors),
+            Store::Shard(s) => s.put(key, tensors),
         }
     }
 
@@ -176,7 +178,7 @@ impl Store {
     ) -> Result<()> {
         match self {
             Store::Lmdb(s) => s.put_batch(samples),
-            Store::Ten(s) => s.put_batch(samples),
+            Store::Shard(s) => s.put_batch(samples),
         }
     }
 
@@ -184,15 +186,15 @@ impl Store {
     pub fn delete_exact<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
         match self {
             Store::Lmdb(s) => s.delete_exact(keys),
-            Store::Ten(s) => s.delete_exact(keys),
+            Store::Shard(s) => s.delete_exact(keys),
         }
     }
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         match self {
-            Store::Lmdb(s) => s.sync(),
-            Store::Ten(s) => s.flush(),
+            Store::Lmdb(s) => s.flush(),
+            Store::Shard(s) => s.flush(),
         }
     }
 
@@ -200,7 +202,7 @@ impl Store {
     pub fn reader(&self) -> Result<Reader<'_>> {
         Ok(match self {
             Store::Lmdb(s) => Reader::Lmdb(s.reader()?),
-            Store::Ten(s) => Reader::Ten(s.reader()?),
+            Store::Shard(s) => Reader::Shard(s.reader()?),
         })
     }
 
@@ -228,7 +230,7 @@ pub enum Reader<'s> {
     /// Of an LMDB store.
     Lmdb(LmdbReader<'s>),
     /// Of a shard store.
-    Ten(ShardReader),
+    Shard(ShardReader),
 }
 
 /// Keys or samples, boxed: the backends' iterators differ.
@@ -249,10 +251,10 @@ impl<'s> Reader<'s> {
                     shards: 0,
                 }
             }
-            Reader::Ten(r) => {
-                let st = r.stats();
+            Reader::Shard(r) => {
+                let st = r.stats()?;
                 StoreStats {
-                    backend: Backend::Ten,
+                    backend: Backend::Shard,
                     samples: st.samples,
                     bytes: st.live_bytes,
                     map_size: 0,
@@ -266,7 +268,7 @@ impl<'s> Reader<'s> {
     pub fn get<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
         match self {
             Reader::Lmdb(r) => r.get(key),
-            Reader::Ten(r) => r.get(key),
+            Reader::Shard(r) => r.get(key),
         }
     }
 
@@ -281,7 +283,7 @@ impl<'s> Reader<'s> {
     pub fn len(&self) -> Result<u64> {
         match self {
             Reader::Lmdb(r) => r.len(),
-            Reader::Ten(r) => Ok(r.len() as u64),
+            Reader::Shard(r) => r.len(),
         }
     }
 
@@ -307,8 +309,8 @@ impl<'s> Reader<'s> {
                     .keys()
                     .take_while(move |k| k.as_ref().map_or(true, |k| k.starts_with(prefix))),
             ),
-            Reader::Ten(r) => Box::new(
-                r.iter_from(start)
+            Reader::Shard(r) => Box::new(
+                r.iter_from(start)?
                     .keys()
                     .take_while(move |k| k.starts_with(prefix))
                     .map(Ok),
@@ -320,22 +322,97 @@ impl<'s> Reader<'s> {
     pub fn samples(&self, order: Order) -> Result<BoxIter<'_, Sample<'_>>> {
         Ok(match (self, order) {
             (Reader::Lmdb(r), Order::Key | Order::Written) => Box::new(r.iter()?),
-            (Reader::Ten(r), Order::Key) => Box::new(r.iter_from(Bound::Unbounded)),
-            (Reader::Ten(r), Order::Written) => Box::new(r.iter()),
-            (Reader::Ten(r), Order::Shuffled(seed)) => Box::new(r.iter_shuffled(seed)),
-            (Reader::Lmdb(r), Order::Shuffled(seed)) => {
-                let mut keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
-                crate::store::shuffle(&mut keys, seed);
-                Box::new(keys.into_iter().map(move |k| r.require(k)))
+            (Reader::Lmdb(r), Order::Shuffled(seed)) => Box::new(r.iter_shuffled(seed)?),
+            (Reader::Shard(r), Order::Key) => Box::new(r.iter_from(Bound::Unbounded)?),
+            (Reader::Shard(r), Order::Written) => Box::new(r.iter()?),
+            (Reader::Shard(r), Order::Shuffled(seed)) => Box::new(r.iter_shuffled(seed)?),
+        })
+    }
+
+    /// The epoch plan of `config` over this snapshot's samples in storage
+    /// order (key order for LMDB, write order for shard stores).
+    pub fn plan(&self, config: PlanConfig) -> Result<EpochPlan> {
+        Ok(EpochPlan::new(self.len()?, config)?)
+    }
+
+    /// The samples of `plan`'s partition, in its order. The plan must have
+    /// been made for this snapshot's sample count
+    /// ([`StoreError::Plan`] otherwise). Shard stores read block shuffles
+    /// block by block, front to back; LMDB stores list their keys once
+    /// (one pointer per sample) and look each sample up.
+    pub fn plan_samples<'r>(&'r self, plan: &'r EpochPlan) -> Result<BoxIter<'r, Sample<'r>>> {
+        Ok(match self {
+            Reader::Shard(r) => Box::new(r.iter_plan(plan)?),
+            Reader::Lmdb(r) => {
+                crate::store::shard::check_plan(plan, r.len()?)?;
+                let keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
+                crate::store::shard::check_plan(plan, keys.len() as u64)?;
+                Box::new(plan.iter().map(move |i| r.require(keys[i as usize])))
             }
         })
+    }
+
+    /// The keys of `plan`'s partition items `from..from + limit`, in plan
+    /// order: what the serve protocol's `plan` command pages through. On
+    /// LMDB stores this walks the keys once and holds only the page.
+    pub fn plan_keys<'r>(
+        &'r self,
+        plan: &EpochPlan,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<&'r [u8]>> {
+        match self {
+            Reader::Shard(r) => {
+                crate::store::shard::check_plan(plan, r.len()?)?;
+                Ok(plan
+                    .page(from, limit)
+                    .map(|i| r.key_at(i).expect("the plan's count was checked"))
+                    .collect())
+            }
+            Reader::Lmdb(r) => {
+                crate::store::shard::check_plan(plan, r.len()?)?;
+                // (sample index, place in the page), by sample index.
+                let mut want: Vec<(u64, usize)> = plan
+                    .page(from, limit)
+                    .enumerate()
+                    .map(|(j, i)| (i, j))
+                    .collect();
+                want.sort_unstable();
+                let mut out: Vec<&[u8]> = vec![&[]; want.len()];
+                let mut next = want.iter().peekable();
+                for (i, key) in r.iter()?.keys().enumerate() {
+                    let Some(&&(target, _)) = next.peek() else {
+                        break;
+                    };
+                    if i as u64 != target {
+                        continue;
+                    }
+                    let key = key?;
+                    while let Some(&&(t, j)) = next.peek() {
+                        if t != target {
+                            break;
+                        }
+                        out[j] = key;
+                        next.next();
+                    }
+                }
+                if next.peek().is_some() {
+                    // The snapshot is fixed, so its keys cannot run out.
+                    return Err(StoreError::io(
+                        "listing the keys of a plan",
+                        std::io::Error::other("the snapshot listed fewer keys than it counts"),
+                    ));
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// A snapshot that sees every commit so far.
     pub fn refresh(&mut self) -> Result<()> {
         match self {
             Reader::Lmdb(r) => r.refresh(),
-            Reader::Ten(r) => r.refresh(),
+            Reader::Shard(r) => r.refresh(),
         }
     }
 
@@ -347,26 +424,17 @@ impl<'s> Reader<'s> {
     pub fn skipped(&self) -> Vec<String> {
         match self {
             Reader::Lmdb(_) => Vec::new(),
-            Reader::Ten(r) if r.load_report().hides_records() => r.load_report().problems(),
-            Reader::Ten(_) => Vec::new(),
+            Reader::Shard(r) if r.load_report().hides_records() => r.load_report().problems(),
+            Reader::Shard(_) => Vec::new(),
         }
     }
 
-    /// Checks every sample (tenbin structure; checksums on shard stores).
-    /// One line per problem; empty when all is well.
-    pub fn verify(&self) -> Result<Vec<String>> {
+    /// Checks every sample (tenbin structure; checksums on shard stores):
+    /// an empty report when all is well.
+    pub fn verify(&self) -> Result<VerifyReport> {
         match self {
-            Reader::Lmdb(r) => {
-                let mut problems = Vec::new();
-                for entry in r.iter()?.raw() {
-                    let (k, v) = entry?;
-                    if let Err(e) = crate::codec::Tensors::parse(v) {
-                        problems.push(format!("sample {:?}: {e}", k.escape_ascii().to_string()));
-                    }
-                }
-                Ok(problems)
-            }
-            Reader::Ten(r) => Ok(r.verify()),
+            Reader::Lmdb(r) => r.verify(),
+            Reader::Shard(r) => r.verify(),
         }
     }
 }

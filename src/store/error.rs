@@ -73,10 +73,10 @@ pub enum StoreError {
         pid: String,
     },
 
-    /// A shard store whose shards hold whole records its sidecars do not
-    /// commit (a damaged, emptied or truncated sidecar, or a batch a crash
-    /// cut short): opening it for writing would have to cut them, so it
-    /// is refused and nothing is changed.
+    /// A shard store whose damaged sidecars (no header, a complete record
+    /// failing its checksum, valid records after a damaged one) hide whole
+    /// records: opening it for writing would have to cut them, so it is
+    /// refused and nothing is changed.
     #[error("{path}: {what}. Nothing was changed. Run `tenstore reindex {path}` to index every whole record of the shards (keeping the checksums of the sidecar records that are still valid), then `tenstore verify {path}`")]
     NeedsReindex {
         /// The store.
@@ -133,9 +133,31 @@ pub enum StoreError {
         path: PathBuf,
     },
 
-    /// An operation this backend does not have.
-    #[error("{0}")]
-    Unsupported(String),
+    /// A store of the other backend already in the directory a new store
+    /// of this backend was asked for.
+    #[error("{} already holds a {} store", path.display(), found.name())]
+    OtherBackend {
+        /// The directory.
+        path: PathBuf,
+        /// The backend of the store there.
+        found: crate::store::Backend,
+    },
+
+    /// A write to a store opened read-only.
+    #[error("{} is open read-only", path.display())]
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
+    /// `LmdbOptions::no_lock` asked of a store opened for writing.
+    #[error("no_lock opens only read-only: a writer needs LMDB's lock file")]
+    NoLockWriter,
+
+    /// A read through an LMDB reader whose last refresh failed: it holds
+    /// no snapshot.
+    #[error("this reader's last refresh failed; refresh it again or make a new one")]
+    RefreshFailed,
 
     /// The map is full and could not grow because transactions of this
     /// process stayed open.
@@ -182,6 +204,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+
+    /// An epoch plan that does not fit this snapshot, or a bad plan
+    /// configuration.
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// How a map change was blocked, for the messages above.

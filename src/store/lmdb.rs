@@ -12,12 +12,14 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, With
 use crate::codec::{encode_to, encoded_len, Tensors};
 use crate::store::error::{Result, StoreError};
 use crate::store::gate::{Blocked, Gate, Pass};
+use crate::store::key::{check_key, distinct, shuffle};
 use crate::store::meta::{Meta, META_FILE};
+use crate::store::verify::{Problem, VerifyReport};
 use crate::store::Sample;
 use crate::tensor::AsTensorRef;
 
-/// LMDB's longest key (its default build).
-pub const MAX_KEY_LEN: usize = 511;
+/// LMDB's data file in the store's directory.
+pub(crate) const DATA_FILE: &str = "data.mdb";
 
 /// How to open an [`LmdbStore`].
 #[derive(Clone, Debug)]
@@ -29,14 +31,14 @@ pub struct LmdbOptions {
     /// full. Default: 1 GiB. A larger existing map is kept.
     pub map_size: usize,
     /// Do not flush to disk at each commit (LMDB's `MDB_NOSYNC`): much
-    /// faster bulk loads. Call [`LmdbStore::sync`] to make what was
+    /// faster bulk loads. Call [`LmdbStore::flush`] to make what was
     /// committed durable. Default: `false` (each write is durable when it
     /// returns).
     ///
     /// What a crash does with it on, as LMDB documents `MDB_NOSYNC`: a
     /// crash of the *process* loses nothing (commits are in the OS page
     /// cache). A crash of the *system* (power loss, kernel panic) before
-    /// the next `sync` may lose the last commits, and can also corrupt the
+    /// the next `flush` may lose the last commits, and can also corrupt the
     /// database, unless the filesystem preserves the order of writes (LMDB
     /// relies on its data pages reaching the disk before the meta page that
     /// commits them, which nothing forces without syncs). Use it for data
@@ -221,18 +223,12 @@ fn is_map_resized(e: &heed::Error) -> bool {
     matches!(e, heed::Error::Mdb(MdbError::MapResized))
 }
 
-/// Checks a key before it reaches LMDB.
-pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(StoreError::BadKey {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    Ok(())
-}
-
 impl LmdbStore {
+    /// Whether `dir` holds an LMDB store (its `data.mdb`).
+    pub fn holds(dir: &Path) -> bool {
+        dir.join(DATA_FILE).is_file()
+    }
+
     /// Opens (or with `create`, makes) the store in directory `path`.
     ///
     /// A path that holds no `data.mdb` is refused unless `create` is set.
@@ -253,16 +249,14 @@ impl LmdbStore {
     /// it changes the bytes of samples already handed out.
     pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
         let path = path.as_ref();
-        let exists = path.join("data.mdb").is_file();
+        let exists = Self::holds(path);
         if !exists && (!options.create || options.read_only) {
             return Err(StoreError::NotAStore {
                 path: path.to_owned(),
             });
         }
         if options.no_lock && !options.read_only {
-            return Err(StoreError::Unsupported(
-                "no_lock opens only read-only: a writer needs LMDB's lock file".into(),
-            ));
+            return Err(StoreError::NoLockWriter);
         }
         // Before LMDB maps the file: a file cut short would fault on the
         // first read of a missing page.
@@ -505,8 +499,9 @@ impl LmdbStore {
     }
 
     /// Flushes committed writes to disk: what makes `no_sync` writes
-    /// durable.
-    pub fn sync(&self) -> Result<()> {
+    /// durable. (The shard store's [`flush`](crate::store::ShardStore::flush)
+    /// is the same promise.)
+    pub fn flush(&self) -> Result<()> {
         self.inner
             .env
             .force_sync()
@@ -654,18 +649,6 @@ enum MapChange {
     Adopt,
 }
 
-/// The keys, checked, each once (a key named twice is removed once).
-pub(crate) fn distinct<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<&[u8]>> {
-    let mut out: Vec<&[u8]> = Vec::with_capacity(keys.len());
-    for k in keys {
-        check_key(k.as_ref())?;
-        out.push(k.as_ref());
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
-}
-
 /// Rounds up to a multiple of the 4 KiB page, at least one page.
 fn page_multiple(size: usize) -> usize {
     const PAGE: usize = 4096;
@@ -686,9 +669,7 @@ impl<'s> LmdbReader<'s> {
     fn txn(&self) -> Result<&RoTxn<'s, WithoutTls>> {
         match &self.open {
             Some((txn, _)) => Ok(txn),
-            None => Err(StoreError::Unsupported(
-                "this reader's last refresh failed; refresh it again or make a new one".into(),
-            )),
+            None => Err(StoreError::RefreshFailed),
         }
     }
 
@@ -805,6 +786,31 @@ impl<'s> LmdbReader<'s> {
             .range(self.txn()?, &range)
             .map_err(|e| StoreError::lmdb("listing samples", e))?;
         Ok(Entries(Box::new(it)))
+    }
+
+    /// Every sample in an order shuffled by `seed`, the same order for the
+    /// same seed and snapshot. Lists the keys first (values are not
+    /// touched), then reads each sample as it comes.
+    pub fn iter_shuffled(&self, seed: u64) -> Result<impl Iterator<Item = Result<Sample<'_>>>> {
+        let mut keys = self.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
+        shuffle(&mut keys, seed);
+        Ok(keys.into_iter().map(move |k| self.require(k)))
+    }
+
+    /// Checks every sample's tenbin structure. Fails only when the
+    /// snapshot cannot be listed.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut problems = Vec::new();
+        for entry in self.iter()?.raw() {
+            let (k, v) = entry?;
+            if let Err(e) = crate::codec::Tensors::parse(v) {
+                problems.push(Problem::Malformed {
+                    key: k.to_vec(),
+                    what: e.to_string(),
+                });
+            }
+        }
+        Ok(VerifyReport { problems })
     }
 
     /// The id of the newest write transaction this snapshot sees. A

@@ -89,7 +89,7 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
 /// both meta pages are LMDB 0.9 meta pages, and that the file holds every
 /// page the newest commit may read. A missing file is not checked.
 pub(crate) fn check(dir: &Path) -> Result<()> {
-    let path = dir.join("data.mdb");
+    let path = dir.join(crate::store::lmdb::DATA_FILE);
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

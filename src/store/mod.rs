@@ -18,14 +18,17 @@
 mod any;
 mod error;
 mod gate;
+pub mod key;
 pub mod lmdb;
 mod lmdb_file;
 mod meta;
 mod sample;
 pub mod shard;
+mod verify;
 
 pub use any::{Backend, BoxIter, Order, Reader, Store, StoreOptions, StoreStats};
 pub use error::{Result, StoreError};
+pub use key::MAX_KEY_LEN;
 pub use lmdb::{Entries, LmdbOptions, LmdbReader, LmdbStats, LmdbStore};
 pub use meta::{FORMAT_VERSION, META_FILE};
 pub use sample::Sample;
@@ -33,17 +36,4 @@ pub use shard::{
     Cut, CutReason, Durability, RecoveryReport, ReindexedShard, ShardOptions, ShardReader,
     ShardStats, ShardStore,
 };
-
-/// Shuffles `items` in place with a permutation fixed by `seed`
-/// (Fisher-Yates over splitmix64).
-pub(crate) fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    for i in (1..items.len()).rev() {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        items.swap(i, (z % (i as u64 + 1)) as usize);
-    }
-}
+pub use verify::{Problem, VerifyReport};

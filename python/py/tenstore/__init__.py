@@ -4,6 +4,8 @@
   without copying (read-only numpy views) and is strict on malformed input.
 - ``tenstore.Store`` / ``Reader`` / ``Sample``: LMDB and ``.ten`` shard
   stores, read as numpy views over the mapped pages.
+- ``tenstore.Plan`` (``Reader.plan``): an epoch plan, one rank's and
+  worker's part of a seeded, resumable epoch order.
 - ``tenstore.data``: map-style and iterable datasets for loaders (torch
   optional).
 """
@@ -12,7 +14,7 @@ import collections.abc as _abc
 import os as _os
 
 from . import _native
-from ._native import FormatError, Reader, Sample, Store, StoreError
+from ._native import FormatError, Plan, Reader, Sample, Store, StoreError
 
 _abc.Mapping.register(Sample)
 
@@ -24,5 +26,5 @@ if hasattr(_os, "register_at_fork"):
 
 from . import tenbin  # noqa: E402
 
-__all__ = ["FormatError", "Reader", "Sample", "Store", "StoreError", "tenbin"]
+__all__ = ["FormatError", "Plan", "Reader", "Sample", "Store", "StoreError", "tenbin"]
 __version__ = "0.1.0"

@@ -472,7 +472,7 @@ impl Grouper<'_, '_> {
 
     fn flush(&mut self) -> CliResult {
         if let Some((key, tensors, what)) = self.current.take() {
-            if key.is_empty() || key.len() > tenstore::store::lmdb::MAX_KEY_LEN {
+            if tenstore::store::key::check_key(&key).is_err() {
                 return Err(format!(
                     "key {:?} cannot be stored: keys are 1 to 511 bytes",
                     keys::escape(&key)

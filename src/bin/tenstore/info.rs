@@ -80,7 +80,7 @@ fn store_info(path: &Path, json: bool) -> CliResult {
                 info.map_size,
                 info.map_size as f64 / 1e6
             ),
-            tenstore::store::Backend::Ten => println!("shards    {}", info.shards),
+            tenstore::store::Backend::Shard => println!("shards    {}", info.shards),
         }
     }
     Ok(stores::check_skipped(&reader)?)

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenstore::net::{Limits, ServeConfig, Server};
+use tenstore::serve::{Limits, ServeConfig, Server};
 
 use crate::stores;
 use crate::CliResult;

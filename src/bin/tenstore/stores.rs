@@ -40,7 +40,7 @@ pub fn open(path: &Path, create: bool, backend: Option<Backend>) -> Result<Store
 
 /// Says on stderr what opening a shard store for writing repaired.
 fn report_recovery(store: &Store) {
-    if let Store::Ten(s) = store {
+    if let Store::Shard(s) = store {
         if !s.recovery().is_clean() {
             for line in s.recovery().to_string().lines() {
                 eprintln!("tenstore: recovery: {line}");

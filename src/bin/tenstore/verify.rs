@@ -19,8 +19,9 @@ pub fn run(args: Args) -> CliResult {
     let store = stores::open_read(&args.store)?;
     let reader = store.reader()?;
     let samples = reader.len()?;
-    let problems = reader.verify()?;
-    for p in &problems {
+    let report = reader.verify()?;
+    let problems = &report.problems;
+    for p in problems {
         println!("{p}");
     }
     if problems.is_empty() {

@@ -93,6 +93,19 @@ impl Index {
         self.entries.iter().filter(|e| e.live)
     }
 
+    /// Positions of live entries, in write order.
+    pub fn live_positions(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.by_key.len());
+        out.extend(
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.live)
+                .map(|(i, _)| i as u32),
+        );
+        out
+    }
+
     /// Positions of live entries, sorted by key.
     pub fn sorted(&self) -> Vec<u32> {
         let mut order: Vec<u32> = self.by_key.values().map(|&i| i as u32).collect();

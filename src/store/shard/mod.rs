@@ -6,22 +6,32 @@
 //! deletions are `__tomb__` arrays); `NNNNNN.idx` sidecars whose records
 //! (key, offset, length, crc32c) are the commit points; `MANIFEST`, the
 //! list of shards; `LOCK`, the writer's lock; `tenstore.json`.
+//!
+//! Code: `store` ([`ShardStore`], its options and stats), `writer` (the
+//! single writer: append, commit, roll, sync), `files` (atomic writes, the
+//! lock, shard files), `recovery` (what a writer cuts when it opens),
+//! `compact` (compaction and reindexing); `snapshot` and `reader` (read
+//! snapshots), `layout` (record and sidecar formats), `index`, `scan`.
 
+mod compact;
+mod files;
 mod index;
 pub(crate) mod layout;
 mod reader;
+mod recovery;
 mod scan;
 pub(crate) mod snapshot;
+mod store;
 pub(crate) mod table;
 mod writer;
 
+pub use compact::ReindexedShard;
+pub(crate) use reader::check_plan;
 pub use reader::{ShardEntries, ShardReader};
+pub use recovery::{Cut, CutReason, RecoveryReport};
 pub use snapshot::{KeyTable, LoadReport, Uncovered};
+pub use store::{Durability, ShardOptions, ShardStats, ShardStore};
 #[doc(hidden)]
 pub use table::sidecar_bytes_read;
 #[doc(hidden)]
 pub use writer::Faults;
-pub use writer::{
-    Cut, CutReason, Durability, RecoveryReport, ReindexedShard, ShardOptions, ShardStats,
-    ShardStore,
-};

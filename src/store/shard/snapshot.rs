@@ -12,7 +12,7 @@ use memmap2::Mmap;
 
 use crate::codec::Tensors;
 use crate::store::error::{Result, StoreError};
-use crate::store::lmdb::MAX_KEY_LEN;
+use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::{Entry, Index, Loc};
 use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
@@ -167,6 +167,8 @@ pub(crate) struct Snapshot {
     /// Why a lookup stopped trusting the table, if one did.
     damage: Arc<OnceLock<String>>,
     sorted: Arc<OnceLock<Vec<u32>>>,
+    /// Positions of live entries in write order (epoch plans index it).
+    live: Arc<OnceLock<Vec<u32>>>,
     pub report: LoadReport,
     verify: bool,
 }
@@ -247,6 +249,7 @@ impl Snapshot {
             full: Arc::default(),
             damage: Arc::default(),
             sorted: Arc::default(),
+            live: Arc::default(),
             report: LoadReport::default(),
             verify,
         }
@@ -399,9 +402,14 @@ impl Snapshot {
             report.key_table = KeyTable::Used { tail_records };
         }
         let fresh = index.is_some();
-        let (index, full, sorted) = match index {
-            Some(i) => (Arc::new(i), Arc::default(), Arc::default()),
-            None => (self.index.clone(), self.full.clone(), self.sorted.clone()),
+        let (index, full, sorted, live) = match index {
+            Some(i) => (Arc::new(i), Arc::default(), Arc::default(), Arc::default()),
+            None => (
+                self.index.clone(),
+                self.full.clone(),
+                self.sorted.clone(),
+                self.live.clone(),
+            ),
         };
         let shadow = match shadow {
             Some(s) => Arc::new(s),
@@ -423,6 +431,7 @@ impl Snapshot {
             full,
             damage,
             sorted,
+            live,
             report,
             verify: self.verify,
         }))
@@ -631,6 +640,21 @@ impl Snapshot {
         map.get(start..end)
     }
 
+    /// The bytes of an entry's record, checked against the crc32c
+    /// committed with it: the shard store's one checksum check (reads with
+    /// `verify_reads`, `verify`, compaction).
+    pub(crate) fn checked_record(&self, loc: &Loc) -> std::result::Result<&[u8], RecordFault> {
+        let bytes = self.record(loc).ok_or(RecordFault::Outside)?;
+        let found = crc32c::crc32c(bytes);
+        if found != loc.crc {
+            return Err(RecordFault::Checksum {
+                found,
+                committed: loc.crc,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// The sample of an index entry.
     pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
         self.sample_at(&e.key, &e.loc)
@@ -642,18 +666,13 @@ impl Snapshot {
             key: crate::error::escape(key),
             what,
         };
-        let bytes = self
-            .record(loc)
-            .ok_or_else(|| corrupt("its record lies outside its shard".into()))?;
-        if self.verify {
-            let crc = crc32c::crc32c(bytes);
-            if crc != loc.crc {
-                return Err(corrupt(format!(
-                    "checksum {crc:08x} differs from the committed {:08x}",
-                    loc.crc
-                )));
-            }
-        }
+        let bytes = if self.verify {
+            self.checked_record(loc)
+                .map_err(|fault| corrupt(fault.to_string()))?
+        } else {
+            self.record(loc)
+                .ok_or_else(|| corrupt(RecordFault::Outside.to_string()))?
+        };
         split_record(bytes, key).map_err(corrupt)
     }
 
@@ -688,6 +707,14 @@ impl Snapshot {
     /// Live entries in write order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.full().live()
+    }
+
+    /// The `i`-th live entry in write order (storage order), if any.
+    pub fn live_entry(&self, i: u64) -> Option<&Entry> {
+        let full = self.full();
+        let live = self.live.get_or_init(|| full.live_positions());
+        let pos = *live.get(usize::try_from(i).ok()?)?;
+        full.entries.get(pos as usize)
     }
 
     /// Live entries in key order, from `start`.
@@ -743,5 +770,31 @@ fn del_record(key: Arc<[u8]>) -> crate::store::shard::layout::IdxRecord {
         offset: 0,
         len: 0,
         crc: 0,
+    }
+}
+
+/// Why a record's bytes cannot be used ([`Snapshot::checked_record`]).
+#[derive(Debug)]
+pub(crate) enum RecordFault {
+    /// The record lies outside its shard (as mapped).
+    Outside,
+    /// Its bytes differ from the crc32c committed with them.
+    Checksum {
+        /// The checksum of the bytes there now.
+        found: u32,
+        /// The checksum committed with the record.
+        committed: u32,
+    },
+}
+
+impl std::fmt::Display for RecordFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordFault::Outside => f.write_str("its record lies outside its shard"),
+            RecordFault::Checksum { found, committed } => write!(
+                f,
+                "checksum {found:08x} differs from the committed {committed:08x}"
+            ),
+        }
     }
 }

@@ -8,12 +8,14 @@
 //! | `len` | `ok N` (decimal) |
 //! | `keys [PREFIX [AFTER [LIMIT]]]` | `ok K K ...` in key order, after AFTER (exclusive), at most LIMIT (default 10,000) |
 //! | `info` | `ok JSON` (`{"backend", "samples", "bytes"}`) |
+//! | `plan SEED EPOCH RANK WORLD SHUFFLE [AFTER [LIMIT]]` | `ok K K ...`: the keys of rank RANK of WORLD in the epoch plan (`crate::plan`, drop-last), from its item AFTER (default 0: the number of this partition's keys already received) on, at most LIMIT (default 10,000); SHUFFLE is `none`, `full` or `blocks:N` |
 //! | anything else | `err MESSAGE` |
 
 use std::borrow::Cow;
 
 use crate::codec::encode_list;
-use crate::store::Reader;
+use crate::store::key::{check_key_len, MAX_KEY_LEN};
+use crate::store::{Reader, StoreError};
 
 /// Bounds on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -24,7 +26,7 @@ pub struct Limits {
     /// Most frames in one request (command included); more is refused.
     /// Default 1,025 (a `get` of 1,024 keys).
     pub max_frames: usize,
-    /// Longest key. Default 511 (LMDB's limit).
+    /// Longest key. Default [`MAX_KEY_LEN`], 511 (the stores' limit).
     pub max_key_len: usize,
     /// Largest reply, in bytes of sample data. Default 256 MiB.
     pub max_reply_bytes: usize,
@@ -37,7 +39,7 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 64 << 10,
             max_frames: 1025,
-            max_key_len: 511,
+            max_key_len: MAX_KEY_LEN,
             max_reply_bytes: 256 << 20,
             max_list: 100_000,
         }
@@ -96,15 +98,15 @@ pub fn handle<'r>(reader: &'r Reader<'_>, request: &[&'r [u8]], limits: &Limits)
     }
 }
 
+/// The stores' key rule ([`check_key_len`]) at the limit of `limits`.
 fn check_key<'k>(key: &'k [u8], limits: &Limits) -> Result<&'k [u8], String> {
-    if key.is_empty() || key.len() > limits.max_key_len {
-        return Err(format!(
-            "keys are 1 to {} bytes; got one of {}",
-            limits.max_key_len,
-            key.len()
-        ));
+    match check_key_len(key, limits.max_key_len) {
+        Ok(()) => Ok(key),
+        Err(StoreError::BadKey { len, max }) => {
+            Err(format!("keys are 1 to {max} bytes; got one of {len}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
-    Ok(key)
 }
 
 fn respond<'r>(
@@ -114,7 +116,7 @@ fn respond<'r>(
 ) -> Result<Vec<Cow<'r, [u8]>>, String> {
     let (&cmd, args) = request
         .split_first()
-        .ok_or("empty request: send a command frame (get, getm, len, keys, info)")?;
+        .ok_or("empty request: send a command frame (get, getm, len, keys, info, plan)")?;
     if request.len() > limits.max_frames {
         return Err(format!(
             "request has {} frames; at most {} are allowed",
@@ -223,9 +225,65 @@ fn respond<'r>(
             );
             Ok(vec![Cow::Owned(json.into_bytes())])
         }
+        b"plan" => plan_page(reader, args, limits),
         other => Err(format!(
-            "unknown command \"{}\": send get, getm, len, keys or info",
+            "unknown command \"{}\": send get, getm, len, keys, info or plan",
             text(other)
         )),
     }
+}
+
+fn number64(arg: &[u8], what: &str) -> Result<u64, String> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| format!("{what} must be a decimal number, not \"{}\"", text(arg)))
+}
+
+/// `plan SEED EPOCH RANK WORLD SHUFFLE [AFTER [LIMIT]]`: one page of the
+/// keys of a rank's partition of an epoch plan.
+fn plan_page<'r>(
+    reader: &'r Reader<'_>,
+    args: &[&'r [u8]],
+    limits: &Limits,
+) -> Result<Vec<Cow<'r, [u8]>>, String> {
+    use crate::plan::{PlanConfig, Shuffle};
+    if !(5..=7).contains(&args.len()) {
+        return Err(
+            "plan takes SEED EPOCH RANK WORLD SHUFFLE and optionally AFTER and LIMIT".into(),
+        );
+    }
+    let shuffle: Shuffle = std::str::from_utf8(args[4])
+        .map_err(|_| {
+            format!(
+                "unknown shuffle \"{}\": none, full or blocks:N",
+                text(args[4])
+            )
+        })?
+        .parse()
+        .map_err(|e: crate::plan::PlanError| e.to_string())?;
+    let config = PlanConfig {
+        seed: number64(args[0], "SEED")?,
+        epoch: number64(args[1], "EPOCH")?,
+        rank: number64(args[2], "RANK")?,
+        world_size: number64(args[3], "WORLD")?,
+        shuffle,
+        ..PlanConfig::default()
+    };
+    let after = match args.get(5) {
+        Some(a) => number64(a, "AFTER")?,
+        None => 0,
+    };
+    let limit = match args.get(6) {
+        Some(l) => number(l, "LIMIT")?,
+        None => DEFAULT_LIST,
+    };
+    if limit > limits.max_list {
+        return Err(format!("LIMIT is at most {}", limits.max_list));
+    }
+    let plan = reader.plan(config).map_err(|e| e.to_string())?;
+    let keys = reader
+        .plan_keys(&plan, after, limit as u64)
+        .map_err(|e| e.to_string())?;
+    Ok(keys.into_iter().map(Cow::Borrowed).collect())
 }

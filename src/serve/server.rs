@@ -1,17 +1,16 @@
 //! `tenstore serve`: a ZeroMQ ROUTER in front of worker threads that
 //! answer from read snapshots of one generation (see [`Views`]), with the
-//! reply bytes waiting for clients bounded (see `budget`). Also `push`, a
-//! PUSH stream of samples.
+//! reply bytes waiting for clients bounded (see `budget`).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::net::budget::{self, ReplyBudget};
-use crate::net::error::{NetError, Result};
-use crate::net::protocol::{handle, Limits, Reply};
-use crate::store::{Order, Reader, ShardReader, Store};
+use crate::serve::budget::{self, ReplyBudget};
+use crate::serve::error::{Result, ServeError};
+use crate::serve::protocol::{handle, Limits, Reply};
+use crate::store::{Reader, ShardReader, Store};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -109,39 +108,39 @@ impl Server {
         let ctx = zmq::Context::new();
         let frontend = ctx
             .socket(zmq::ROUTER)
-            .map_err(|e| NetError::zmq("making the ROUTER socket", e))?;
+            .map_err(|e| ServeError::zmq("making the ROUTER socket", e))?;
         frontend
             .set_maxmsgsize(config.limits.max_frame_bytes as i64)
-            .map_err(|e| NetError::zmq("setting ZMQ_MAXMSGSIZE", e))?;
+            .map_err(|e| ServeError::zmq("setting ZMQ_MAXMSGSIZE", e))?;
         // Replies to a client that has left are dropped at once.
         frontend
             .set_linger(0)
-            .map_err(|e| NetError::zmq("setting linger", e))?;
+            .map_err(|e| ServeError::zmq("setting linger", e))?;
         frontend
             .set_sndhwm(config.peer_send_hwm)
-            .map_err(|e| NetError::zmq("setting ZMQ_SNDHWM", e))?;
+            .map_err(|e| ServeError::zmq("setting ZMQ_SNDHWM", e))?;
         // A reply that cannot be queued is an error the proxy counts, not a
         // silent drop.
         frontend
             .set_router_mandatory(true)
-            .map_err(|e| NetError::zmq("setting ZMQ_ROUTER_MANDATORY", e))?;
+            .map_err(|e| ServeError::zmq("setting ZMQ_ROUTER_MANDATORY", e))?;
         let target = BindTarget::resolve(&config.bind)?;
         frontend
             .set_ipv6(target.ipv6)
-            .map_err(|e| NetError::zmq("setting ZMQ_IPV6", e))?;
+            .map_err(|e| ServeError::zmq("setting ZMQ_IPV6", e))?;
         frontend
             .bind(&target.endpoint)
-            .map_err(|e| NetError::zmq(target.context(&config.bind), e))?;
+            .map_err(|e| ServeError::zmq(target.context(&config.bind), e))?;
         let endpoint = frontend
             .get_last_endpoint()
-            .map_err(|e| NetError::zmq("reading the bound endpoint", e))?
+            .map_err(|e| ServeError::zmq("reading the bound endpoint", e))?
             .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
         let backend = ctx
             .socket(zmq::DEALER)
-            .map_err(|e| NetError::zmq("making the worker socket", e))?;
+            .map_err(|e| ServeError::zmq("making the worker socket", e))?;
         backend
             .set_linger(0)
-            .map_err(|e| NetError::zmq("setting linger", e))?;
+            .map_err(|e| ServeError::zmq("setting linger", e))?;
         let backend_addr = format!(
             "inproc://tenstore-workers-{}-{}",
             std::process::id(),
@@ -149,7 +148,7 @@ impl Server {
         );
         backend
             .bind(&backend_addr)
-            .map_err(|e| NetError::zmq("binding the worker socket", e))?;
+            .map_err(|e| ServeError::zmq("binding the worker socket", e))?;
         Ok(Server {
             ctx,
             frontend,
@@ -192,13 +191,13 @@ impl Server {
                     let socket = self
                         .ctx
                         .socket(zmq::DEALER)
-                        .map_err(|e| NetError::zmq("making a worker socket", e))?;
+                        .map_err(|e| ServeError::zmq("making a worker socket", e))?;
                     socket
                         .set_linger(0)
-                        .map_err(|e| NetError::zmq("setting linger", e))?;
+                        .map_err(|e| ServeError::zmq("setting linger", e))?;
                     socket
                         .connect(&self.backend_addr)
-                        .map_err(|e| NetError::zmq("connecting a worker", e))?;
+                        .map_err(|e| ServeError::zmq("connecting a worker", e))?;
                     let shared = Shared {
                         views: &views,
                         config: &self.config,
@@ -209,7 +208,7 @@ impl Server {
                     std::thread::Builder::new()
                         .name(format!("tenstore-worker-{i}"))
                         .spawn_scoped(s, move || worker(socket, shared))
-                        .map_err(|e| NetError::io("starting a worker thread", e))?;
+                        .map_err(|e| ServeError::io("starting a worker thread", e))?;
                 }
                 Ok(())
             };
@@ -253,7 +252,7 @@ impl Server {
                 Ok(_) => {}
                 // A signal (the stop request itself, usually): look again.
                 Err(zmq::Error::EINTR) => continue,
-                Err(e) => return Err(NetError::zmq("polling", e)),
+                Err(e) => return Err(ServeError::zmq("polling", e)),
             }
             if items[0].is_readable() {
                 match self.read_request()? {
@@ -324,14 +323,14 @@ impl Server {
                     }
                     return Ok(());
                 }
-                Err(e) => return Err(NetError::zmq("sending a reply", e)),
+                Err(e) => return Err(ServeError::zmq("sending a reply", e)),
             }
         }
         for (i, f) in frames.enumerate() {
             let flags = if i + 1 < last { zmq::SNDMORE } else { 0 };
             self.frontend
                 .send(f, flags | zmq::DONTWAIT)
-                .map_err(|e| NetError::zmq("sending a reply", e))?;
+                .map_err(|e| ServeError::zmq("sending a reply", e))?;
         }
         Ok(())
     }
@@ -462,7 +461,7 @@ fn recv_all(socket: &zmq::Socket, max: usize) -> Result<(Vec<zmq::Message>, usiz
     loop {
         let msg = socket
             .recv_msg(0)
-            .map_err(|e| NetError::zmq("receiving", e))?;
+            .map_err(|e| ServeError::zmq("receiving", e))?;
         let more = msg.get_more();
         if frames.len() < max {
             frames.push(msg);
@@ -484,7 +483,7 @@ fn send_all(socket: &zmq::Socket, frames: Vec<zmq::Message>) -> Result<()> {
         let flags = if i < last { zmq::SNDMORE } else { 0 };
         socket
             .send(f, flags)
-            .map_err(|e| NetError::zmq("sending", e))?;
+            .map_err(|e| ServeError::zmq("sending", e))?;
     }
     Ok(())
 }
@@ -576,7 +575,7 @@ impl<'s> Views<'s> {
                     taken: Instant::now(),
                 })
             }
-            Store::Ten(s) => {
+            Store::Shard(s) => {
                 let mut shared = self.lock_shards();
                 let current = match shared.current.take() {
                     Some((r, t)) if t.elapsed() <= self.refresh => (r, t),
@@ -593,7 +592,7 @@ impl<'s> Views<'s> {
                     }
                 };
                 let held = Held {
-                    reader: Reader::Ten(current.0.clone()),
+                    reader: Reader::Shard(current.0.clone()),
                     taken: current.1,
                     version: shared.generation,
                 };
@@ -612,7 +611,7 @@ impl<'s> Views<'s> {
     /// An idle worker lets the shared snapshot go once it is old, so that
     /// it pins no unlinked shard.
     fn idle(&self) {
-        if let Store::Ten(_) = self.store {
+        if let Store::Shard(_) = self.store {
             let mut shared = self.lock_shards();
             if shared
                 .current
@@ -732,81 +731,4 @@ fn send_reply_frames(
         }
     }
     true
-}
-
-/// Streams every sample of `store`, `epochs` times, on a PUSH socket bound
-/// to `bind`, as multipart tenbin frames (tensorcom style: the sample's
-/// tensors, header and data frames). Blocks while no puller takes them.
-/// Calls `ready` with the bound endpoint first, and counts samples handed
-/// to libzmq in `sent`.
-///
-/// When `stop` is set (a signal interrupts a blocked send, too), queued
-/// samples are dropped and it returns at once. Otherwise it returns after
-/// the last sample is queued; the socket then waits, on drop, until the
-/// pullers have taken every queued sample.
-pub fn push(
-    store: &Store,
-    bind: &str,
-    order: Order,
-    epochs: u64,
-    stop: &AtomicBool,
-    sent: &AtomicU64,
-    ready: impl FnOnce(&str),
-) -> Result<()> {
-    let ctx = zmq::Context::new();
-    let socket = ctx
-        .socket(zmq::PUSH)
-        .map_err(|e| NetError::zmq("making the PUSH socket", e))?;
-    socket
-        .set_sndhwm(64)
-        .map_err(|e| NetError::zmq("setting ZMQ_SNDHWM", e))?;
-    socket
-        .set_linger(-1)
-        .map_err(|e| NetError::zmq("setting linger", e))?;
-    socket
-        .bind(bind)
-        .map_err(|e| NetError::zmq(format!("binding {bind}"), e))?;
-    let endpoint = socket
-        .get_last_endpoint()
-        .map_err(|e| NetError::zmq("reading the bound endpoint", e))?
-        .unwrap_or_default();
-    ready(&endpoint);
-    let stopped = |socket: &zmq::Socket| {
-        // Drop what is queued: stopping means now.
-        let _ = socket.set_linger(0);
-        Ok(())
-    };
-    for epoch in 0..epochs {
-        let reader = store.reader()?;
-        let order = match order {
-            Order::Shuffled(seed) => Order::Shuffled(seed.wrapping_add(epoch)),
-            other => other,
-        };
-        for sample in reader.samples(order)? {
-            if stop.load(Ordering::Acquire) {
-                return stopped(&socket);
-            }
-            let sample = sample?;
-            let views = sample.tensors().to_vec();
-            match crate::net::zsend_multipart(&socket, &views, 0) {
-                Ok(()) => {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) if stop.load(Ordering::Acquire) => return stopped(&socket),
-                Err(NetError::Zmq {
-                    source: zmq::Error::EINTR,
-                    ..
-                }) => {
-                    // A signal that is not a stop request: the multipart
-                    // message may be half sent, so the socket cannot go on.
-                    let _ = socket.set_linger(0);
-                    return Err(NetError::Protocol(
-                        "a send was interrupted by a signal".into(),
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
 }
