@@ -152,8 +152,10 @@ impl ShardStore {
     /// went. When a damaged sidecar (no header, a complete record failing
     /// its checksum, valid records after a damaged one) hides whole
     /// records, this fails with [`StoreError::NeedsReindex`] and changes
-    /// nothing; see [`reindex`](Self::reindex). Cost: O(index size), plus a
-    /// scan of any uncommitted shard tail.
+    /// nothing; see [`reindex`](Self::reindex). Cost: read-only, O(1) in
+    /// the number of samples when the key table is valid (else O(index
+    /// size)); for the writer, O(index size), plus a scan of any
+    /// uncommitted shard tail.
     ///
     /// Precondition (not checked, see the crate docs, "Memory maps"):
     /// while the store is open, its files change only through tenstore.
