@@ -11,7 +11,8 @@
 //! single writer: append, commit, roll, sync), `files` (atomic writes, the
 //! lock, shard files), `recovery` (what a writer cuts when it opens),
 //! `compact` (compaction and reindexing); `snapshot` and `reader` (read
-//! snapshots), `layout` (record and sidecar formats), `index`, `scan`.
+//! snapshots), `table` (the key table readers map), `layout` (record and
+//! sidecar formats), `index`, `scan`.
 
 mod compact;
 mod files;
