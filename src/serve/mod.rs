@@ -10,7 +10,8 @@
 //!   sockets (needs no ZeroMQ).
 //! - [`Server`] (feature `zmq`): a ROUTER socket in front of worker
 //!   threads that answer from read snapshots.
-//! - [`push()`] (feature `zmq`): every sample as a PUSH stream.
+//! - [`push()`] (feature `zmq`): a rank's partition of epoch plans as a
+//!   PUSH stream.
 
 #[cfg(feature = "zmq")]
 mod budget;

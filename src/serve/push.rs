@@ -1,6 +1,6 @@
-//! `tenstore push`: every sample of a store, in a chosen order and for a
-//! number of epochs, as a ZeroMQ PUSH stream of multipart tenbin messages
-//! (tensorcom style).
+//! `tenstore push`: this rank's partition of a store's epochs, each in the
+//! order of its epoch plan (resumable), as a ZeroMQ PUSH stream of
+//! multipart tenbin messages (tensorcom style).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
