@@ -3,6 +3,8 @@
 //! damaged or stale table is detected and not trusted; a refresh with
 //! nothing new reads no sidecar bytes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -24,16 +26,7 @@ fn options() -> ShardOptions {
 }
 
 fn read_only(dir: &Path) -> ShardReader {
-    ShardStore::open(
-        dir,
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .reader()
-    .unwrap()
+    common::open_shard_read_only(dir).reader().unwrap()
 }
 
 fn key(i: u16) -> Vec<u8> {

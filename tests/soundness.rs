@@ -73,14 +73,7 @@ fn open(
 }
 
 fn read_only(dir: &Path) -> ShardStore {
-    ShardStore::open(
-        dir,
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    common::open_shard_read_only(dir)
 }
 
 fn batch(first: u64, n: u64) -> Vec<(String, Vec<Tensor>)> {

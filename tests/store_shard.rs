@@ -1,6 +1,8 @@
 //! The shard store through the library: round trips, orders, deletes,
 //! rolls, compaction, recovery and reindexing.
 
+mod common;
+
 use std::fs;
 use std::ops::Bound;
 use std::path::Path;
@@ -517,16 +519,7 @@ fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn read_only(dir: &Path) -> tenstore::store::ShardReader {
-    ShardStore::open(
-        dir,
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .reader()
-    .unwrap()
+    common::open_shard_read_only(dir).reader().unwrap()
 }
 
 /// Opening for writing refuses and changes nothing; reindexing brings

@@ -382,3 +382,16 @@ pub fn random_array<T: TestElem>(rng: &mut XorShift, shape: &[usize]) -> ArrayD<
     }
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches")
 }
+
+/// The shard store in `dir`, opened read-only (no writer lock, no
+/// recovery).
+pub fn open_shard_read_only(dir: &Path) -> tenstore::store::ShardStore {
+    tenstore::store::ShardStore::open(
+        dir,
+        &tenstore::store::ShardOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
