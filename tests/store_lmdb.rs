@@ -1,13 +1,15 @@
 //! The LMDB store through the library: round trips, listing, map growth,
 //! snapshots and concurrency.
 
+mod common;
+
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use half::{bf16, f16};
-use ndarray::{Array, ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use num_complex::Complex;
 use tenstore::store::{LmdbOptions, LmdbReader, LmdbStore, StoreError};
 use tenstore::{DType, Element, Tensor, TensorRef};
@@ -24,16 +26,7 @@ fn create(dir: &std::path::Path) -> LmdbStore {
 }
 
 fn sample(i: usize) -> Vec<Tensor> {
-    let image = ArrayD::from_shape_fn(IxDyn(&[3, 8, 8]), |d| {
-        ((d[0] * 64 + d[1] * 8 + d[2] + i) % 256) as u8
-    });
-    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
-    let label = Array::from_elem(1, i as i64).into_dyn();
-    vec![
-        Tensor::new("image", image).unwrap(),
-        Tensor::new("logits", logits).unwrap(),
-        Tensor::new("label", label).unwrap(),
-    ]
+    common::store::standard_sample(i, 8)
 }
 
 fn check(reader: &LmdbReader<'_>, i: usize) {
@@ -400,14 +393,7 @@ fn a_foreign_environment_is_read_but_written_only_when_adopted() {
         assert!(std::fs::read(&mdb).unwrap() == before, "data.mdb changed");
     }
     // Reading stays allowed, and writes nothing.
-    let ro = LmdbStore::open(
-        dir.path(),
-        &LmdbOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_lmdb_read_only(dir.path());
     check(&ro.reader().unwrap(), 0);
     drop(ro);
     assert!(!meta.exists());
@@ -533,14 +519,7 @@ fn no_lock_reads_only() {
     assert!(!dir.path().join("lock.mdb").exists());
     drop(ro);
     // A plain read-only open uses the lock file when it can.
-    let ro = LmdbStore::open(
-        dir.path(),
-        &LmdbOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_lmdb_read_only(dir.path());
     assert!(!ro.is_lock_free());
     check(&ro.reader().unwrap(), 0);
 }

@@ -7,7 +7,6 @@ use std::fs;
 use std::ops::Bound;
 use std::path::Path;
 
-use ndarray::{Array, ArrayD, IxDyn};
 use tenstore::store::{Durability, Problem, ShardOptions, ShardStore, StoreError};
 use tenstore::{Tensor, TensorRef};
 
@@ -19,16 +18,7 @@ fn options() -> ShardOptions {
 }
 
 fn sample(i: usize) -> Vec<Tensor> {
-    let image = ArrayD::from_shape_fn(IxDyn(&[3, 4, 4]), |d| {
-        ((d[0] * 16 + d[1] * 4 + d[2] + i) % 256) as u8
-    });
-    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
-    let label = Array::from_elem(1, i as i64).into_dyn();
-    vec![
-        Tensor::new("image", image).unwrap(),
-        Tensor::new("logits", logits).unwrap(),
-        Tensor::new("label", label).unwrap(),
-    ]
+    common::store::standard_sample(i, 4)
 }
 
 fn key(i: usize) -> String {
@@ -519,7 +509,7 @@ fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn read_only(dir: &Path) -> tenstore::store::ShardReader {
-    common::open_shard_read_only(dir).reader().unwrap()
+    common::store::open_shard_read_only(dir).reader().unwrap()
 }
 
 /// Opening for writing refuses and changes nothing; reindexing brings
