@@ -872,18 +872,19 @@ fn export_never_writes_outside_its_directory() {
     assert_eq!(walk(&export), want);
 }
 
+/// The "bad" inputs (and their manifest) beside a store holding the
+/// input `name` as key "k"; the store's path.
+fn stored_as_k(name: &str) -> (TempDir, Value, PathBuf) {
+    let (tmp, manifest) = generate("bad");
+    let input = tmp.path().join("bad").join(name);
+    let store = tmp.path().join("store");
+    ok(ts(["put", s(&store), "k", s(&input), "--create"]));
+    (tmp, manifest, store)
+}
+
 #[test]
 fn get_npy_keeps_tensor_names_inside_its_directory() {
-    let (tmp, manifest) = generate("bad");
-    let dir = tmp.path().join("bad");
-    let store = tmp.path().join("store");
-    ok(ts([
-        "put",
-        s(&store),
-        "k",
-        s(&dir.join("names.ten")),
-        "--create",
-    ]));
+    let (tmp, manifest, store) = stored_as_k("names.ten");
     let names = strs(&manifest["path_names"]);
     let json: Value = serde_json::from_slice(&ok(ts(["get", s(&store), "k", "--json"]))).unwrap();
     let stored_names: Vec<&str> = json["tensors"]
@@ -914,16 +915,7 @@ fn get_npy_keeps_tensor_names_inside_its_directory() {
 
 #[test]
 fn get_npy_keeps_every_tensor_when_names_repeat() {
-    let (tmp, _) = generate("bad");
-    let dir = tmp.path().join("bad");
-    let store = tmp.path().join("store");
-    ok(ts([
-        "put",
-        s(&store),
-        "k",
-        s(&dir.join("dup.ten")),
-        "--create",
-    ]));
+    let (tmp, _, store) = stored_as_k("dup.ten");
     let out_dir = tmp.path().join("npy");
     let out = ts(["get", s(&store), "k", "--npy", s(&out_dir)]);
     // Both tensors are written: the repeated name gets its index.

@@ -25,6 +25,14 @@ fn create(dir: &std::path::Path) -> LmdbStore {
     .unwrap()
 }
 
+/// A new store in a temporary directory, holding sample 0 as "s00000".
+fn holding_sample_0() -> (tempfile::TempDir, LmdbStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create(dir.path());
+    store.put(b"s00000", &sample(0)).unwrap();
+    (dir, store)
+}
+
 fn sample(i: usize) -> Vec<Tensor> {
     common::store::standard_sample(i, 8)
 }
@@ -282,9 +290,7 @@ fn growth_waits_for_open_snapshots_and_says_so() {
 
 #[test]
 fn snapshots_are_isolated_until_refreshed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (_dir, store) = holding_sample_0();
     let mut r = store.reader().unwrap();
     store.put(b"s00001", &sample(1)).unwrap();
     assert_eq!(r.len().unwrap(), 1);
@@ -421,9 +427,7 @@ fn a_foreign_environment_is_read_but_written_only_when_adopted() {
 
 #[test]
 fn a_sample_too_large_for_one_lmdb_write_is_refused_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (dir, store) = holding_sample_0();
     let max = store.max_value_len();
     // One value's pages are written with one pwrite, which moves at most
     // 2 GiB - 4 KiB on Linux: with 4 KiB pages the value may be 2 GiB - 64
@@ -488,9 +492,7 @@ fn a_sample_too_large_for_one_lmdb_write_is_refused_before_writing() {
 
 #[test]
 fn no_lock_reads_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (dir, store) = holding_sample_0();
     drop(store);
     let e = LmdbStore::open(
         dir.path(),

@@ -166,14 +166,7 @@ fn a_second_writer_is_refused_with_the_pid() {
         "{e}"
     );
     // Readers need no lock.
-    let ro = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_shard_read_only(dir.path());
     assert_eq!(ro.reader().unwrap().len().unwrap(), 0);
     assert!(ro.put(b"x", &sample(0)).is_err());
 }
@@ -253,6 +246,14 @@ fn compaction_drops_dead_samples_while_old_snapshots_keep_reading() {
     assert_eq!(store.reader().unwrap().len().unwrap(), 25);
 }
 
+/// Ten samples in one shard, flushed; the paths of the shard and sidecar.
+fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store = ShardStore::open(dir, &options()).unwrap();
+    put_range(&store, 0..10);
+    drop(store);
+    last_shard(dir)
+}
+
 fn last_shard(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let m: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("MANIFEST")).unwrap()).unwrap();
@@ -272,11 +273,7 @@ fn last_shard(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn torn_tails_are_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
-        put_range(&store, 0..10);
-    }
-    let (shard, idx) = last_shard(dir.path());
+    let (shard, idx) = ten_samples(dir.path());
     // An uncommitted record half-written, and half a sidecar record.
     let mut bytes = fs::read(&shard).unwrap();
     bytes.extend_from_slice(&tenstore::encode_buffer(&sample(99)).unwrap()[..100]);
@@ -303,22 +300,9 @@ fn torn_tails_are_cut_and_reported() {
 #[test]
 fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
-        put_range(&store, 0..10);
-    }
-    let (shard, idx) = last_shard(dir.path());
+    let (shard, idx) = ten_samples(dir.path());
     // Flip a data byte of sample 2: the crc catches it.
-    let r = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .reader()
-    .unwrap();
+    let r = read_only(dir.path());
     let image = r.require(key(2).as_bytes()).unwrap().get(0).unwrap();
     let offset = image.data().as_ptr() as usize
         - r.iter()
@@ -368,14 +352,7 @@ fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     let rec = 32 + 8; // fixed part plus a 6-byte key padded to 8
     ib[16 + 5 * rec + 9] ^= 1;
     fs::write(&idx, &ib).unwrap();
-    let store = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::open_shard_read_only(dir.path());
     // The key table, a checked copy of the sidecars, still names every
     // sample; verify reports the damaged sidecar.
     let r = store.reader().unwrap();
@@ -389,14 +366,7 @@ fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     drop((r, store));
     // Without the table, readers stop at the damage.
     fs::remove_file(dir.path().join("keys.tbl")).unwrap();
-    let store = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::open_shard_read_only(dir.path());
     let r = store.reader().unwrap();
     assert_eq!(r.len().unwrap(), 5);
     assert_eq!(r.load_report().torn_sidecars.len(), 1);
@@ -499,14 +469,6 @@ fn shards_are_plain_tenbin_streams() {
 }
 
 // --- damaged sidecars: the writer never cuts intact samples -----------------
-
-/// Ten samples in one shard, flushed; the paths of the shard and sidecar.
-fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let store = ShardStore::open(dir, &options()).unwrap();
-    put_range(&store, 0..10);
-    drop(store);
-    last_shard(dir)
-}
 
 fn read_only(dir: &Path) -> tenstore::store::ShardReader {
     common::store::open_shard_read_only(dir).reader().unwrap()
