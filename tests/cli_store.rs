@@ -1009,14 +1009,7 @@ fn the_readme_demo_runs_without_a_store_and_cleans_up() {
 
 /// An LMDB store made through the library: `n` samples `k0`.. of 10 KB.
 fn lmdb_store(dir: &Path, n: usize) -> Vec<u8> {
-    let store = tenstore::store::Store::open(
-        dir,
-        &tenstore::store::StoreOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::create_lmdb(dir);
     let arr = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[10_000]), 7u8);
     let tensors = [tenstore::TensorRef::from_array("x", &arr).unwrap()];
     for i in 0..n {
@@ -1792,14 +1785,7 @@ fn an_overflowing_empty_shape_is_named_as_such() {
 /// A shard store of ten samples `s0`..`s9` made through the library; the
 /// path of its sidecar.
 fn damaged_store_of_ten(dir: &Path) -> PathBuf {
-    let store = tenstore::store::ShardStore::open(
-        dir,
-        &tenstore::store::ShardOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::create_shard(dir);
     for i in 0..10u8 {
         let x = ndarray::Array1::from_elem(100, i).into_dyn();
         let t = tenstore::Tensor::new("x", x).unwrap();

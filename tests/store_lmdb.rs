@@ -14,21 +14,12 @@ use num_complex::Complex;
 use tenstore::store::{LmdbOptions, LmdbReader, LmdbStore, StoreError};
 use tenstore::{DType, Element, Tensor, TensorRef};
 
-fn create(dir: &std::path::Path) -> LmdbStore {
-    LmdbStore::open(
-        dir,
-        &LmdbOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
+use common::store::create_lmdb;
 
 /// A new store in a temporary directory, holding sample 0 as "s00000".
 fn holding_sample_0() -> (tempfile::TempDir, LmdbStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     store.put(b"s00000", &sample(0)).unwrap();
     (dir, store)
 }
@@ -51,7 +42,7 @@ fn check(reader: &LmdbReader<'_>, i: usize) {
 #[test]
 fn every_dtype_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     fn t<T: Element>(name: &str, v: Vec<T>) -> Tensor {
         let n = v.len();
         Tensor::new(name, ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap()).unwrap()
@@ -86,7 +77,7 @@ fn every_dtype_round_trips() {
 #[test]
 fn put_get_overwrite_delete_and_list() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     let samples: Vec<(String, Vec<Tensor>)> = (0..50)
         .rev()
         .map(|i| (format!("s{i:05}"), sample(i)))
@@ -161,7 +152,7 @@ fn put_get_overwrite_delete_and_list() {
 #[test]
 fn bad_keys_and_names_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     let long = vec![b'k'; 512];
     assert!(matches!(
         store.put(&long, &sample(0)),
@@ -195,7 +186,7 @@ fn opening_needs_a_store_unless_creating() {
         Err(StoreError::NotAStore { .. })
     ));
     assert!(!missing.exists());
-    let store = create(&missing);
+    let store = create_lmdb(&missing);
     store.put(b"a", &sample(0)).unwrap();
     assert!(missing.join("data.mdb").is_file());
     let meta = std::fs::read_to_string(missing.join("tenstore.json")).unwrap();

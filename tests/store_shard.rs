@@ -44,7 +44,7 @@ fn check(reader: &tenstore::store::ShardReader, i: usize) {
 #[test]
 fn samples_round_trip_in_every_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    let store = common::store::create_shard(dir.path());
     // Written out of key order.
     let order = [5, 3, 9, 1, 7, 0, 2, 8, 4, 6];
     let batch: Vec<(String, Vec<Tensor>)> = order.iter().map(|&i| (key(i), sample(i))).collect();
@@ -119,7 +119,7 @@ fn samples_round_trip_in_every_order() {
 fn overwrites_deletes_and_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
+        let store = common::store::create_shard(dir.path());
         put_range(&store, 0..20);
         store.put(key(3).as_bytes(), &sample(103)).unwrap();
         store.delete_exact(&[key(4)]).unwrap();
@@ -155,7 +155,7 @@ fn overwrites_deletes_and_reopening() {
 #[test]
 fn a_second_writer_is_refused_with_the_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let _store = ShardStore::open(dir.path(), &options()).unwrap();
+    let _store = common::store::create_shard(dir.path());
     let e = match ShardStore::open(dir.path(), &ShardOptions::default()) {
         Err(e) => e,
         Ok(_) => panic!("a second writer opened"),
@@ -248,7 +248,7 @@ fn compaction_drops_dead_samples_while_old_snapshots_keep_reading() {
 
 /// Ten samples in one shard, flushed; the paths of the shard and sidecar.
 fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let store = ShardStore::open(dir, &options()).unwrap();
+    let store = common::store::create_shard(dir);
     put_range(&store, 0..10);
     drop(store);
     last_shard(dir)
@@ -456,7 +456,7 @@ fn reserved_names_and_bad_keys_are_refused() {
 #[test]
 fn shards_are_plain_tenbin_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    let store = common::store::create_shard(dir.path());
     put_range(&store, 0..3);
     store.flush().unwrap();
     let bytes = fs::read(dir.path().join("000001.ten")).unwrap();

@@ -1,5 +1,5 @@
 //! Making and opening stores for tests: the standard three-tensor sample,
-//! and read-only opens of either backend.
+//! new stores and read-only opens of either backend.
 
 use std::path::Path;
 
@@ -21,6 +21,30 @@ pub fn standard_sample(i: usize, side: usize) -> Vec<Tensor> {
         Tensor::new("logits", logits).unwrap(),
         Tensor::new("label", label).unwrap(),
     ]
+}
+
+/// A new LMDB store in `dir` (default options).
+pub fn create_lmdb(dir: &Path) -> LmdbStore {
+    LmdbStore::open(
+        dir,
+        &LmdbOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A new shard store in `dir` (default options).
+pub fn create_shard(dir: &Path) -> ShardStore {
+    ShardStore::open(
+        dir,
+        &ShardOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// The shard store in `dir`, opened read-only (no writer lock, no
