@@ -217,6 +217,16 @@ fn lib_store(dir: &Path, backend: Backend, n: usize) -> Store {
     store
 }
 
+/// A temporary directory with a [`lib_store`] of samples 0..n in it, and
+/// `tenstore serve` serving that store on a loopback TCP port.
+fn serve_lib_store(backend: Backend, n: usize) -> (tempfile::TempDir, Store, Proc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = lib_store(&dir, backend, n);
+    let server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    (tmp, store, server)
+}
+
 /// Writes samples `range` in batches of 50.
 fn put_demo(store: &Store, range: Range<usize>) {
     let all: Vec<usize> = range.collect();
@@ -1037,11 +1047,8 @@ const VISIBLE: Duration = Duration::from_secs(30);
 /// for shards, compacts) with the same deadline, and once every worker has
 /// renewed its snapshot, all of them agree.
 fn new_samples_become_visible(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
     let start = 100;
-    let store = lib_store(&dir, backend, start);
-    let mut server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, store, mut server) = serve_lib_store(backend, start);
     let ctx = zmq::Context::new();
 
     // A busy client keeps workers answering (their snapshots must still
@@ -1971,11 +1978,8 @@ fn clients_that_never_read_replies_cannot_make_the_server_hold_more_than_max_que
 /// every listed key right after must find it (whichever worker answers),
 /// and `len` never goes down.
 fn listed_keys_stay_visible(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
     let start = 100;
-    let store = lib_store(&dir, backend, start);
-    let mut server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, store, mut server) = serve_lib_store(backend, start);
     let ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(start as u64));
