@@ -10,113 +10,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-// --- running the binary -----------------------------------------------------
-
-fn cmd<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tenstore"));
-    c.args(args);
-    c
-}
-
-/// Runs `tenstore ARGS` with no stdin.
-fn ts<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    cmd(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tenstore")
-}
-
-/// Runs `tenstore ARGS` with `input` on stdin.
-fn ts_stdin<I, S>(args: I, input: &[u8]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut child = cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tenstore");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        // The command may fail before reading everything: ignore EPIPE.
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("wait for tenstore");
-    writer.join().unwrap();
-    out
-}
-
-fn shown(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Asserts success and returns stdout.
-#[track_caller]
-fn ok(out: Output) -> Vec<u8> {
-    assert!(out.status.success(), "expected success: {}", shown(&out));
-    out.stdout
-}
-
-#[track_caller]
-fn ok_text(out: Output) -> String {
-    String::from_utf8(ok(out)).expect("UTF-8 stdout")
-}
-
-/// Asserts a failed operation: exit 1, one line on stderr that starts with
-/// `tenstore: error: ` and contains every needle. Returns that line.
-#[track_caller]
-fn fails(out: &Output, needles: &[&str]) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1: {}",
-        shown(out)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "expected one line: {}", shown(out));
-    assert!(err.ends_with('\n'), "{}", shown(out));
-    assert!(err.starts_with("tenstore: error: "), "{}", shown(out));
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {}", shown(out));
-    }
-    err
-}
-
-/// Asserts a usage error: exit 2 and something on stderr.
-#[track_caller]
-fn usage_error(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit 2: {}",
-        shown(out)
-    );
-    assert!(!out.stderr.is_empty(), "{}", shown(out));
-    assert!(out.stdout.is_empty(), "{}", shown(out));
-}
+use common::cli::{cmd, fails, ok, ok_text, shown, ts, ts_stdin, usage_error};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
@@ -437,8 +337,12 @@ fn put_replaces_a_sample_and_reads_stdin() {
 
 // --- refused and damaged input -------------------------------------------------
 
-#[test]
-fn refused_dtypes_fail_clearly_and_change_nothing() {
+/// The "bad" inputs beside a store holding their `good.npy` as
+/// "existing", for tests that refused input changes nothing: the
+/// temporary directory, the inputs' manifest, their directory, the store,
+/// and the store's listing and the stored bytes of "existing" before the
+/// test.
+fn existing() -> (TempDir, Value, PathBuf, PathBuf, String, Vec<u8>) {
     let (tmp, manifest) = generate("bad");
     let dir = tmp.path().join("bad");
     let store = tmp.path().join("store");
@@ -446,6 +350,13 @@ fn refused_dtypes_fail_clearly_and_change_nothing() {
     ok(ts(["put", s(&store), "existing", s(&good), "--create"]));
     let before = listing(&store);
     let bytes = stored(&store, "existing");
+    (tmp, manifest, dir, store, before, bytes)
+}
+
+#[test]
+fn refused_dtypes_fail_clearly_and_change_nothing() {
+    let (_tmp, manifest, dir, store, before, bytes) = existing();
+    let good = dir.join("good.npy");
     let refused = manifest["refused"].as_object().unwrap();
     assert_eq!(refused.len(), 5);
     for (name, descr) in refused {
@@ -470,13 +381,7 @@ fn refused_dtypes_fail_clearly_and_change_nothing() {
 
 #[test]
 fn damaged_input_fails_with_one_line_and_changes_nothing() {
-    let (tmp, manifest) = generate("bad");
-    let dir = tmp.path().join("bad");
-    let store = tmp.path().join("store");
-    let good = dir.join("good.npy");
-    ok(ts(["put", s(&store), "existing", s(&good), "--create"]));
-    let before = listing(&store);
-    let bytes = stored(&store, "existing");
+    let (_tmp, manifest, dir, store, before, bytes) = existing();
     let p = |n: &str| dir.join(n).display().to_string();
     let missing = p("no-such.npy");
     let damaged: Vec<String> = strs(&manifest["damaged"])
@@ -967,18 +872,19 @@ fn export_never_writes_outside_its_directory() {
     assert_eq!(walk(&export), want);
 }
 
+/// The "bad" inputs (and their manifest) beside a store holding the
+/// input `name` as key "k"; the store's path.
+fn stored_as_k(name: &str) -> (TempDir, Value, PathBuf) {
+    let (tmp, manifest) = generate("bad");
+    let input = tmp.path().join("bad").join(name);
+    let store = tmp.path().join("store");
+    ok(ts(["put", s(&store), "k", s(&input), "--create"]));
+    (tmp, manifest, store)
+}
+
 #[test]
 fn get_npy_keeps_tensor_names_inside_its_directory() {
-    let (tmp, manifest) = generate("bad");
-    let dir = tmp.path().join("bad");
-    let store = tmp.path().join("store");
-    ok(ts([
-        "put",
-        s(&store),
-        "k",
-        s(&dir.join("names.ten")),
-        "--create",
-    ]));
+    let (tmp, manifest, store) = stored_as_k("names.ten");
     let names = strs(&manifest["path_names"]);
     let json: Value = serde_json::from_slice(&ok(ts(["get", s(&store), "k", "--json"]))).unwrap();
     let stored_names: Vec<&str> = json["tensors"]
@@ -1009,16 +915,7 @@ fn get_npy_keeps_tensor_names_inside_its_directory() {
 
 #[test]
 fn get_npy_keeps_every_tensor_when_names_repeat() {
-    let (tmp, _) = generate("bad");
-    let dir = tmp.path().join("bad");
-    let store = tmp.path().join("store");
-    ok(ts([
-        "put",
-        s(&store),
-        "k",
-        s(&dir.join("dup.ten")),
-        "--create",
-    ]));
+    let (tmp, _, store) = stored_as_k("dup.ten");
     let out_dir = tmp.path().join("npy");
     let out = ts(["get", s(&store), "k", "--npy", s(&out_dir)]);
     // Both tensors are written: the repeated name gets its index.
@@ -1112,14 +1009,7 @@ fn the_readme_demo_runs_without_a_store_and_cleans_up() {
 
 /// An LMDB store made through the library: `n` samples `k0`.. of 10 KB.
 fn lmdb_store(dir: &Path, n: usize) -> Vec<u8> {
-    let store = tenstore::store::Store::open(
-        dir,
-        &tenstore::store::StoreOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::create_lmdb(dir);
     let arr = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[10_000]), 7u8);
     let tensors = [tenstore::TensorRef::from_array("x", &arr).unwrap()];
     for i in 0..n {
@@ -1895,14 +1785,7 @@ fn an_overflowing_empty_shape_is_named_as_such() {
 /// A shard store of ten samples `s0`..`s9` made through the library; the
 /// path of its sidecar.
 fn damaged_store_of_ten(dir: &Path) -> PathBuf {
-    let store = tenstore::store::ShardStore::open(
-        dir,
-        &tenstore::store::ShardOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::create_shard(dir);
     for i in 0..10u8 {
         let x = ndarray::Array1::from_elem(100, i).into_dyn();
         let t = tenstore::Tensor::new("x", x).unwrap();

@@ -170,19 +170,27 @@ fn index_of(bytes: &[u8]) -> usize {
 /// A store of samples 0..n made by `tenstore demo` (LMDB).
 fn cli_store(root: &Path, n: usize) -> PathBuf {
     let dir = root.join("demo-store");
-    let out = Command::new(BIN)
-        .args(["demo", "--store"])
-        .arg(&dir)
-        .args(["--samples", &n.to_string(), "--reads", "1"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tenstore demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let store = dir.to_str().unwrap();
+    let samples = n.to_string();
+    common::cli::ok(common::cli::ts([
+        "demo",
+        "--store",
+        store,
+        "--samples",
+        &samples,
+        "--reads",
+        "1",
+    ]));
     dir
+}
+
+/// A temporary directory with a [`cli_store`] of samples 0..n in it, and
+/// `tenstore serve` serving that store on a loopback TCP port.
+fn serve_demo(n: usize) -> (tempfile::TempDir, PathBuf, Proc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cli_store(tmp.path(), n);
+    let server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    (tmp, store, server)
 }
 
 /// A store of `backend` made with the library; small LMDB maps and shard
@@ -207,6 +215,16 @@ fn lib_store(dir: &Path, backend: Backend, n: usize) -> Store {
     .unwrap();
     put_demo(&store, 0..n);
     store
+}
+
+/// A temporary directory with a [`lib_store`] of samples 0..n in it, and
+/// `tenstore serve` serving that store on a loopback TCP port.
+fn serve_lib_store(backend: Backend, n: usize) -> (tempfile::TempDir, Store, Proc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = lib_store(&dir, backend, n);
+    let server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    (tmp, store, server)
 }
 
 /// Writes samples `range` in batches of 50.
@@ -320,11 +338,19 @@ impl Proc {
         Ok(proc)
     }
 
-    /// `tenstore serve STORE --bind BIND EXTRA...`
-    fn serve(store: &Path, bind: &str, extra: &[&str]) -> Proc {
+    /// `tenstore serve STORE --bind BIND EXTRA...`, started as
+    /// [`try_start`](Self::try_start) starts it.
+    fn try_serve(store: &Path, bind: &str, extra: &[&str]) -> Result<Proc, String> {
         let mut args = vec!["serve", store.to_str().unwrap(), "--bind", bind];
         args.extend_from_slice(extra);
-        let proc = Proc::start(&args, "tenstore serve: listening on ");
+        Proc::try_start(&args, "tenstore serve: listening on ")
+    }
+
+    /// [`try_serve`](Self::try_serve) that must start, on a loopback
+    /// endpoint.
+    fn serve(store: &Path, bind: &str, extra: &[&str]) -> Proc {
+        let proc = Proc::try_serve(store, bind, extra)
+            .unwrap_or_else(|e| panic!("tenstore serve --bind {bind} {extra:?}: {e}"));
         assert!(
             proc.banner.contains("(loopback only)"),
             "banner: {}",
@@ -812,9 +838,7 @@ fn every_command_on_an_lmdb_store_made_with_the_library_over_tcp() {
 
 #[test]
 fn sixteen_concurrent_clients_each_get_the_right_values() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), N);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, _store, mut server) = serve_demo(N);
     let ctx = zmq::Context::new();
     let clients: Vec<_> = (0..16u64)
         .map(|t| {
@@ -924,9 +948,7 @@ fn wait_for(counters: &[Arc<AtomicU64>], min: &[u64], limit: Duration, what: &st
 
 #[test]
 fn sigterm_answers_what_is_in_flight_and_clients_carry_on_after_a_restart_on_the_same_endpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), N);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, store, mut server) = serve_demo(N);
     let endpoint = server.endpoint.clone();
     let ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1025,11 +1047,8 @@ const VISIBLE: Duration = Duration::from_secs(30);
 /// for shards, compacts) with the same deadline, and once every worker has
 /// renewed its snapshot, all of them agree.
 fn new_samples_become_visible(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
     let start = 100;
-    let store = lib_store(&dir, backend, start);
-    let mut server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, store, mut server) = serve_lib_store(backend, start);
     let ctx = zmq::Context::new();
 
     // A busy client keeps workers answering (their snapshots must still
@@ -1430,9 +1449,7 @@ fn valid_until(ctx: &zmq::Context, endpoint: &str, seed: u64, stop: &AtomicBool)
 
 #[test]
 fn floods_of_malformed_requests_are_refused_while_valid_clients_are_served_and_memory_stays_flat() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), N);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, _store, mut server) = serve_demo(N);
     let endpoint = server.endpoint.clone();
     let ctx = zmq::Context::new();
 
@@ -1562,9 +1579,7 @@ fn run_loader(endpoint: &str, workers: usize, method: &str) {
 
 #[test]
 fn the_readme_loader_reads_every_sample_alone_and_from_forked_workers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), N);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, _store, mut server) = serve_demo(N);
     run_loader(&server.endpoint, 4, "fork");
     let (ok, err) = server.stop_serve();
     // keys (a page and the empty one), then 2 x N gets.
@@ -1605,9 +1620,7 @@ fn tests_py_loader_is_the_readme_loader() {
 
 #[test]
 fn the_readme_loader_works_with_spawned_workers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), N);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, _store, mut server) = serve_demo(N);
     run_loader(&server.endpoint, 2, "spawn");
     server.stop_serve();
 }
@@ -1706,29 +1719,18 @@ fn push_streams_two_shuffled_epochs_of_a_shard_store_to_python() {
 fn serve_fails_cleanly_on_a_missing_store_and_a_busy_endpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nothing-here");
-    let err = Proc::try_start(
-        &[
-            "serve",
-            missing.to_str().unwrap(),
-            "--bind",
-            "tcp://127.0.0.1:*",
-        ],
-        "tenstore serve: listening on ",
-    )
-    .err()
-    .expect("serve started on a missing store");
+    let err = Proc::try_serve(&missing, "tcp://127.0.0.1:*", &[])
+        .err()
+        .expect("serve started on a missing store");
     assert!(err.contains("exit status: 1"), "{err}");
     assert!(err.contains("tenstore: error: "), "{err}");
     assert!(!missing.exists(), "serve made the store directory");
 
     let store = cli_store(tmp.path(), 20);
     let mut first = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
-    let err = Proc::try_start(
-        &["serve", store.to_str().unwrap(), "--bind", &first.endpoint],
-        "tenstore serve: listening on ",
-    )
-    .err()
-    .expect("a second server bound the same endpoint");
+    let err = Proc::try_serve(&store, &first.endpoint, &[])
+        .err()
+        .expect("a second server bound the same endpoint");
     assert!(err.contains("exit status: 1"), "{err}");
     assert!(
         err.contains(&format!("tenstore: error: binding {}", first.endpoint)),
@@ -1744,9 +1746,7 @@ fn serve_fails_cleanly_on_a_missing_store_and_a_busy_endpoint() {
 
 #[test]
 fn err_messages_escape_odd_bytes_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = cli_store(tmp.path(), 5);
-    let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, _store, mut server) = serve_demo(5);
     let ctx = zmq::Context::new();
     let mut c = Client::new(&ctx, &server.endpoint, Kind::Req);
     assert_eq!(
@@ -1771,14 +1771,7 @@ fn err_messages_escape_odd_bytes_once() {
 fn usage_error(extra: &[&str], says: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let store = cli_store(tmp.path(), 5);
-    let mut args = vec![
-        "serve",
-        store.to_str().unwrap(),
-        "--bind",
-        "tcp://127.0.0.1:*",
-    ];
-    args.extend_from_slice(extra);
-    let e = match Proc::try_start(&args, "tenstore serve: listening on ") {
+    let e = match Proc::try_serve(&store, "tcp://127.0.0.1:*", extra) {
         Ok(mut server) => {
             server.stop_serve();
             panic!("serve started with {extra:?}: {}", server.banner);
@@ -1985,11 +1978,8 @@ fn clients_that_never_read_replies_cannot_make_the_server_hold_more_than_max_que
 /// every listed key right after must find it (whichever worker answers),
 /// and `len` never goes down.
 fn listed_keys_stay_visible(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
     let start = 100;
-    let store = lib_store(&dir, backend, start);
-    let mut server = Proc::serve(&dir, "tcp://127.0.0.1:*", &[]);
+    let (_tmp, store, mut server) = serve_lib_store(backend, start);
     let ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(start as u64));
@@ -2070,10 +2060,7 @@ fn a_key_listed_during_writes_is_found_by_the_next_get_shards() {
 /// Starts `serve --bind BIND`, returns the banner and the endpoint after
 /// one `len` over it from a client (IPv6 on when the endpoint is).
 fn serve_at(store: &Path, bind: &str) -> (String, String) {
-    let mut server = Proc::start(
-        &["serve", store.to_str().unwrap(), "--bind", bind],
-        "tenstore serve: listening on ",
-    );
+    let mut server = Proc::try_serve(store, bind, &[]).unwrap_or_else(|e| panic!("{bind}: {e}"));
     let ctx = zmq::Context::new();
     let s = ctx.socket(zmq::REQ).unwrap();
     s.set_ipv6(server.endpoint.contains('[')).unwrap();
@@ -2116,17 +2103,9 @@ fn bind_addresses_are_resolved_and_judged_by_their_address() {
         assert!(banner.contains(want), "{bind}: {banner}");
     }
     // A name that resolves to nothing is an error that says so.
-    let err = Proc::try_start(
-        &[
-            "serve",
-            store.to_str().unwrap(),
-            "--bind",
-            "tcp://no-such-host.invalid:5555",
-        ],
-        "tenstore serve: listening on ",
-    )
-    .err()
-    .expect("serve bound an unknown host");
+    let err = Proc::try_serve(&store, "tcp://no-such-host.invalid:5555", &[])
+        .err()
+        .expect("serve bound an unknown host");
     assert!(err.contains("exit status: 1"), "{err}");
     assert!(err.contains("no-such-host.invalid"), "{err}");
 }

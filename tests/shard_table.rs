@@ -26,7 +26,7 @@ fn options() -> ShardOptions {
 }
 
 fn read_only(dir: &Path) -> ShardReader {
-    common::open_shard_read_only(dir).reader().unwrap()
+    common::store::open_shard_read_only(dir).reader().unwrap()
 }
 
 fn key(i: u16) -> Vec<u8> {

@@ -73,7 +73,7 @@ fn open(
 }
 
 fn read_only(dir: &Path) -> ShardStore {
-    common::open_shard_read_only(dir)
+    common::store::open_shard_read_only(dir)
 }
 
 fn batch(first: u64, n: u64) -> Vec<(String, Vec<Tensor>)> {

@@ -1,39 +1,31 @@
 //! The LMDB store through the library: round trips, listing, map growth,
 //! snapshots and concurrency.
 
+mod common;
+
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use half::{bf16, f16};
-use ndarray::{Array, ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use num_complex::Complex;
 use tenstore::store::{LmdbOptions, LmdbReader, LmdbStore, StoreError};
 use tenstore::{DType, Element, Tensor, TensorRef};
 
-fn create(dir: &std::path::Path) -> LmdbStore {
-    LmdbStore::open(
-        dir,
-        &LmdbOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+use common::store::create_lmdb;
+
+/// A new store in a temporary directory, holding sample 0 as "s00000".
+fn holding_sample_0() -> (tempfile::TempDir, LmdbStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create_lmdb(dir.path());
+    store.put(b"s00000", &sample(0)).unwrap();
+    (dir, store)
 }
 
 fn sample(i: usize) -> Vec<Tensor> {
-    let image = ArrayD::from_shape_fn(IxDyn(&[3, 8, 8]), |d| {
-        ((d[0] * 64 + d[1] * 8 + d[2] + i) % 256) as u8
-    });
-    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
-    let label = Array::from_elem(1, i as i64).into_dyn();
-    vec![
-        Tensor::new("image", image).unwrap(),
-        Tensor::new("logits", logits).unwrap(),
-        Tensor::new("label", label).unwrap(),
-    ]
+    common::store::standard_sample(i, 8)
 }
 
 fn check(reader: &LmdbReader<'_>, i: usize) {
@@ -50,7 +42,7 @@ fn check(reader: &LmdbReader<'_>, i: usize) {
 #[test]
 fn every_dtype_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     fn t<T: Element>(name: &str, v: Vec<T>) -> Tensor {
         let n = v.len();
         Tensor::new(name, ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap()).unwrap()
@@ -85,7 +77,7 @@ fn every_dtype_round_trips() {
 #[test]
 fn put_get_overwrite_delete_and_list() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     let samples: Vec<(String, Vec<Tensor>)> = (0..50)
         .rev()
         .map(|i| (format!("s{i:05}"), sample(i)))
@@ -160,7 +152,7 @@ fn put_get_overwrite_delete_and_list() {
 #[test]
 fn bad_keys_and_names_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
+    let store = create_lmdb(dir.path());
     let long = vec![b'k'; 512];
     assert!(matches!(
         store.put(&long, &sample(0)),
@@ -194,7 +186,7 @@ fn opening_needs_a_store_unless_creating() {
         Err(StoreError::NotAStore { .. })
     ));
     assert!(!missing.exists());
-    let store = create(&missing);
+    let store = create_lmdb(&missing);
     store.put(b"a", &sample(0)).unwrap();
     assert!(missing.join("data.mdb").is_file());
     let meta = std::fs::read_to_string(missing.join("tenstore.json")).unwrap();
@@ -289,9 +281,7 @@ fn growth_waits_for_open_snapshots_and_says_so() {
 
 #[test]
 fn snapshots_are_isolated_until_refreshed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (_dir, store) = holding_sample_0();
     let mut r = store.reader().unwrap();
     store.put(b"s00001", &sample(1)).unwrap();
     assert_eq!(r.len().unwrap(), 1);
@@ -400,14 +390,7 @@ fn a_foreign_environment_is_read_but_written_only_when_adopted() {
         assert!(std::fs::read(&mdb).unwrap() == before, "data.mdb changed");
     }
     // Reading stays allowed, and writes nothing.
-    let ro = LmdbStore::open(
-        dir.path(),
-        &LmdbOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_lmdb_read_only(dir.path());
     check(&ro.reader().unwrap(), 0);
     drop(ro);
     assert!(!meta.exists());
@@ -435,9 +418,7 @@ fn a_foreign_environment_is_read_but_written_only_when_adopted() {
 
 #[test]
 fn a_sample_too_large_for_one_lmdb_write_is_refused_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (dir, store) = holding_sample_0();
     let max = store.max_value_len();
     // One value's pages are written with one pwrite, which moves at most
     // 2 GiB - 4 KiB on Linux: with 4 KiB pages the value may be 2 GiB - 64
@@ -502,9 +483,7 @@ fn a_sample_too_large_for_one_lmdb_write_is_refused_before_writing() {
 
 #[test]
 fn no_lock_reads_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = create(dir.path());
-    store.put(b"s00000", &sample(0)).unwrap();
+    let (dir, store) = holding_sample_0();
     drop(store);
     let e = LmdbStore::open(
         dir.path(),
@@ -533,14 +512,7 @@ fn no_lock_reads_only() {
     assert!(!dir.path().join("lock.mdb").exists());
     drop(ro);
     // A plain read-only open uses the lock file when it can.
-    let ro = LmdbStore::open(
-        dir.path(),
-        &LmdbOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_lmdb_read_only(dir.path());
     assert!(!ro.is_lock_free());
     check(&ro.reader().unwrap(), 0);
 }

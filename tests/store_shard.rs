@@ -7,7 +7,6 @@ use std::fs;
 use std::ops::Bound;
 use std::path::Path;
 
-use ndarray::{Array, ArrayD, IxDyn};
 use tenstore::store::{Durability, Problem, ShardOptions, ShardStore, StoreError};
 use tenstore::{Tensor, TensorRef};
 
@@ -19,16 +18,7 @@ fn options() -> ShardOptions {
 }
 
 fn sample(i: usize) -> Vec<Tensor> {
-    let image = ArrayD::from_shape_fn(IxDyn(&[3, 4, 4]), |d| {
-        ((d[0] * 16 + d[1] * 4 + d[2] + i) % 256) as u8
-    });
-    let logits = Array::from_shape_fn(10, |k| i as f32 + k as f32 / 10.0).into_dyn();
-    let label = Array::from_elem(1, i as i64).into_dyn();
-    vec![
-        Tensor::new("image", image).unwrap(),
-        Tensor::new("logits", logits).unwrap(),
-        Tensor::new("label", label).unwrap(),
-    ]
+    common::store::standard_sample(i, 4)
 }
 
 fn key(i: usize) -> String {
@@ -54,7 +44,7 @@ fn check(reader: &tenstore::store::ShardReader, i: usize) {
 #[test]
 fn samples_round_trip_in_every_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    let store = common::store::create_shard(dir.path());
     // Written out of key order.
     let order = [5, 3, 9, 1, 7, 0, 2, 8, 4, 6];
     let batch: Vec<(String, Vec<Tensor>)> = order.iter().map(|&i| (key(i), sample(i))).collect();
@@ -129,7 +119,7 @@ fn samples_round_trip_in_every_order() {
 fn overwrites_deletes_and_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
+        let store = common::store::create_shard(dir.path());
         put_range(&store, 0..20);
         store.put(key(3).as_bytes(), &sample(103)).unwrap();
         store.delete_exact(&[key(4)]).unwrap();
@@ -165,7 +155,7 @@ fn overwrites_deletes_and_reopening() {
 #[test]
 fn a_second_writer_is_refused_with_the_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let _store = ShardStore::open(dir.path(), &options()).unwrap();
+    let _store = common::store::create_shard(dir.path());
     let e = match ShardStore::open(dir.path(), &ShardOptions::default()) {
         Err(e) => e,
         Ok(_) => panic!("a second writer opened"),
@@ -176,14 +166,7 @@ fn a_second_writer_is_refused_with_the_pid() {
         "{e}"
     );
     // Readers need no lock.
-    let ro = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = common::store::open_shard_read_only(dir.path());
     assert_eq!(ro.reader().unwrap().len().unwrap(), 0);
     assert!(ro.put(b"x", &sample(0)).is_err());
 }
@@ -263,6 +246,14 @@ fn compaction_drops_dead_samples_while_old_snapshots_keep_reading() {
     assert_eq!(store.reader().unwrap().len().unwrap(), 25);
 }
 
+/// Ten samples in one shard, flushed; the paths of the shard and sidecar.
+fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store = common::store::create_shard(dir);
+    put_range(&store, 0..10);
+    drop(store);
+    last_shard(dir)
+}
+
 fn last_shard(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let m: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("MANIFEST")).unwrap()).unwrap();
@@ -282,11 +273,7 @@ fn last_shard(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn torn_tails_are_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
-        put_range(&store, 0..10);
-    }
-    let (shard, idx) = last_shard(dir.path());
+    let (shard, idx) = ten_samples(dir.path());
     // An uncommitted record half-written, and half a sidecar record.
     let mut bytes = fs::read(&shard).unwrap();
     bytes.extend_from_slice(&tenstore::encode_buffer(&sample(99)).unwrap()[..100]);
@@ -313,22 +300,9 @@ fn torn_tails_are_cut_and_reported() {
 #[test]
 fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = ShardStore::open(dir.path(), &options()).unwrap();
-        put_range(&store, 0..10);
-    }
-    let (shard, idx) = last_shard(dir.path());
+    let (shard, idx) = ten_samples(dir.path());
     // Flip a data byte of sample 2: the crc catches it.
-    let r = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .reader()
-    .unwrap();
+    let r = read_only(dir.path());
     let image = r.require(key(2).as_bytes()).unwrap().get(0).unwrap();
     let offset = image.data().as_ptr() as usize
         - r.iter()
@@ -378,14 +352,7 @@ fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     let rec = 32 + 8; // fixed part plus a 6-byte key padded to 8
     ib[16 + 5 * rec + 9] ^= 1;
     fs::write(&idx, &ib).unwrap();
-    let store = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::open_shard_read_only(dir.path());
     // The key table, a checked copy of the sidecars, still names every
     // sample; verify reports the damaged sidecar.
     let r = store.reader().unwrap();
@@ -399,14 +366,7 @@ fn a_damaged_sidecar_hides_what_follows_and_verify_reports_bad_bytes() {
     drop((r, store));
     // Without the table, readers stop at the damage.
     fs::remove_file(dir.path().join("keys.tbl")).unwrap();
-    let store = ShardStore::open(
-        dir.path(),
-        &ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = common::store::open_shard_read_only(dir.path());
     let r = store.reader().unwrap();
     assert_eq!(r.len().unwrap(), 5);
     assert_eq!(r.load_report().torn_sidecars.len(), 1);
@@ -496,7 +456,7 @@ fn reserved_names_and_bad_keys_are_refused() {
 #[test]
 fn shards_are_plain_tenbin_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ShardStore::open(dir.path(), &options()).unwrap();
+    let store = common::store::create_shard(dir.path());
     put_range(&store, 0..3);
     store.flush().unwrap();
     let bytes = fs::read(dir.path().join("000001.ten")).unwrap();
@@ -510,16 +470,8 @@ fn shards_are_plain_tenbin_streams() {
 
 // --- damaged sidecars: the writer never cuts intact samples -----------------
 
-/// Ten samples in one shard, flushed; the paths of the shard and sidecar.
-fn ten_samples(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let store = ShardStore::open(dir, &options()).unwrap();
-    put_range(&store, 0..10);
-    drop(store);
-    last_shard(dir)
-}
-
 fn read_only(dir: &Path) -> tenstore::store::ShardReader {
-    common::open_shard_read_only(dir).reader().unwrap()
+    common::store::open_shard_read_only(dir).reader().unwrap()
 }
 
 /// Opening for writing refuses and changes nothing; reindexing brings

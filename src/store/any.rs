@@ -126,13 +126,9 @@ impl Store {
                 }
                 b
             }
-            None if options.create && !options.read_only => {
-                options.backend.unwrap_or(Backend::Lmdb)
-            }
             None => {
-                return Err(StoreError::NotAStore {
-                    path: dir.to_owned(),
-                })
+                crate::store::refuse_missing(dir, false, options.create, options.read_only)?;
+                options.backend.unwrap_or(Backend::Lmdb)
             }
         };
         Ok(match backend {

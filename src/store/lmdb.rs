@@ -241,20 +241,14 @@ impl LmdbStore {
     /// (SIGBUS) at the first read of a missing page. An empty `data.mdb` is
     /// damaged too, never made into a new environment.
     ///
-    /// Precondition (not checked, see the crate docs, "Memory maps"): while
-    /// the store is open, its files change only through LMDB (tenstore,
-    /// Python's `lmdb`, any LMDB client), which LMDB's lock file
-    /// coordinates. `data.mdb` truncated by another process makes a read of
-    /// the cut pages raise `SIGBUS` (the process dies); rewritten in place,
-    /// it changes the bytes of samples already handed out.
+    /// Precondition (not checked; the [store module docs](crate::store) say
+    /// what breaking it does): while the store is open, its files change
+    /// only through LMDB (tenstore, Python's `lmdb`, any LMDB client), which
+    /// LMDB's lock file coordinates.
     pub fn open<P: AsRef<Path>>(path: P, options: &LmdbOptions) -> Result<LmdbStore> {
         let path = path.as_ref();
         let exists = Self::holds(path);
-        if !exists && (!options.create || options.read_only) {
-            return Err(StoreError::NotAStore {
-                path: path.to_owned(),
-            });
-        }
+        crate::store::refuse_missing(path, exists, options.create, options.read_only)?;
         if options.no_lock && !options.read_only {
             return Err(StoreError::NoLockWriter);
         }

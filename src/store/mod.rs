@@ -37,3 +37,21 @@ pub use shard::{
     ShardStats, ShardStore,
 };
 pub use verify::{Problem, VerifyReport};
+
+/// The rule every backend's `open` starts with: a path that holds no store
+/// (`exists` is false) is refused with [`StoreError::NotAStore`] unless
+/// `create` is set and `read_only` is not, so a mistyped path is never
+/// silently made into a new, empty store.
+pub(crate) fn refuse_missing(
+    path: &std::path::Path,
+    exists: bool,
+    create: bool,
+    read_only: bool,
+) -> Result<()> {
+    if !exists && (!create || read_only) {
+        return Err(StoreError::NotAStore {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,10 +1,16 @@
 //! Helpers shared by the integration tests: finding and running the Python
 //! reference (webdataset's `tenbin`), a small seeded PRNG, and the element
 //! types of the reference's dtypes as the interop tests handle them
-//! ([`TestElem`], [`with_dtype!`]).
+//! ([`TestElem`], [`with_dtype!`]). Running the `tenstore` binary is in
+//! [`cli`]; making and opening test stores in [`store`].
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
+
+// The binary is built only with the `cli` feature.
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod store;
 
 use std::ffi::OsStr;
 use std::fmt::Debug;
@@ -381,17 +387,4 @@ pub fn random_array<T: TestElem>(rng: &mut XorShift, shape: &[usize]) -> ArrayD<
         }
     }
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches")
-}
-
-/// The shard store in `dir`, opened read-only (no writer lock, no
-/// recovery).
-pub fn open_shard_read_only(dir: &Path) -> tenstore::store::ShardStore {
-    tenstore::store::ShardStore::open(
-        dir,
-        &tenstore::store::ShardOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
 }

@@ -157,19 +157,12 @@ impl ShardStore {
     /// size)); for the writer, O(index size), plus a scan of any
     /// uncommitted shard tail.
     ///
-    /// Precondition (not checked, see the crate docs, "Memory maps"):
-    /// while the store is open, its files change only through tenstore.
-    /// A shard truncated by another process makes a read of the cut
-    /// records raise `SIGBUS` (the process dies); rewritten in place, it
-    /// changes the bytes of samples already handed out.
+    /// Precondition (not checked; the [store module docs](crate::store) say
+    /// what breaking it does): while the store is open, its files change
+    /// only through tenstore.
     pub fn open<P: AsRef<Path>>(dir: P, options: &ShardOptions) -> Result<ShardStore> {
         let dir = dir.as_ref();
-        let exists = Self::holds(dir);
-        if !exists && (!options.create || options.read_only) {
-            return Err(StoreError::NotAStore {
-                path: dir.to_owned(),
-            });
-        }
+        crate::store::refuse_missing(dir, Self::holds(dir), options.create, options.read_only)?;
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         Meta::check_or_create(dir, "ten", options.create && !options.read_only)?;
         let mut recovery = RecoveryReport::default();
