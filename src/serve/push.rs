@@ -306,8 +306,8 @@ impl Stack {
 /// and/or connected to the configured addresses, as multipart tenbin
 /// frames (tensorcom style: the message's tensors, header and data frames)
 /// or single tenbin buffers. Blocks while no puller takes them (PUSH).
-/// Calls `ready` with where the socket is attached first (after the
-/// subscriptions a PUB waits for), `warn` once per tensor name the
+/// Calls `ready` with where the socket is attached first (before waiting
+/// for the subscribers a PUB waits for), `warn` once per tensor name the
 /// reference decoders cannot decode, and counts samples handed to libzmq
 /// in `sent`.
 ///
@@ -390,6 +390,7 @@ pub fn push(
         let _ = socket.set_linger(0);
         Ok(())
     };
+    ready(&attached);
     if config.pattern == Pattern::Pub && config.subscribers > 0 {
         let mut seen = 0;
         while seen < config.subscribers {
@@ -410,7 +411,6 @@ pub fn push(
             }
         }
     }
-    ready(&attached);
 
     let deliver = |tensors: &[TensorView<'_>]| -> Result<Sent> {
         let r = if config.single {
