@@ -993,3 +993,132 @@ fn pull_stops_on_sigterm_after_committing_what_it_received() {
     );
     assert_eq!(check_numbered(&store), [0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn pull_refuses_messages_without_a_usable_key_and_keys_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("pulled");
+    let pull_args = [
+        "pull",
+        store.to_str().unwrap(),
+        "--create",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--key-tensor",
+        "key",
+        "--max",
+        "2",
+    ];
+    let mut pull = Proc::tenstore(&pull_args);
+    let endpoint = pull.expect("tenstore pull: receiving on ");
+    let ctx = zmq::Context::new();
+    let connect = |endpoint: &str| {
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_linger(5000).unwrap();
+        push.connect(endpoint).unwrap();
+        push
+    };
+    let push = connect(&endpoint);
+    let x = Array1::from(vec![1.5f32, 2.5]);
+    let send = |push: &zmq::Socket, key: Option<&[u8]>, x: &Array1<f32>| {
+        let k = Array1::from(key.unwrap_or_default().to_vec());
+        let mut tensors = vec![TensorRef::from_array("x", x).unwrap()];
+        if key.is_some() {
+            tensors.push(TensorRef::from_array("key", &k).unwrap());
+        }
+        tenstore::net::zsend_multipart(push, &tensors, 0).unwrap();
+    };
+    send(&push, Some(b"a"), &x);
+    send(&push, None, &x); // no key tensor
+    send(&push, Some(b""), &x); // an empty key
+    send(&push, Some(b"a"), &(&x * 2.0)); // taken by message 1
+    send(&push, Some(b"b"), &x);
+    let rest = pull.success();
+    assert_eq!(
+        rest.last().unwrap(),
+        "tenstore pull: stored 2 samples from 5 messages; skipped 0 malformed and 3 refused messages"
+    );
+    let err = pull.stderr();
+    for what in [
+        "skipped message 2: refused: no tensor named \"key\"",
+        "skipped message 3: refused: key : ",
+        "skipped message 4: refused: key a is already taken by an earlier message (--overwrite replaces)",
+    ] {
+        assert!(err.contains(what), "{what:?} not in:\n{err}");
+    }
+    let got = samples(&store);
+    let keys: Vec<&[u8]> = got.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, [&b"a"[..], b"b"]);
+    // The first "a" is kept, and the key tensor is not stored.
+    assert_eq!(
+        got[0].1,
+        [(
+            "float32".into(),
+            vec![2],
+            hex(&[0, 0, 0xc0, 0x3f, 0, 0, 0x20, 0x40])
+        )]
+    );
+
+    // A second run: keys the store holds are skipped, not replaced...
+    let mut pull = Proc::tenstore(&pull_args[..pull_args.len() - 2]);
+    let endpoint = pull.expect("tenstore pull: receiving on ");
+    let push = connect(&endpoint);
+    send(&push, Some(b"b"), &(&x * 2.0));
+    let deadline = Instant::now() + WAIT;
+    while !pull.stderr().contains("key b is already in the store") {
+        assert!(Instant::now() < deadline, "{}", pull.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pull.signal("TERM");
+    assert_eq!(
+        pull.success().last().unwrap(),
+        "tenstore pull: stored 0 samples from 1 messages; skipped 0 malformed and 1 refused messages"
+    );
+    assert_eq!(samples(&store)[1].1, got[1].1);
+    // ...unless --overwrite.
+    let mut args = pull_args.to_vec();
+    args.extend(["--overwrite"]);
+    let n = args.len();
+    args[n - 2] = "1";
+    let mut pull = Proc::tenstore(&args);
+    let endpoint = pull.expect("tenstore pull: receiving on ");
+    let push = connect(&endpoint);
+    send(&push, Some(b"b"), &(&x * 2.0));
+    pull.success();
+    let now = samples(&store);
+    assert_eq!(now[1].1[0].2, hex(&[0, 0, 0x40, 0x40, 0, 0, 0xa0, 0x40]));
+}
+
+#[test]
+fn push_refuses_a_key_tensor_name_tenbin_cannot_hold_before_binding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = make_store(tmp.path(), Backend::Lmdb, 2);
+    let (ok, out, err) = run(&[
+        "push",
+        src.to_str().unwrap(),
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--key-tensor",
+        "much_too_long",
+    ]);
+    assert!(!ok);
+    assert_eq!(out, "");
+    assert!(err.contains("--key-tensor \"much_too_long\": "), "{err}");
+    // A sample that already has a tensor of that name is refused too.
+    let mut push = Proc::tenstore(&[
+        "push",
+        src.to_str().unwrap(),
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--key-tensor",
+        "img",
+    ]);
+    push.expect("tenstore push: pushing on ");
+    let (status, _) = push.wait();
+    assert_eq!(status.code(), Some(1));
+    let err = push.stderr();
+    assert!(
+        err.contains("sample s000 already has a tensor named \"img\""),
+        "{err}"
+    );
+}
