@@ -1122,3 +1122,35 @@ fn push_refuses_a_key_tensor_name_tenbin_cannot_hold_before_binding() {
         "{err}"
     );
 }
+
+#[test]
+fn pull_refuses_a_key_format_that_makes_unstorable_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("pulled");
+    let long = format!("{}{{}}", "x".repeat(511));
+    let (ok, out, err) = run(&[
+        "pull",
+        store.to_str().unwrap(),
+        "--create",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--key-format",
+        &long,
+    ]);
+    assert!(!ok);
+    assert_eq!(out, "", "nothing bound");
+    assert!(
+        err.contains("the key format makes keys such as xxx"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "pull",
+        store.to_str().unwrap(),
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--key-format",
+        "no-placeholder",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no placeholder for the counter"), "{err}");
+}

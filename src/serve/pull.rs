@@ -149,9 +149,8 @@ pub struct PullConfig {
     pub max: Option<u64>,
     /// Samples per commit. Default 256.
     pub commit_every: usize,
-    /// Commit what was received once no message has come for this long,
-    /// and at the latest this long after the batch's first message. Default
-    /// one second.
+    /// Commit a batch that is not full this long after its first message
+    /// (so a slow or paused stream is still committed). Default one second.
     pub commit_after: Duration,
     /// Replace samples the store already holds (and, within the stream,
     /// keep a key's last message). Without it such messages are skipped
@@ -178,6 +177,30 @@ impl Default for PullConfig {
             max_frame: 1 << 30,
             hwm: 64,
         }
+    }
+}
+
+impl PullConfig {
+    /// Refuses a configuration that cannot work (nowhere to receive from,
+    /// a key format whose keys cannot be stored), before anything is
+    /// opened; [`pull`] calls it too.
+    pub fn check(&self) -> Result<()> {
+        if self.bind.is_empty() && self.connect.is_empty() {
+            return Err(ServeError::Config(
+                "nowhere to receive from: give an address to bind or connect".into(),
+            ));
+        }
+        if let KeySource::Format(f) = &self.key {
+            for n in [0, u64::MAX] {
+                if let Err(e) = check_key(&f.key(n)) {
+                    return Err(ServeError::Config(format!(
+                        "the key format makes keys such as {}: {e}",
+                        f.key(n).escape_ascii()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -261,7 +284,7 @@ struct Pending {
 /// Receives tenbin messages on a PULL socket and stores each as one sample
 /// of `store`, in batches: a batch is committed (one `put_batch`, then
 /// `flush`, so it is durable whatever the backend) when it holds
-/// `commit_every` samples, when no message came for `commit_after`, and on
+/// `commit_every` samples, `commit_after` after its first message, and on
 /// stopping. Messages that are not tenbin, or are refused (see
 /// [`PullStats`]), are counted, reported and skipped; the stream goes on.
 ///
@@ -275,11 +298,7 @@ pub fn pull(
     stop: &AtomicBool,
     mut on: impl FnMut(PullEvent<'_>),
 ) -> Result<PullStats> {
-    if config.bind.is_empty() && config.connect.is_empty() {
-        return Err(ServeError::Config(
-            "nowhere to receive from: give an address to bind or connect".into(),
-        ));
-    }
+    config.check()?;
     let reserved = store.backend().reserved_names();
     let ctx = zmq::Context::new();
     let socket = ctx
@@ -341,13 +360,8 @@ pub fn pull(
             left.as_millis().clamp(1, 100) as i64
         };
         match socket.poll(zmq::POLLIN, wait) {
-            Ok(0) => {
-                // Idle: commit what is pending now.
-                if !pending.is_empty() {
-                    commit(store, config, &mut pending, &mut stats, &mut on)?;
-                }
-                continue;
-            }
+            // Idle: the loop's checks commit when the time has come.
+            Ok(0) => continue,
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
             Err(e) => return Err(ServeError::zmq("waiting for messages", e)),
@@ -421,7 +435,6 @@ pub fn pull(
                 }
             },
         };
-        counter += 1;
         if let Err(e) = check_key(&key) {
             refuse(
                 &mut stats,
@@ -451,6 +464,9 @@ pub fn pull(
             continue;
         }
         drop(tensors);
+        // The counter numbers the messages taken, so its keys have no gaps
+        // where messages were refused.
+        counter += 1;
         if pending.is_empty() {
             first_at = Instant::now();
         }

@@ -23,7 +23,7 @@ const SHOWN_SKIPS: u64 = 20;
 /// Samples are keyed by a counter (--key-format, default {:08}) or by a
 /// u1 tensor of the message (--key-tensor, as `push --key-tensor` adds
 /// it; not stored). They are committed in batches (--commit-every
-/// messages, or after --commit-ms without a full batch), each made
+/// messages, or --commit-ms after a batch's first message), each made
 /// durable before "tenstore pull: committed N samples" is printed: those
 /// N survive a crash. Messages that are not tenbin, lack a usable key,
 /// hold no tensors, or use a key the store holds (without --overwrite)
@@ -63,8 +63,8 @@ pub struct Args {
     /// Samples per commit.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     commit_every: u64,
-    /// Commit what was received after this many milliseconds, even if the
-    /// batch is not full.
+    /// Commit a batch this many milliseconds after its first message, even
+    /// if it is not full.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     commit_ms: u64,
     /// Replace samples under keys the store already holds (and keep a
@@ -78,10 +78,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let store = stores::open(&args.store, args.create, args.backend)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let config = PullConfig {
         bind: args.bind,
         connect: args.connect,
@@ -97,6 +93,12 @@ pub fn run(args: Args) -> CliResult {
         max_frame: args.max_frame,
         ..PullConfig::default()
     };
+    // Refuse a bad configuration before opening (or creating) the store.
+    config.check()?;
+    let store = stores::open(&args.store, args.create, args.backend)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let n_bind = config.bind.len();
     let mut skipped = 0u64;
     let result = tenstore::serve::pull(&store, &config, &stop, |event| match event {
