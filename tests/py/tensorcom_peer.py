@@ -31,7 +31,6 @@ import zmq
 
 import tensorcom
 import tensorcom.tenbin as tc_tenbin
-from webdataset import tenbin as wds_tenbin
 
 TIMEOUT_MS = 20_000
 
@@ -89,6 +88,10 @@ def word(code):
 
 
 def compat():
+    # Imported here only: webdataset's package imports torch when it is
+    # installed, which the other modes do not need.
+    from webdataset import tenbin as wds_tenbin
+
     sizes = dict(f2=2, f4=4, f8=8, i1=1, i2=2, i4=4, i8=8, u1=1, u2=2, u4=4, u8=8,
                  b1=1, bf16=2, c8=8, c16=16)
     failing = []
