@@ -1154,3 +1154,44 @@ fn pull_refuses_a_key_format_that_makes_unstorable_keys() {
     assert!(!ok);
     assert!(err.contains("no placeholder for the counter"), "{err}");
 }
+
+#[test]
+fn push_bind_into_pull_connect_copies_a_store_with_its_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = make_store(tmp.path(), Backend::Lmdb, 11);
+    let dst = tmp.path().join("copy");
+    let mut push = Proc::tenstore(&[
+        "push",
+        src.to_str().unwrap(),
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--single",
+        "--key-tensor",
+        "key",
+    ]);
+    let endpoint = push.expect("tenstore push: pushing on ");
+    let mut pull = Proc::tenstore(&[
+        "pull",
+        dst.to_str().unwrap(),
+        "--create",
+        "--backend",
+        "ten",
+        "--connect",
+        &endpoint,
+        "--single",
+        "--key-tensor",
+        "key",
+        "--max",
+        "11",
+    ]);
+    assert_eq!(
+        pull.expect("tenstore pull: receiving from "),
+        format!("{endpoint} (connecting)")
+    );
+    assert_eq!(
+        pull.success().last().unwrap(),
+        "tenstore pull: stored 11 samples from 11 messages; skipped 0 malformed and 0 refused messages"
+    );
+    assert_eq!(push.success(), ["tenstore push: sent 11 samples"]);
+    assert_eq!(samples(&dst), samples(&src));
+}
