@@ -66,8 +66,8 @@
 //!   [`store::Reader`], [`store::Sample`]).
 //! - [`net`]: tensors over ZeroMQ (single and multipart, as tensorcom
 //!   sends them) and SCTP.
-//! - [`serve`]: the `tenstore serve` request protocol and server, and the
-//!   `tenstore push` stream.
+//! - [`serve`]: the `tenstore serve` request protocol and server, the
+//!   `tenstore push` stream and `tenstore pull` (a stream into a store).
 //! - [`plan`]: epoch plans: seeded, resumable sample orders split across
 //!   ranks and loader workers ([`EpochPlan`]), which readers follow
 //!   ([`store::Reader::plan_samples`]).
@@ -78,7 +78,8 @@
 //! - `cli` (default): the `tenstore` binary and the crates only it uses
 //!   (`clap`, `tar`, `flate2`, `sha2`, `signal-hook`); turns on `zmq`.
 //! - `zmq` (default): ZeroMQ, for the `net` zsend/zrecv functions and the
-//!   `serve` server and push stream (`serve::Server`, `serve::push`).
+//!   `serve` server, push stream and pull (`serve::Server`, `serve::push`,
+//!   `serve::pull`).
 //!
 //! With `default-features = false` the crate builds the codec, the stores,
 //! `.npy` and SCTP, and compiles none of the crates above.

@@ -40,6 +40,44 @@ pub enum ServeError {
     /// An error of the store being served.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+
+    /// `--compat reference`: a tensor the reference decoders (webdataset
+    /// 1.0.2's and tensorcom 0.1.0's `tenbin`) cannot decode.
+    #[cfg(feature = "zmq")]
+    #[error("sample {key}: tensor {tensor:?} {problem}; tensorcom and webdataset 1.0.2 cannot decode it, and the compatibility mode is `reference` (nothing was sent)")]
+    Incompatible {
+        /// The sample's key, escaped for display.
+        key: String,
+        /// The tensor's name.
+        tensor: String,
+        /// What the reference cannot decode.
+        problem: super::push::Incompatibility,
+    },
+
+    /// `--batch`: samples that cannot be stacked into one message.
+    #[error("cannot stack sample {key} into a batch with sample {first}: {why}; `--batch` needs samples with the same tensor names, dtypes and shapes")]
+    Unstackable {
+        /// The sample that does not fit, escaped for display.
+        key: String,
+        /// The batch's first sample, escaped for display.
+        first: String,
+        /// What differs.
+        why: String,
+    },
+
+    /// `--key-tensor NAME` where a sample already has a tensor of that name.
+    #[error("sample {key} already has a tensor named {name:?}; choose another --key-tensor name")]
+    KeyTensorTaken {
+        /// The sample's key, escaped for display.
+        key: String,
+        /// The name asked for.
+        name: String,
+    },
+
+    /// A configuration that cannot work, refused before anything is sent
+    /// or received.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ServeError {

@@ -11,12 +11,16 @@
 //! - [`Server`] (feature `zmq`): a ROUTER socket in front of worker
 //!   threads that answer from read snapshots.
 //! - [`push()`] (feature `zmq`): a rank's partition of epoch plans as a
-//!   PUSH stream.
+//!   PUSH or PUB stream (tensorcom's receivers take it).
+//! - [`pull()`] (feature `zmq`): a stream of tenbin messages (tensorcom's
+//!   senders, `push`) written into a store.
 
 #[cfg(feature = "zmq")]
 mod budget;
 mod error;
 pub mod protocol;
+#[cfg(feature = "zmq")]
+mod pull;
 #[cfg(feature = "zmq")]
 mod push;
 #[cfg(feature = "zmq")]
@@ -25,6 +29,10 @@ mod server;
 pub use error::{Result, ServeError};
 pub use protocol::{handle, Limits, Reply};
 #[cfg(feature = "zmq")]
-pub use push::{push, PushConfig};
+pub use pull::{pull, KeyFormat, KeySource, PullConfig, PullEvent, PullStats, Skip};
+#[cfg(feature = "zmq")]
+pub use push::{
+    incompatibility, push, Attached, Compat, CompatWarning, Incompatibility, Pattern, PushConfig,
+};
 #[cfg(feature = "zmq")]
 pub use server::{ServeConfig, ServeStats, Server};

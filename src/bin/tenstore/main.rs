@@ -19,6 +19,7 @@ mod inputs;
 mod keys;
 mod ls;
 mod progress;
+mod pull;
 mod push;
 mod put;
 mod reindex;
@@ -59,6 +60,7 @@ enum Command {
     Reindex(reindex::Args),
     Serve(serve::Args),
     Push(push::Args),
+    Pull(pull::Args),
     Demo(demo::Args),
 }
 
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Reindex(args) => reindex::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Push(args) => push::run(args),
+        Command::Pull(args) => pull::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
