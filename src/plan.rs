@@ -686,15 +686,48 @@ impl EpochPlan {
     }
 
     /// For block shuffles, the storage ranges (first sample, samples) of
-    /// the window holding global position `p`: the samples the order will
-    /// visit next. Empty for other shuffles.
+    /// the window holding global position `p` (positions from `n` on wrap,
+    /// as padding does): the samples the order visits around `p`. Empty
+    /// for other shuffles.
     pub fn window_blocks(&self, p: u64) -> Vec<(u64, u64)> {
+        match self.window_index(p) {
+            Some(w) => self.blocks_of_window(w),
+            None => Vec::new(),
+        }
+    }
+
+    /// For block shuffles, the number of the window holding global position
+    /// `p` (positions from `n` on wrap, as padding does): windows are
+    /// visited in increasing order, so a reader that sees the number change
+    /// knows the order has moved on to [`blocks_of_window`] of the new one,
+    /// and the one after it comes next. `None` for other shuffles and for
+    /// an empty snapshot.
+    ///
+    /// [`blocks_of_window`]: Self::blocks_of_window
+    pub fn window_index(&self, p: u64) -> Option<u64> {
         if !self.is_blocked() || self.n == 0 {
+            return None;
+        }
+        Some(self.global.window_of(p % self.n))
+    }
+
+    /// Number of windows of a block shuffle (0 for other shuffles).
+    pub fn windows(&self) -> u64 {
+        match self.global {
+            Global::Blocks { nblocks, .. } => nblocks.div_ceil(BLOCK_WINDOW),
+            _ => 0,
+        }
+    }
+
+    /// The storage ranges (first sample, samples) of window `w` of a block
+    /// shuffle, in the order the blocks were permuted to; empty past the
+    /// last window and for other shuffles.
+    pub fn blocks_of_window(&self, w: u64) -> Vec<(u64, u64)> {
+        if w >= self.windows() {
             return Vec::new();
         }
-        let q = p % self.n;
-        let w = self.global.window(self.global.window_of(q));
-        w.blocks[..w.nblocks].to_vec()
+        let win = self.global.window(w);
+        win.blocks[..win.nblocks].to_vec()
     }
 }
 
@@ -757,3 +790,89 @@ impl Iterator for PlanIter<'_> {
 }
 
 impl ExactSizeIterator for PlanIter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(n: u64, size: u64, seed: u64, world_size: u64, uneven: Uneven) -> EpochPlan {
+        let config = PlanConfig {
+            seed,
+            epoch: 3,
+            shuffle: Shuffle::Blocks { size },
+            world_size,
+            uneven,
+            ..PlanConfig::default()
+        };
+        EpochPlan::new(n, config).unwrap()
+    }
+
+    /// Every global position's sample lies in a block of the window
+    /// `window_index` names, windows never go back, and the windows' blocks
+    /// cover every sample exactly once: what a reader prefetching by
+    /// window relies on.
+    #[test]
+    fn windows_hold_their_positions_and_cover_the_store() {
+        for (n, size, seed) in [
+            (1000, 7, 1),
+            (1024, 64, 2),
+            (5, 3, 3),
+            (1, 1, 4),
+            (333, 1000, 5),
+        ] {
+            let plan = blocks(n, size, seed, 1, Uneven::DropLast);
+            let mut seen = vec![0u32; n as usize];
+            for w in 0..plan.windows() {
+                for (first, len) in plan.blocks_of_window(w) {
+                    assert!(
+                        len >= 1 && first + len <= n,
+                        "{n} {size}: block {first}+{len}"
+                    );
+                    for i in first..first + len {
+                        seen[i as usize] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "{n} {size}: {seen:?}");
+            assert!(plan.blocks_of_window(plan.windows()).is_empty());
+            let mut last = 0;
+            for p in 0..n {
+                let w = plan.window_index(p).unwrap();
+                assert!(w >= last, "{n} {size}: window {w} after {last} at {p}");
+                last = w;
+                let i = plan.global(p);
+                let inside = plan
+                    .window_blocks(p)
+                    .iter()
+                    .any(|&(first, len)| (first..first + len).contains(&i));
+                assert!(inside, "{n} {size}: sample {i} at {p} outside window {w}");
+            }
+            assert_eq!(last + 1, plan.windows(), "{n} {size}");
+        }
+    }
+
+    /// Padding positions past `n` wrap to the windows of the start.
+    #[test]
+    fn padded_positions_wrap_to_the_first_window() {
+        let plan = blocks(10, 3, 9, 4, Uneven::Pad);
+        assert_eq!(plan.end(), 12);
+        assert_eq!(plan.window_index(10), plan.window_index(0));
+        assert_eq!(plan.window_blocks(11), plan.window_blocks(1));
+    }
+
+    #[test]
+    fn other_shuffles_have_no_windows() {
+        for shuffle in [Shuffle::None, Shuffle::Full] {
+            let config = PlanConfig {
+                shuffle,
+                ..PlanConfig::default()
+            };
+            let plan = EpochPlan::new(100, config).unwrap();
+            assert_eq!(plan.windows(), 0);
+            assert_eq!(plan.window_index(5), None);
+            assert!(plan.window_blocks(5).is_empty());
+            assert!(plan.blocks_of_window(0).is_empty());
+        }
+        assert_eq!(blocks(0, 4, 1, 1, Uneven::DropLast).window_index(0), None);
+    }
+}

@@ -2,10 +2,10 @@
 
 use std::ops::Bound;
 
-use crate::plan::{EpochPlan, PlanError};
+use crate::plan::{EpochPlan, PlanError, PlanIter, Shuffle};
 use crate::store::error::{Result, StoreError};
-use crate::store::shard::index::Entry;
-use crate::store::shard::snapshot::{RecordFault, Snapshot};
+use crate::store::shard::index::{Entry, Loc};
+use crate::store::shard::snapshot::{Hint, RecordFault, Snapshot};
 use crate::store::verify::{Problem, VerifyReport};
 use crate::store::Sample;
 
@@ -54,12 +54,14 @@ impl ShardReader {
     }
 
     /// Every sample in write order: the fast path for an epoch (the maps
-    /// are read front to back). Never fails; samples are checked as they
-    /// come.
+    /// are read front to back, and the kernel is told so: each shard is
+    /// advised `MADV_SEQUENTIAL` while the scan is in it, and the next
+    /// few MiB `MADV_WILLNEED` ahead of it). Never fails; samples are
+    /// checked as they come.
     pub fn iter(&self) -> Result<ShardEntries<'_>> {
         Ok(ShardEntries {
             snap: &self.snap,
-            inner: Box::new(self.snap.entries()),
+            inner: Box::new(ReadAhead::new(&self.snap, self.snap.entries())),
         })
     }
 
@@ -95,13 +97,31 @@ impl ShardReader {
     }
 
     /// Samples in the order of an epoch plan made for this snapshot's
-    /// [`len`](Self::len) samples in write order (storage order): block
-    /// shuffles read each block's records front to back.
+    /// [`len`](Self::len) samples in write order (storage order). The
+    /// kernel is told what comes next: storage order is read like
+    /// [`iter`](Self::iter); a block shuffle advises `MADV_WILLNEED` on
+    /// the byte ranges of the window of blocks it enters and of the window
+    /// after it, so the next window is read from disk in long runs while
+    /// this one is used (windows over 256 MiB are not advised: they would
+    /// push themselves out of the page cache). A full shuffle gives no
+    /// hint.
     pub fn iter_plan<'r>(&'r self, plan: &'r EpochPlan) -> Result<ShardEntries<'r>> {
         check_plan(plan, self.len()?)?;
+        let entries = plan.iter().map(move |i| self.live_entry(i));
+        let inner: Box<dyn Iterator<Item = &'r Entry> + 'r> = match plan.config().shuffle {
+            Shuffle::None => Box::new(ReadAhead::new(&self.snap, entries)),
+            Shuffle::Blocks { .. } => Box::new(Windows {
+                reader: self,
+                plan,
+                it: plan.iter(),
+                window: None,
+                advised: None,
+            }),
+            Shuffle::Full => Box::new(entries),
+        };
         Ok(ShardEntries {
             snap: &self.snap,
-            inner: Box::new(plan.iter().map(move |i| self.live_entry(i))),
+            inner,
         })
     }
 
@@ -203,6 +223,153 @@ pub(crate) fn check_plan(plan: &EpochPlan, len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Bytes advised `MADV_WILLNEED` ahead of a sequential scan, at most; a
+/// new advice is given once less than half of it lies ahead.
+const AHEAD: u64 = 8 << 20;
+
+/// The largest window of a block shuffle that is advised whole.
+const WINDOW_AHEAD_MAX: u64 = 256 << 20;
+
+/// Entries in storage order (possibly with gaps), telling the kernel so.
+///
+/// The `MADV_SEQUENTIAL` it sets on a shard's map (from where the scan
+/// enters it to its end) is undone when the scan is dropped. Maps are
+/// shared by clones of a snapshot, so a scan ending while another is
+/// still in the same shard leaves that one without the hint: a hint
+/// only, which changes no byte anyone reads.
+struct ReadAhead<'r, I> {
+    snap: &'r Snapshot,
+    inner: I,
+    /// The shard of the last entry (`usize::MAX`: none yet).
+    shard: usize,
+    /// `shard` is advised `MADV_WILLNEED` up to this offset.
+    advised: u64,
+    /// (shard, from) advised `MADV_SEQUENTIAL`.
+    marked: Vec<(usize, u64)>,
+}
+
+impl<'r, I> ReadAhead<'r, I> {
+    fn new(snap: &'r Snapshot, inner: I) -> Self {
+        ReadAhead {
+            snap,
+            inner,
+            shard: usize::MAX,
+            advised: 0,
+            marked: Vec::new(),
+        }
+    }
+
+    fn see(&mut self, loc: &Loc) {
+        if loc.shard != self.shard {
+            self.shard = loc.shard;
+            self.advised = loc.offset;
+            self.snap
+                .advise(loc.shard, loc.offset, u64::MAX, Hint::Sequential);
+            self.marked.push((loc.shard, loc.offset));
+        }
+        let end = loc.offset.saturating_add(loc.len);
+        if end.saturating_add(AHEAD / 2) > self.advised {
+            let from = self.advised.max(loc.offset);
+            let to = end.saturating_add(AHEAD);
+            self.snap.advise(loc.shard, from, to, Hint::WillNeed);
+            self.advised = to;
+        }
+    }
+}
+
+impl<'r, I: Iterator<Item = &'r Entry>> Iterator for ReadAhead<'r, I> {
+    type Item = &'r Entry;
+
+    fn next(&mut self) -> Option<&'r Entry> {
+        let e = self.inner.next()?;
+        self.see(&e.loc);
+        Some(e)
+    }
+}
+
+impl<I> Drop for ReadAhead<'_, I> {
+    fn drop(&mut self) {
+        for &(shard, from) in &self.marked {
+            self.snap.advise(shard, from, u64::MAX, Hint::Normal);
+        }
+    }
+}
+
+/// The entries of a block-shuffled plan, advising each window's blocks
+/// `MADV_WILLNEED` as the order enters the window before it.
+struct Windows<'r> {
+    reader: &'r ShardReader,
+    plan: &'r EpochPlan,
+    it: PlanIter<'r>,
+    /// The window of the last item.
+    window: Option<u64>,
+    /// The last window advised.
+    advised: Option<u64>,
+}
+
+impl Windows<'_> {
+    /// Advises the byte ranges of window `w`'s blocks, unless they add up
+    /// to more than [`WINDOW_AHEAD_MAX`].
+    fn advise(&self, w: u64) {
+        let snap = &self.reader.snap;
+        // (shard, from, to) of each block, split where a block crosses
+        // from one shard into the next.
+        let mut ranges: Vec<(usize, u64, u64)> = Vec::new();
+        for (first, len) in self.plan.blocks_of_window(w) {
+            let (Some(a), Some(b)) = (
+                snap.live_entry(first),
+                snap.live_entry(first + len.saturating_sub(1)),
+            ) else {
+                continue;
+            };
+            let (a, b) = (&a.loc, &b.loc);
+            for shard in a.shard..=b.shard {
+                let from = if shard == a.shard { a.offset } else { 0 };
+                let to = if shard == b.shard {
+                    b.offset.saturating_add(b.len)
+                } else {
+                    snap.shard_len(shard)
+                };
+                ranges.push((shard, from, to));
+            }
+        }
+        let total = ranges.iter().fold(0u64, |t, &(_, from, to)| {
+            t.saturating_add(to.saturating_sub(from))
+        });
+        if total > WINDOW_AHEAD_MAX {
+            return;
+        }
+        for (shard, from, to) in ranges {
+            snap.advise(shard, from, to, Hint::WillNeed);
+        }
+    }
+}
+
+impl<'r> Iterator for Windows<'r> {
+    type Item = &'r Entry;
+
+    fn next(&mut self) -> Option<&'r Entry> {
+        let p = self.it.next_position()?;
+        let w = self.plan.window_index(p);
+        if let Some(w) = w.filter(|&w| Some(w) != self.window) {
+            self.window = Some(w);
+            // The window after this one was advised when this one's
+            // predecessor was entered (unless padding wrapped around).
+            if self.advised != Some(w) {
+                self.advise(w);
+            }
+            self.advise(w + 1);
+            self.advised = Some(w + 1);
+        }
+        let i = self.it.next()?;
+        Some(self.reader.live_entry(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.it.size_hint()
+    }
+}
+
 /// Samples of a shard snapshot, in the order asked for.
 pub struct ShardEntries<'r> {
     snap: &'r Snapshot,
@@ -222,5 +389,115 @@ impl<'r> Iterator for ShardEntries<'r> {
     fn next(&mut self) -> Option<Result<Sample<'r>>> {
         let e = self.inner.next()?;
         Some(self.snap.sample_of(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PlanConfig, Uneven};
+    use crate::store::{ShardOptions, ShardStore};
+    use crate::{DType, TensorRef};
+
+    /// A store of `n` samples (key `k{i}`, one u8 array holding `i` as
+    /// 8 bytes) spread over shards of about 4 KiB.
+    fn store(dir: &std::path::Path, n: u64) -> ShardStore {
+        let options = ShardOptions {
+            create: true,
+            shard_limit: 4096,
+            ..ShardOptions::default()
+        };
+        let store = ShardStore::open(dir, &options).unwrap();
+        for i in 0..n {
+            let data = i.to_le_bytes();
+            let t = TensorRef::raw("x", DType::U8, &[8], &data).unwrap();
+            store.put(format!("k{i:05}").as_bytes(), &[t]).unwrap();
+        }
+        store.flush().unwrap();
+        store
+    }
+
+    fn value(s: Result<crate::store::Sample<'_>>) -> u64 {
+        let s = s.unwrap();
+        u64::from_le_bytes(s.tensors().get(0).unwrap().data().try_into().unwrap())
+    }
+
+    /// Block shuffles whose blocks cross shard boundaries, padded, and
+    /// storage order: the advising readers hand out exactly the plan's
+    /// samples.
+    #[test]
+    fn advising_readers_follow_plans_across_shards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 300;
+        let reader = store(tmp.path(), n).reader().unwrap();
+        assert!(
+            reader.stats().unwrap().shards > 5,
+            "blocks should cross shards"
+        );
+        for shuffle in [
+            Shuffle::None,
+            Shuffle::Full,
+            Shuffle::Blocks { size: 7 },
+            Shuffle::Blocks { size: 64 },
+        ] {
+            for rank in 0..2 {
+                let config = PlanConfig {
+                    seed: 3,
+                    shuffle,
+                    rank,
+                    world_size: 2,
+                    num_workers: 2,
+                    worker: 1,
+                    uneven: Uneven::Pad,
+                    ..PlanConfig::default()
+                };
+                let plan = EpochPlan::new(n, config).unwrap();
+                let got: Vec<u64> = reader.iter_plan(&plan).unwrap().map(value).collect();
+                let want: Vec<u64> = plan.iter().collect();
+                assert_eq!(got, want, "{shuffle} rank {rank}");
+            }
+        }
+        let all: Vec<u64> = reader.iter().unwrap().map(value).collect();
+        assert_eq!(all, (0..n).collect::<Vec<_>>());
+    }
+
+    /// The `VmFlags` of this process's maps of `file`.
+    fn vm_flags(file: &std::path::Path) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = file.to_str().unwrap();
+        let mut inside = false;
+        let mut out = Vec::new();
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                inside = line.ends_with(name);
+            } else if let (true, Some(flags)) = (inside, line.strip_prefix("VmFlags:")) {
+                out.push(flags.trim().to_string());
+            }
+        }
+        out
+    }
+
+    /// A write-order scan marks the shard it reads `MADV_SEQUENTIAL`
+    /// (`sr` in smaps) while it runs, and undoes it when dropped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn scans_mark_shards_sequential_while_they_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reader = store(tmp.path(), 40).reader().unwrap();
+        let no = reader.snap.manifest().shards[0];
+        let name = crate::store::shard::layout::shard_name(no);
+        let first = std::fs::canonicalize(tmp.path().join(name)).unwrap();
+        let sequential = |flags: &[String]| flags.iter().any(|f| f.split(' ').any(|x| x == "sr"));
+        let before = vm_flags(&first);
+        assert!(!before.is_empty(), "the reader maps {}", first.display());
+        assert!(!sequential(&before), "{before:?}");
+        let mut scan = reader.iter().unwrap();
+        assert_eq!(value(scan.next().unwrap()), 0);
+        let during = vm_flags(&first);
+        assert!(sequential(&during), "{during:?}");
+        assert_eq!(scan.count(), 39);
+        let after = vm_flags(&first);
+        assert!(!sequential(&after), "{after:?}");
     }
 }
