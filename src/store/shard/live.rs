@@ -18,12 +18,15 @@ use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::Loc;
 use crate::store::shard::layout::{decode_idx, idx_name, IdxRecord, Manifest, PUT};
-use crate::store::shard::table::{self, Damaged, Row, Sizes, Table};
+use crate::store::shard::table::{self, Change, Damaged, Sizes, Table};
 
 /// Live keys as a writer sees them.
 pub(super) struct LiveKeys {
     /// The table the delta applies to (`None`: an empty one).
     table: Option<Table>,
+    /// Its first and last key: a key outside them needs no search (keys
+    /// imported in order are all past the last).
+    bounds: Option<(Box<[u8]>, Box<[u8]>)>,
     /// Keys committed since the table: their record, or `None` once
     /// deleted.
     delta: HashMap<Arc<[u8]>, Option<Loc>, RandomState>,
@@ -41,6 +44,7 @@ impl LiveKeys {
     pub(super) fn empty() -> LiveKeys {
         LiveKeys {
             table: None,
+            bounds: None,
             delta: HashMap::default(),
             sizes: Sizes::default(),
             since: 0,
@@ -50,7 +54,14 @@ impl LiveKeys {
 
     /// The keys of a checked table, nothing since.
     pub(super) fn from_table(t: Table) -> LiveKeys {
+        let key = |i: u64| t.entry(i).ok().map(|(k, _)| Box::<[u8]>::from(k));
+        // A damaged first or last entry: no shortcut; lookups find it.
+        let bounds = match t.count {
+            0 => None,
+            n => key(0).zip(key(n - 1)),
+        };
         LiveKeys {
+            bounds,
             sizes: Sizes {
                 count: t.count,
                 live_bytes: t.live_bytes,
@@ -99,7 +110,14 @@ impl LiveKeys {
             return Ok(change.clone());
         }
         match &self.table {
-            Some(t) => t.get(key),
+            Some(t) => {
+                if let Some((first, last)) = &self.bounds {
+                    if key < &**first || key > &**last {
+                        return Ok(None);
+                    }
+                }
+                t.get(key)
+            }
             None => Ok(None),
         }
     }
@@ -151,17 +169,18 @@ impl LiveKeys {
         if let Some(why) = &self.damaged {
             return Ok(Err(Damaged(why.clone())));
         }
-        let mut changes: Vec<(&[u8], Option<&Loc>)> =
+        let mut changes: Vec<Change<'_>> =
             self.delta.iter().map(|(k, v)| (&**k, v.as_ref())).collect();
         changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let rows = || Merge {
-            table: self.table.as_ref(),
-            next: 0,
-            changes: &changes,
-            at: 0,
-            head: None,
-        };
-        let written = table::write_rows(dir, manifest, cover, &self.sizes, rows, before_rename)?;
+        let written = table::write_merged(
+            dir,
+            manifest,
+            cover,
+            &self.sizes,
+            self.table.as_ref(),
+            &changes,
+            before_rename,
+        )?;
         if let Err(d) = written {
             return Ok(Err(d));
         }
@@ -183,53 +202,5 @@ impl LiveKeys {
         };
         *self = LiveKeys::from_table(t);
         Ok(Ok(()))
-    }
-}
-
-/// The rows of a table merged with the sorted changes after it: a change
-/// replaces the table's row of its key, or removes it.
-struct Merge<'k> {
-    table: Option<&'k Table>,
-    /// The next table row.
-    next: u64,
-    changes: &'k [(&'k [u8], Option<&'k Loc>)],
-    /// The next change.
-    at: usize,
-    /// A table row read but not yet yielded.
-    head: Option<(&'k [u8], Loc)>,
-}
-
-impl<'k> Iterator for Merge<'k> {
-    type Item = Row<'k>;
-
-    fn next(&mut self) -> Option<Row<'k>> {
-        loop {
-            if self.head.is_none() {
-                if let Some(t) = self.table.filter(|t| self.next < t.count) {
-                    match t.entry(self.next) {
-                        Ok(row) => self.head = Some(row),
-                        Err(d) => {
-                            self.next = t.count;
-                            return Some(Err(d));
-                        }
-                    }
-                    self.next += 1;
-                }
-            }
-            let change = self.changes.get(self.at).copied();
-            match (self.head.take(), change) {
-                (None, None) => return None,
-                (Some(row), None) => return Some(Ok(row)),
-                (Some(row), Some((key, _))) if row.0 < key => return Some(Ok(row)),
-                (head, Some((key, loc))) => {
-                    // The change comes first, or replaces the row of its key.
-                    self.head = head.filter(|row| row.0 != key);
-                    self.at += 1;
-                    if let Some(loc) = loc {
-                        return Some(Ok((key, loc.clone())));
-                    }
-                }
-            }
-        }
     }
 }

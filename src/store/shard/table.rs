@@ -302,6 +302,29 @@ impl Table {
         ))
     }
 
+    /// Key and location of entry `i` without checking its blocks (the
+    /// caller checked them all): `None` if it names bytes outside the
+    /// table.
+    fn raw_entry(&self, i: u64) -> Option<(&[u8], Loc)> {
+        let at = self.body_at + usize::try_from(i).ok()? * ENTRY;
+        let e = self.map.get(at..at + ENTRY)?;
+        let key_at = self
+            .keys_at
+            .checked_add(usize::try_from(u64_at(e, 0)).ok()?)?;
+        let key = self
+            .map
+            .get(key_at..key_at.checked_add(u32_at(e, 24) as usize)?)?;
+        Some((
+            key,
+            Loc {
+                offset: u64_at(e, 8),
+                len: u64_at(e, 16),
+                shard: u32_at(e, 28) as usize,
+                crc: u32_at(e, 32),
+            },
+        ))
+    }
+
     /// The location of `key`, by binary search (O(log n) entries and
     /// blocks touched).
     pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
@@ -465,17 +488,8 @@ impl<W: Write> Body<W> {
 }
 
 /// Writes a key table whose live keys `rows()` yields in key order (it is
-/// called twice: entries, then keys), `sizes` their totals, covering the
-/// sidecars of `manifest` in `dir` as `cover` says (per manifest position:
-/// sidecar length, end of the last committed record): a temporary file,
-/// streamed (O(1) memory but for one checksum per 16 KiB block), synced,
-/// then `before_rename` (a test hook), renamed over `keys.tbl`, the
-/// directory synced. The caller has synced the sidecars and holds the
-/// writer lock.
-///
-/// `Ok(Err(damaged))`: a row was damaged (a block of the table it was
-/// read from failed its checksum), or the rows disagree with `sizes`;
-/// nothing was renamed.
+/// called twice: entries, then keys), `sizes` their totals; see
+/// [`write_file`].
 pub(crate) fn write_rows<'k, I, F>(
     dir: &Path,
     manifest: &Manifest,
@@ -488,6 +502,197 @@ where
     F: Fn() -> I,
     I: Iterator<Item = Row<'k>>,
 {
+    write_file(dir, manifest, cover, sizes, before_rename, |body| {
+        let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+        for row in rows() {
+            let (key, loc) = match row {
+                Ok(r) => r,
+                Err(d) => return Ok(Err(d)),
+            };
+            body.put(&entry_bytes(key_off, key.len(), &loc))?;
+            key_off += key.len() as u64;
+            live_bytes += loc.len;
+            count += 1;
+        }
+        if (count, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+            return Ok(Err(Damaged("its rows disagree with its totals".into())));
+        }
+        let mut keys = 0u64;
+        for row in rows() {
+            let (key, _) = match row {
+                Ok(r) => r,
+                Err(d) => return Ok(Err(d)),
+            };
+            keys += key.len() as u64;
+            if keys > sizes.keys_len {
+                break;
+            }
+            body.put(key)?;
+        }
+        if keys != sizes.keys_len {
+            return Ok(Err(Damaged("its rows disagree with its key bytes".into())));
+        }
+        Ok(Ok(()))
+    })
+}
+
+/// The bytes of a table entry.
+fn entry_bytes(key_off: u64, key_len: usize, loc: &Loc) -> [u8; ENTRY] {
+    let mut e = [0u8; ENTRY];
+    e[..8].copy_from_slice(&key_off.to_le_bytes());
+    e[8..16].copy_from_slice(&loc.offset.to_le_bytes());
+    e[16..24].copy_from_slice(&loc.len.to_le_bytes());
+    e[24..28].copy_from_slice(&(key_len as u32).to_le_bytes());
+    e[28..32].copy_from_slice(&(loc.shard as u32).to_le_bytes());
+    e[32..36].copy_from_slice(&loc.crc.to_le_bytes());
+    e
+}
+
+/// A change to merge into a table: a key and its new record, or `None`
+/// (deleted).
+pub(crate) type Change<'k> = (&'k [u8], Option<&'k Loc>);
+
+/// A stretch of a merged table: rows `from..to` of the old table, or a
+/// change.
+enum Seg {
+    Old(u64, u64),
+    New(usize),
+}
+
+/// Writes the key table of `base` (checked whole first) with `changes`
+/// (sorted by key, each key once) merged in, `sizes` the merged totals;
+/// see [`write_file`]. The old table's rows between changes are copied
+/// in runs, not row by row: O(table bytes) of copying and checksumming
+/// plus O(changes × log rows) of searching.
+pub(crate) fn write_merged(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    base: Option<&Table>,
+    changes: &[Change<'_>],
+    before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+) -> Result<std::result::Result<(), Damaged>> {
+    if let Some(Err(d)) = base.map(Table::check_all) {
+        return Ok(Err(d));
+    }
+    let count = base.map_or(0, |t| t.count);
+    let damaged = |what: &str| Damaged(format!("{TABLE}: {what}"));
+    // Where each change goes among the old rows.
+    let mut segs = Vec::with_capacity(changes.len() * 2 + 1);
+    let mut lo = 0u64;
+    for (c, &(key, loc)) in changes.iter().enumerate() {
+        let (mut a, mut b) = (lo, count);
+        let mut same = false;
+        if let Some(t) = base {
+            while a < b {
+                let mid = a + (b - a) / 2;
+                let (k, _) = match t.raw_entry(mid) {
+                    Some(e) => e,
+                    None => return Ok(Err(damaged("an entry names a key outside it"))),
+                };
+                match k.cmp(key) {
+                    std::cmp::Ordering::Less => a = mid + 1,
+                    _ => b = mid,
+                }
+            }
+            same = a < count && t.raw_entry(a).is_some_and(|(k, _)| k == key);
+        }
+        if a > lo {
+            segs.push(Seg::Old(lo, a));
+        }
+        if loc.is_some() {
+            segs.push(Seg::New(c));
+        }
+        lo = a + u64::from(same);
+    }
+    if count > lo {
+        segs.push(Seg::Old(lo, count));
+    }
+    write_file(dir, manifest, cover, sizes, before_rename, |body| {
+        let (mut n, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+        let mut buf = Vec::with_capacity(64 << 10);
+        for seg in &segs {
+            match *seg {
+                Seg::New(c) => {
+                    let (key, loc) = changes[c];
+                    let loc = loc.expect("only puts are segments");
+                    body.put(&entry_bytes(key_off, key.len(), loc))?;
+                    key_off += key.len() as u64;
+                    live_bytes += loc.len;
+                    n += 1;
+                }
+                Seg::Old(from, to) => {
+                    let t = base.expect("old rows come from a table");
+                    let entries =
+                        &t.map[t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
+                    let mut at = u64_at(entries, 0);
+                    for e in entries.chunks_exact(ENTRY) {
+                        // The keys of a run lie end to end, so they are
+                        // copied as one slice below.
+                        if u64_at(e, 0) != at {
+                            return Ok(Err(damaged("its keys are not in entry order")));
+                        }
+                        at += u64::from(u32_at(e, 24));
+                        live_bytes += u64_at(e, 16);
+                        if buf.len() + ENTRY > buf.capacity() {
+                            body.put(&buf)?;
+                            buf.clear();
+                        }
+                        let new_off = u64_at(e, 0) - u64_at(entries, 0) + key_off;
+                        buf.extend_from_slice(&new_off.to_le_bytes());
+                        buf.extend_from_slice(&e[8..]);
+                    }
+                    body.put(&buf)?;
+                    buf.clear();
+                    key_off += at - u64_at(entries, 0);
+                    n += to - from;
+                }
+            }
+        }
+        if (n, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+            return Ok(Err(damaged("its rows disagree with its totals")));
+        }
+        for seg in &segs {
+            match *seg {
+                Seg::New(c) => body.put(changes[c].0)?,
+                Seg::Old(from, to) => {
+                    let t = base.expect("old rows come from a table");
+                    let first = t.body_at + from as usize * ENTRY;
+                    let last = t.body_at + (to as usize - 1) * ENTRY;
+                    let start = u64_at(&t.map, first) as usize;
+                    let end = u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
+                    match t.map.get(t.keys_at + start..t.keys_at + end) {
+                        Some(keys) => body.put(keys)?,
+                        None => return Ok(Err(damaged("an entry names a key outside it"))),
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    })
+}
+
+/// Writes a key table: the header for `sizes`, covering the sidecars of
+/// `manifest` in `dir` as `cover` says (per manifest position: sidecar
+/// length, end of the last committed record), and the body `body` writes
+/// (entries, then keys), to a temporary file, streamed (O(1) memory but
+/// for one checksum per 16 KiB block); synced; then `before_rename` (a
+/// test hook); renamed over `keys.tbl`; the directory synced. The caller
+/// has synced the sidecars and holds the writer lock.
+///
+/// `Ok(Err(damaged))`: `body` found its source damaged, or disagreeing
+/// with `sizes`; nothing was renamed.
+fn write_file(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+    body_of: impl FnOnce(
+        &mut Body<std::io::BufWriter<File>>,
+    ) -> std::io::Result<std::result::Result<(), Damaged>>,
+) -> Result<std::result::Result<(), Damaged>> {
     use std::io::{BufWriter, Seek, SeekFrom};
     let io = |what: String| move |e| StoreError::io(what, e);
     let mut covered = Vec::with_capacity(manifest.shards.len());
@@ -541,42 +746,13 @@ where
     };
     let written = (|| -> std::io::Result<std::result::Result<(), Damaged>> {
         body.out.write_all(&vec![0; body_at])?;
-        let mismatch = |what: &str| Ok(Err(Damaged(format!("its rows disagree with its {what}"))));
-        let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
-        let mut entry = [0u8; ENTRY];
-        for row in rows() {
-            let (key, loc) = match row {
-                Ok(r) => r,
-                Err(d) => return Ok(Err(d)),
-            };
-            entry[..8].copy_from_slice(&key_off.to_le_bytes());
-            entry[8..16].copy_from_slice(&loc.offset.to_le_bytes());
-            entry[16..24].copy_from_slice(&loc.len.to_le_bytes());
-            entry[24..28].copy_from_slice(&(key.len() as u32).to_le_bytes());
-            entry[28..32].copy_from_slice(&(loc.shard as u32).to_le_bytes());
-            entry[32..36].copy_from_slice(&loc.crc.to_le_bytes());
-            body.put(&entry)?;
-            key_off += key.len() as u64;
-            live_bytes += loc.len;
-            count += 1;
+        if let Err(d) = body_of(&mut body)? {
+            return Ok(Err(d));
         }
-        if count != sizes.count || live_bytes != sizes.live_bytes || key_off != sizes.keys_len {
-            return mismatch("totals");
-        }
-        let mut keys = 0u64;
-        for row in rows() {
-            let (key, _) = match row {
-                Ok(r) => r,
-                Err(d) => return Ok(Err(d)),
-            };
-            keys += key.len() as u64;
-            if keys > sizes.keys_len {
-                return mismatch("key bytes");
-            }
-            body.put(key)?;
-        }
-        if keys != sizes.keys_len {
-            return mismatch("key bytes");
+        if body.len != body_len {
+            return Ok(Err(Damaged(
+                "its body is not as long as its totals say".into(),
+            )));
         }
         body.finish();
         head[crcs_crc_at..crcs_crc_at + 4]

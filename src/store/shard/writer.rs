@@ -233,6 +233,7 @@ impl Writer {
             .write(dir, &self.manifest, &cover, &mut hook)?
             .is_ok()
         {
+            self.table_retry = 0;
             return Ok(());
         }
         if !self.published {
@@ -247,7 +248,10 @@ impl Writer {
         let faults = &mut self.faults;
         let mut hook = || faults.table_write();
         match self.keys.write(dir, &self.manifest, &cover, &mut hook)? {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.table_retry = 0;
+                Ok(())
+            }
             Err(table::Damaged(why)) => Err(StoreError::io(
                 format!("writing {}", table::TABLE),
                 io::Error::other(why),
