@@ -26,7 +26,7 @@ pub(super) struct LiveKeys {
     table: Option<Table>,
     /// Its first and last key: a key outside them needs no search (keys
     /// imported in order are all past the last).
-    bounds: Option<(Box<[u8]>, Box<[u8]>)>,
+    bounds: Option<[Box<[u8]>; 2]>,
     /// Keys committed since the table: their record, or `None` once
     /// deleted.
     delta: HashMap<Arc<[u8]>, Option<Loc>, RandomState>,
@@ -58,7 +58,7 @@ impl LiveKeys {
         // A damaged first or last entry: no shortcut; lookups find it.
         let bounds = match t.count {
             0 => None,
-            n => key(0).zip(key(n - 1)),
+            n => key(0).zip(key(n - 1)).map(|(a, b)| [a, b]),
         };
         LiveKeys {
             bounds,
@@ -111,7 +111,7 @@ impl LiveKeys {
         }
         match &self.table {
             Some(t) => {
-                if let Some((first, last)) = &self.bounds {
+                if let Some([first, last]) = &self.bounds {
                     if key < &**first || key > &**last {
                         return Ok(None);
                     }
