@@ -164,7 +164,7 @@ impl LiveKeys {
         dir: &Path,
         manifest: &Manifest,
         cover: &[(u64, u64)],
-        before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+        finish: table::Finish<'_>,
     ) -> Result<std::result::Result<(), Damaged>> {
         if let Some(why) = &self.damaged {
             return Ok(Err(Damaged(why.clone())));
@@ -179,7 +179,7 @@ impl LiveKeys {
             &self.sizes,
             self.table.as_ref(),
             &changes,
-            before_rename,
+            finish,
         )?;
         if let Err(d) = written {
             return Ok(Err(d));

@@ -428,13 +428,30 @@ pub(crate) fn write(
             Ok((&*e.key, e.loc.clone()))
         })
     };
-    match write_rows(dir, manifest, cover, &sizes, rows, &mut || Ok(()))? {
+    let finish = Finish {
+        durable: true,
+        before_rename: &mut || Ok(()),
+    };
+    match write_rows(dir, manifest, cover, &sizes, rows, finish)? {
         Ok(()) => Ok(()),
         Err(Damaged(why)) => Err(StoreError::io(
             format!("writing {TABLE}"),
             std::io::Error::other(why),
         )),
     }
+}
+
+/// How a key table file is finished.
+pub(crate) struct Finish<'f> {
+    /// Sync the file and the directory. Otherwise the kernel writes them
+    /// back when it will: a table is a checked cache of the sidecars, and
+    /// one a machine crash lost, cut or left stale is detected (its
+    /// length, header and block checksums, the sidecar prefixes it
+    /// covers) and rebuilt, never trusted.
+    pub durable: bool,
+    /// Called after the temporary file is written, before the rename (a
+    /// test hook).
+    pub before_rename: &'f mut dyn FnMut() -> std::io::Result<()>,
 }
 
 /// The totals a key table's header holds.
@@ -496,13 +513,13 @@ pub(crate) fn write_rows<'k, I, F>(
     cover: &[(u64, u64)],
     sizes: &Sizes,
     rows: F,
-    before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+    finish: Finish<'_>,
 ) -> Result<std::result::Result<(), Damaged>>
 where
     F: Fn() -> I,
     I: Iterator<Item = Row<'k>>,
 {
-    write_file(dir, manifest, cover, sizes, before_rename, |body| {
+    write_file(dir, manifest, cover, sizes, finish, |body| {
         let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
         for row in rows() {
             let (key, loc) = match row {
@@ -571,7 +588,7 @@ pub(crate) fn write_merged(
     sizes: &Sizes,
     base: Option<&Table>,
     changes: &[Change<'_>],
-    before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+    finish: Finish<'_>,
 ) -> Result<std::result::Result<(), Damaged>> {
     if let Some(Err(d)) = base.map(Table::check_all) {
         return Ok(Err(d));
@@ -609,7 +626,7 @@ pub(crate) fn write_merged(
     if count > lo {
         segs.push(Seg::Old(lo, count));
     }
-    write_file(dir, manifest, cover, sizes, before_rename, |body| {
+    write_file(dir, manifest, cover, sizes, finish, |body| {
         let (mut n, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
         let mut buf = Vec::with_capacity(64 << 10);
         for seg in &segs {
@@ -677,9 +694,10 @@ pub(crate) fn write_merged(
 /// `manifest` in `dir` as `cover` says (per manifest position: sidecar
 /// length, end of the last committed record), and the body `body` writes
 /// (entries, then keys), to a temporary file, streamed (O(1) memory but
-/// for one checksum per 16 KiB block); synced; then `before_rename` (a
-/// test hook); renamed over `keys.tbl`; the directory synced. The caller
-/// has synced the sidecars and holds the writer lock.
+/// for one checksum per 16 KiB block); synced if `finish.durable`; then
+/// `finish.before_rename` (a test hook); renamed over `keys.tbl`; the
+/// directory synced if durable. The caller holds the writer lock (and for
+/// a durable table has synced the sidecars it covers).
 ///
 /// `Ok(Err(damaged))`: `body` found its source damaged, or disagreeing
 /// with `sizes`; nothing was renamed.
@@ -688,7 +706,7 @@ fn write_file(
     manifest: &Manifest,
     cover: &[(u64, u64)],
     sizes: &Sizes,
-    before_rename: &mut dyn FnMut() -> std::io::Result<()>,
+    finish: Finish<'_>,
     body_of: impl FnOnce(
         &mut Body<std::io::BufWriter<File>>,
     ) -> std::io::Result<std::result::Result<(), Damaged>>,
@@ -766,7 +784,9 @@ fn write_file(
         let mut file = body.out.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&head)?;
-        file.sync_all()?;
+        if finish.durable {
+            file.sync_all()?;
+        }
         Ok(Ok(()))
     })();
     match written {
@@ -780,11 +800,13 @@ fn write_file(
             return Err(StoreError::io(format!("writing {}", tmp.display()), e));
         }
     }
-    before_rename().map_err(io(format!("renaming {}", tmp.display())))?;
+    (finish.before_rename)().map_err(io(format!("renaming {}", tmp.display())))?;
     std::fs::rename(&tmp, dir.join(TABLE)).map_err(io(format!("renaming {}", tmp.display())))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("syncing directory {}", dir.display())))?;
+    if finish.durable {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("syncing directory {}", dir.display())))?;
+    }
     Ok(Ok(()))
 }
 

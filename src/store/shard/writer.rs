@@ -219,51 +219,64 @@ impl Writer {
             .map_err(io_err("syncing a shard"))
     }
 
-    /// Writes the key table: the old one merged with what was committed
-    /// since (after syncing what it will cover). When the old table turns
-    /// out damaged, the table is rebuilt from the sidecars instead.
+    /// Writes the key table, durably (after syncing what it will cover):
+    /// the old one merged with what was committed since. When the old
+    /// table turns out damaged, the table is rebuilt from the sidecars
+    /// instead.
     pub(super) fn write_table(&mut self, dir: &Path) -> Result<()> {
         self.sync()?;
+        self.write_table_as(dir, true)
+    }
+
+    /// Writes the key table, synced or not (see [`table::Finish`]).
+    fn write_table_as(&mut self, dir: &Path, durable: bool) -> Result<()> {
         let last = Some((self.cur.idx_len, self.cur.committed));
         let cover = table::file_cover(dir, &self.manifest, last)?;
-        let faults = &mut self.faults;
-        let mut hook = || faults.table_write();
-        if self
-            .keys
-            .write(dir, &self.manifest, &cover, &mut hook)?
-            .is_ok()
-        {
-            self.table_retry = 0;
-            return Ok(());
-        }
-        if !self.published {
-            // A compaction's keys have no old table that could be damaged.
-            return Err(StoreError::io(
-                format!("writing {}", table::TABLE),
-                io::Error::other("the keys of a compaction disagree with their totals"),
-            ));
-        }
-        // The old table is damaged: the sidecars say what is live.
-        self.keys = LiveKeys::from_sidecars(dir, &self.manifest, self.cur.idx_len)?;
-        let faults = &mut self.faults;
-        let mut hook = || faults.table_write();
-        match self.keys.write(dir, &self.manifest, &cover, &mut hook)? {
-            Ok(()) => {
-                self.table_retry = 0;
-                Ok(())
+        for rebuilt in [false, true] {
+            if rebuilt {
+                if !self.published {
+                    // A compaction's keys have no old table to be damaged.
+                    return Err(StoreError::io(
+                        format!("writing {}", table::TABLE),
+                        io::Error::other("the keys of a compaction disagree with their totals"),
+                    ));
+                }
+                // The old table is damaged: the sidecars say what is live.
+                self.keys = LiveKeys::from_sidecars(dir, &self.manifest, self.cur.idx_len)?;
             }
-            Err(table::Damaged(why)) => Err(StoreError::io(
-                format!("writing {}", table::TABLE),
-                io::Error::other(why),
-            )),
+            let faults = &mut self.faults;
+            let finish = table::Finish {
+                durable,
+                before_rename: &mut || faults.table_write(),
+            };
+            match self.keys.write(dir, &self.manifest, &cover, finish)? {
+                Ok(()) => {
+                    self.table_retry = 0;
+                    return Ok(());
+                }
+                Err(table::Damaged(why)) if rebuilt => {
+                    return Err(StoreError::io(
+                        format!("writing {}", table::TABLE),
+                        io::Error::other(why),
+                    ))
+                }
+                Err(_) => {}
+            }
         }
+        // Not reached: the second pass returns.
+        Err(StoreError::io(
+            format!("writing {}", table::TABLE),
+            io::Error::other("the key table could not be rebuilt"),
+        ))
     }
 
     /// After a write call: rewrites the key table when enough was
     /// committed since it (so the delta this writer holds in memory, and
     /// the sidecar tail a reader reads, stay small), or when a lookup
-    /// found it damaged. A failure here fails nothing (the records are
-    /// committed; the table is a cache): it is tried again later.
+    /// found it damaged. Not synced: the sidecars hold what is committed,
+    /// and `flush` and `close` write a durable table. A failure here fails
+    /// nothing (the records are committed; the table is a cache): it is
+    /// tried again later.
     pub(super) fn maintain(&mut self, dir: &Path) {
         let since = self.keys.since;
         let due = match self.faults.table_due {
@@ -277,7 +290,7 @@ impl Writer {
         {
             return;
         }
-        if self.write_table(dir).is_err() {
+        if self.write_table_as(dir, false).is_err() {
             self.table_retry = since + since.max(1 << 16);
         }
     }
