@@ -10,11 +10,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ndarray::{Array, ArrayD, IxDyn};
+use tenstore::store::shard::{Faults, KeyTable};
 use tenstore::store::{Durability, ShardOptions, ShardStore};
 use tenstore::Tensor;
 
 const CHILD_DIR: &str = "TENSTORE_CRASH_DIR";
 const CHILD_START: &str = "TENSTORE_CRASH_START";
+/// Key table writes the child completes; it exits (code `TABLE_EXIT`) in
+/// the next one, after writing the new table, before renaming it.
+const CHILD_TABLE_WRITES: &str = "TENSTORE_CRASH_TABLE_WRITES";
+const TABLE_EXIT: i32 = 86;
+/// The key table's temporary file, while a writer writes one.
+const TABLE_TMP: &str = ".keys.tbl.tmp";
 
 /// Sample `i`, a size that varies so records straddle pages and shards.
 fn sample(i: u64) -> Vec<Tensor> {
@@ -41,13 +48,30 @@ fn shard_options() -> ShardOptions {
 }
 
 /// The child: appends samples from `CHILD_START` on, printing each key once
-/// its put (synced) returned, until killed.
+/// its put (synced) returned, until killed. It rewrites the key table
+/// every 16 records (a merge of the table and what came after it), so
+/// that kills land in table writes too; with `CHILD_TABLE_WRITES` it
+/// exits in a table write, between writing the new table and renaming it.
 #[test]
 #[ignore = "the child process of the crash test, which runs it"]
 fn crash_child() {
     let dir = std::env::var(CHILD_DIR).expect("run by the crash test");
     let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let table_writes = std::env::var(CHILD_TABLE_WRITES)
+        .ok()
+        .map(|v| v.parse::<u64>().unwrap());
+    let mut faults = Faults {
+        table_due: Some(16),
+        ..Default::default()
+    };
+    if let Some(n) = table_writes {
+        // Counted from here: the open's own table write (a new store's)
+        // has happened.
+        faults.table_writes = Some(n);
+        faults.on_fault = Some(Box::new(|| std::process::exit(TABLE_EXIT)));
+    }
     let store = ShardStore::open(&dir, &shard_options()).unwrap();
+    store.inject_faults(faults);
     let mut out = std::io::stdout().lock();
     for i in start.. {
         store.put(key(i).as_bytes(), &sample(i)).unwrap();
@@ -179,6 +203,79 @@ fn every_acknowledged_sample_survives_sigkill() {
         "the child made progress ({next} samples in {kills} rounds)"
     );
     eprintln!("{kills} kills, {next} samples, {dropped_tails} recoveries cut a torn tail");
+}
+
+/// A writer that dies after writing a new key table and before renaming
+/// it over the old one loses nothing: readers use the old table and read
+/// what came after it from the sidecars; the next writer removes the
+/// temporary file and writes a table that covers everything.
+#[test]
+fn a_writer_killed_between_writing_a_table_and_renaming_it_loses_nothing() {
+    let exe = std::env::current_exe().unwrap();
+    for completed in [0u64, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_START, "0")
+            .env(CHILD_TABLE_WRITES, completed.to_string())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(TABLE_EXIT), "{completed}: {out:?}");
+        let acked = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("ack "))
+            .count() as u64;
+        // A table write follows every 16th commit, inside its put: the
+        // child died in the put of record 16 * (completed + 1), committed
+        // but not acknowledged.
+        let committed = 16 * (completed + 1);
+        assert_eq!(acked, committed - 1, "{completed}");
+        assert!(dir.path().join(TABLE_TMP).exists(), "{completed}");
+        assert_eq!(check_all(dir.path(), acked), committed);
+        let r = ShardStore::open(
+            dir.path(),
+            &ShardOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .reader()
+        .unwrap();
+        // The table of the last completed write, and the 16 records after.
+        assert_eq!(
+            r.load_report().key_table,
+            KeyTable::Used { tail_records: 16 },
+            "{completed}"
+        );
+        drop(r);
+        let store = ShardStore::open(dir.path(), &shard_options()).unwrap();
+        assert!(!dir.path().join(TABLE_TMP).exists(), "{completed}");
+        drop(store);
+        let r = ShardStore::open(
+            dir.path(),
+            &ShardOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .reader()
+        .unwrap();
+        assert_eq!(
+            r.load_report().key_table,
+            KeyTable::Used { tail_records: 0 }
+        );
+        assert_eq!(check_all(dir.path(), acked), committed);
+    }
 }
 
 #[test]

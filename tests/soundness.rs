@@ -302,7 +302,7 @@ fn fill_and_fail(dir: &Path, inject: bool, cycles: usize, seed: u64) -> Seen {
                 store.inject_faults(Faults {
                     space: Some(rng.below(48 << 10)),
                     syncs: (rng.below(4) == 0).then(|| rng.below(6)),
-                    on_fault: None,
+                    ..Default::default()
                 });
             }
             loop {

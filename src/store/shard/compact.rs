@@ -2,7 +2,7 @@
 //! ([`ShardStore::reindex`]) of a shard store.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use super::files::*;
@@ -10,14 +10,15 @@ use super::store::*;
 use super::writer::*;
 use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
-use crate::store::shard::index::Index;
 use crate::store::shard::layout::{
     decode_idx, encode_idx, idx_name, resync_idx, shard_name, IdxRecord, IdxStop, Manifest,
-    IDX_MAGIC, PUT,
+    IDX_MAGIC,
 };
+use crate::store::shard::live::LiveKeys;
 use crate::store::shard::scan::scan;
 use crate::store::shard::snapshot::{map_shard, read_manifest, RecordFault, Snapshot};
 use crate::store::shard::table;
+use crate::tensor::TensorRef;
 
 impl ShardStore {
     /// Rewrites the shards without overwritten and deleted samples and
@@ -36,71 +37,77 @@ impl ShardStore {
             .map(|&n| fs::metadata(dir.join(shard_name(n))).map_or(0, |m| m.len()))
             .sum();
         let first = w.manifest.shards.iter().max().copied().unwrap_or(0) + 1;
-        let mut manifest = Manifest {
+        let manifest = Manifest {
             generation: w.manifest.generation + 1,
             shards: vec![first],
         };
         create_shard(dir, first)?;
-        let mut cur = open_current(dir, first)?;
-        let mut index = Index::default();
-        let mut idx_buf = Vec::new();
-        let limit = self.inner.options.shard_limit;
-        for e in snap.entries() {
-            let bytes = snap
-                .checked_record(&e.loc)
-                .map_err(|fault| StoreError::Corrupt {
-                    key: crate::error::escape(&e.key),
-                    what: match fault {
-                        RecordFault::Outside => fault.to_string(),
-                        RecordFault::Checksum { .. } => {
-                            format!("{fault}; compaction stopped, nothing changed")
-                        }
-                    },
-                })?;
-            let crc = e.loc.crc;
-            if cur.shard_len > 0 && cur.shard_len + bytes.len() as u64 > limit {
-                finish_shard(&mut cur, &mut idx_buf)?;
-                let no = cur.no + 1;
-                create_shard(dir, no)?;
-                cur = open_current(dir, no)?;
-                manifest.shards.push(no);
+        // The writer writes the new shards as it appends (rolling at the
+        // shard limit, committing through their sidecars), but publishes
+        // nothing until they are complete.
+        let staged = Staged {
+            manifest: std::mem::replace(&mut w.manifest, manifest),
+            cur: std::mem::replace(&mut w.cur, open_current(dir, first)?),
+            keys: std::mem::replace(&mut w.keys, LiveKeys::empty()),
+        };
+        w.published = false;
+        // Durability is the compaction's own: synced at each roll and at
+        // the end, whatever the store's mode.
+        let options = ShardOptions {
+            durability: Durability::Close,
+            ..self.inner.options.clone()
+        };
+        let written = (|| -> Result<()> {
+            let mut batch: Vec<Append<'_, TensorRef<'static>>> = Vec::with_capacity(COPY_BATCH);
+            let mut entries = snap.entries().peekable();
+            while entries.peek().is_some() {
+                batch.clear();
+                for e in entries.by_ref().take(COPY_BATCH) {
+                    let record =
+                        snap.checked_record(&e.loc)
+                            .map_err(|fault| StoreError::Corrupt {
+                                key: crate::error::escape(&e.key),
+                                what: match fault {
+                                    RecordFault::Outside => fault.to_string(),
+                                    RecordFault::Checksum { .. } => {
+                                        format!("{fault}; compaction stopped, nothing changed")
+                                    }
+                                },
+                            })?;
+                    batch.push(Append::Copy {
+                        key: &e.key,
+                        record,
+                    });
+                }
+                w.append(dir, &options, batch.drain(..))?;
             }
-            cur.shard
-                .write_all(bytes)
-                .map_err(io_err("writing a compacted shard"))?;
-            let rec = IdxRecord {
-                kind: PUT,
-                key: e.key.clone(),
-                offset: cur.shard_len,
-                len: bytes.len() as u64,
-                crc,
-            };
-            idx_buf.extend_from_slice(&encode_idx(PUT, &rec.key, rec.offset, rec.len, crc));
-            cur.shard_len += bytes.len() as u64;
-            index.apply(manifest.shards.len() - 1, rec);
+            w.sync()?;
+            sync_dir(dir)?;
+            w.write_table(dir)
+        })();
+        if let Err(e) = written {
+            // The old shards are untouched and still the store's; the new
+            // ones are orphans the next writer removes.
+            w.manifest = staged.manifest;
+            w.cur = staged.cur;
+            w.keys = staged.keys;
+            w.published = true;
+            // Nothing of the new shards was visible.
+            w.failed = None;
+            return Err(e);
         }
-        finish_shard(&mut cur, &mut idx_buf)?;
-        sync_dir(dir)?;
-        table::write(
-            dir,
-            &manifest,
-            &index,
-            &table::file_cover(dir, &manifest, None)?,
-        )?;
-        write_manifest(dir, &manifest)?;
-        for &old in &w.manifest.shards {
+        write_manifest(dir, &w.manifest)?;
+        w.published = true;
+        for &old in &staged.manifest.shards {
             let _ = fs::remove_file(dir.join(shard_name(old)));
             let _ = fs::remove_file(dir.join(idx_name(old)));
         }
-        let after: u64 = manifest
+        let after: u64 = w
+            .manifest
             .shards
             .iter()
             .map(|&n| fs::metadata(dir.join(shard_name(n))).map_or(0, |m| m.len()))
             .sum();
-        w.manifest = manifest;
-        w.index = index;
-        w.cur = cur;
-        w.table_since = 0;
         Ok((before, after))
     }
 
@@ -185,6 +192,17 @@ impl ShardStore {
     }
 }
 
+/// Records a compaction copies per write call (one sidecar write each).
+const COPY_BATCH: usize = 4096;
+
+/// The writer's state while a compaction writes new shards, put back if
+/// it fails.
+struct Staged {
+    manifest: Manifest,
+    cur: Current,
+    keys: LiveKeys,
+}
+
 /// What [`ShardStore::reindex`] did to one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReindexedShard {
@@ -252,19 +270,4 @@ pub(super) fn merge_records(old: &[u8], shard: &[u8]) -> (Vec<IdxRecord>, u64) {
         }
     }
     (out, rebuilt)
-}
-
-/// Writes out the pending sidecar records of `cur` and syncs both files.
-pub(super) fn finish_shard(cur: &mut Current, idx_buf: &mut Vec<u8>) -> Result<()> {
-    cur.shard.flush().map_err(io_err("writing a shard"))?;
-    cur.shard
-        .get_ref()
-        .sync_data()
-        .map_err(io_err("syncing a shard"))?;
-    cur.idx
-        .write_all(idx_buf)
-        .map_err(io_err("writing a sidecar"))?;
-    cur.idx_len += idx_buf.len() as u64;
-    idx_buf.clear();
-    cur.idx.sync_data().map_err(io_err("syncing a sidecar"))
 }

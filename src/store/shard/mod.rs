@@ -11,13 +11,15 @@
 //! single writer: append, commit, roll, sync), `files` (atomic writes, the
 //! lock, shard files), `recovery` (what a writer cuts when it opens),
 //! `compact` (compaction and reindexing); `snapshot` and `reader` (read
-//! snapshots), `table` (the key table readers map), `layout` (record and
-//! sidecar formats), `index`, `scan`.
+//! snapshots), `table` (the key table readers map), `live` (the writer's
+//! live keys: the key table plus a delta), `layout` (record and sidecar
+//! formats), `index`, `scan`.
 
 mod compact;
 mod files;
 mod index;
 pub(crate) mod layout;
+mod live;
 mod reader;
 mod recovery;
 mod scan;

@@ -9,14 +9,14 @@ use super::files::*;
 use super::writer::*;
 use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
-use crate::store::shard::index::Index;
 use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, resync_idx, shard_name, torn_like, IdxRecord, IdxStop,
     Manifest, DEL, IDX_MAGIC, MANIFEST, PUT,
 };
+use crate::store::shard::live::LiveKeys;
 use crate::store::shard::scan::{scan, ScanStop};
 use crate::store::shard::snapshot::{map_shard, read_manifest};
-use crate::store::shard::table;
+use crate::store::shard::table::{self, Table};
 
 /// What opening for writing found and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -203,10 +203,21 @@ pub(super) struct ShardPlan {
 
 /// Decides what recovery does to shard `no`, refusing (before anything is
 /// changed) when the shard holds whole records its sidecar does not commit.
-pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
+///
+/// `covered`: a key table that matches the store covers the sidecar's
+/// first bytes (how many, and where their last record ends in the shard):
+/// only the sidecar past them is read, and only its records are returned.
+pub(super) fn plan_shard(
+    dir: &Path,
+    pos: usize,
+    no: u32,
+    covered: Option<(u64, u64)>,
+) -> Result<ShardPlan> {
     let idx_path = dir.join(idx_name(no));
     let shard_path = dir.join(shard_name(no));
-    let bytes = fs::read(&idx_path).map_err(io_err(format!("reading {}", idx_path.display())))?;
+    let (start, covered_end) = covered.unwrap_or((0, 0));
+    let bytes = read_sidecar_from(&idx_path, start)?;
+    let file_len = start + bytes.len() as u64;
     let shard_len = fs::metadata(&shard_path)
         .map_err(io_err(format!("reading {}", shard_path.display())))?
         .len();
@@ -214,8 +225,10 @@ pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
         path: dir.to_owned(),
         what,
     };
-    let (records, mut valid, stop) = decode_idx(&bytes, 0, MAX_KEY_LEN);
-    let has_magic = bytes.len() >= IDX_MAGIC.len() && bytes[..IDX_MAGIC.len()] == IDX_MAGIC[..];
+    let (records, mut valid, stop) = decode_idx(&bytes, start, MAX_KEY_LEN);
+    // The covered prefix (header included) checked when the table matched.
+    let has_magic =
+        start > 0 || (bytes.len() >= IDX_MAGIC.len() && bytes[..IDX_MAGIC.len()] == IDX_MAGIC[..]);
     // Damage, as opposed to a commit a crash interrupted.
     let mut damage = None;
     if !has_magic {
@@ -226,14 +239,15 @@ pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
             ));
         }
     } else if let IdxStop::Torn(at) = stop {
-        let later = resync_idx(&bytes, at, MAX_KEY_LEN);
+        // `start` is a record boundary, so 8-aligned like the records.
+        let later = resync_idx(&bytes, at - start, MAX_KEY_LEN);
         if !later.is_empty() {
             damage = Some(format!(
                 "sidecar {}: the record at byte {at} is damaged and {} valid records follow it",
                 idx_name(no),
                 later.len()
             ));
-        } else if !torn_like(&bytes[at as usize..], MAX_KEY_LEN) {
+        } else if !torn_like(&bytes[(at - start) as usize..], MAX_KEY_LEN) {
             damage = Some(format!(
                 "sidecar {}: the record at byte {at} is complete but fails its checksum",
                 idx_name(no)
@@ -250,8 +264,8 @@ pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
         records_dropped: 0,
     };
     // Keep records up to the first that points past the shard.
-    let mut end = 0u64;
-    let mut at = IDX_MAGIC.len() as u64;
+    let mut end = covered_end;
+    let mut at = start.max(IDX_MAGIC.len() as u64);
     let total = records.len();
     let mut past_end = false;
     for r in records {
@@ -347,15 +361,15 @@ pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
         plan.cuts.push(Cut {
             file: idx_name(no),
             offset: 0,
-            len: bytes.len() as u64,
+            len: file_len,
             reason: CutReason::BadHeader,
         });
-    } else if valid < bytes.len() as u64 {
+    } else if valid < file_len {
         plan.idx_cut = Some((valid, false));
         plan.cuts.push(Cut {
             file: idx_name(no),
             offset: valid,
-            len: bytes.len() as u64 - valid,
+            len: file_len - valid,
             reason: if past_end {
                 CutReason::PastShardEnd {
                     records: plan.records_dropped,
@@ -366,6 +380,70 @@ pub(super) fn plan_shard(dir: &Path, pos: usize, no: u32) -> Result<ShardPlan> {
         });
     }
     Ok(plan)
+}
+
+/// The bytes of a sidecar from `start` on.
+fn read_sidecar_from(path: &Path, start: u64) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(start))?;
+            f.read_to_end(&mut out)
+        })
+        .map_err(io_err(format!("reading {}", path.display())))?;
+    Ok(out)
+}
+
+/// The key table of the store in `dir`, if there is one the writer can
+/// trust: its header checks, it describes `manifest`'s sidecars and
+/// shards as they are (see [`Table::matches`]), and the sidecar prefixes
+/// it covers are still whole (read through, in bounded memory: a damaged
+/// sidecar makes recovery look at every record, as without a table).
+fn matching_table(dir: &Path, manifest: &Manifest) -> Result<Option<Table>> {
+    let Some(t) = Table::open(dir).ok().flatten() else {
+        return Ok(None);
+    };
+    if t.matches(dir, manifest).is_err() {
+        return Ok(None);
+    }
+    for c in &t.shards {
+        let shard_len = fs::metadata(dir.join(shard_name(c.no))).map_or(0, |m| m.len());
+        if shard_len < c.record_end || !prefix_intact(&dir.join(idx_name(c.no)), c.idx_len)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(t))
+}
+
+/// Whether the first `len` bytes of a sidecar are its header and whole,
+/// valid records (each its own checksum holding), read a chunk at a time.
+fn prefix_intact(path: &Path, len: u64) -> Result<bool> {
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
+    let mut file = fs::File::open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?
+        .take(len);
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut at = 0u64;
+    loop {
+        let room = (CHUNK - buf.len()) as u64;
+        (&mut file)
+            .take(room)
+            .read_to_end(&mut buf)
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        let (_, valid, stop) = decode_idx(&buf, at, MAX_KEY_LEN);
+        if at + buf.len() as u64 >= len {
+            return Ok(stop == IdxStop::End && valid == len);
+        }
+        // A full chunk holds at least one whole record: none is damage.
+        let used = (valid - at) as usize;
+        if used == 0 {
+            return Ok(false);
+        }
+        buf.drain(..used);
+        at = valid;
+    }
 }
 
 /// Saves bytes `from..to` of shard `no` to a new file in `dir` before
@@ -420,10 +498,18 @@ impl Writer {
                 m
             }
         };
+        // A temporary table of a writer that died writing it.
+        table::remove_temporary(dir)?;
+        // A table that matches spares reading the sidecars it covers.
+        let base = matching_table(dir, &manifest)?;
         // Decide everything first: a refusal changes nothing.
         let mut plans = Vec::with_capacity(manifest.shards.len());
         for (pos, &no) in manifest.shards.iter().enumerate() {
-            plans.push(plan_shard(dir, pos, no)?);
+            let covered = base
+                .as_ref()
+                .and_then(|t| t.shards.get(pos))
+                .map(|c| (c.idx_len, c.record_end));
+            plans.push(plan_shard(dir, pos, no, covered)?);
         }
         // Orphans: shard files the manifest does not list.
         for (no, name) in shard_files(dir)? {
@@ -433,14 +519,21 @@ impl Writer {
                 recovery.orphans_removed.push(name);
             }
         }
-        let mut index = Index::default();
-        if plans
-            .iter()
-            .any(|p| p.idx_cut.is_some() || p.shard_cut.is_some())
+        let rebuild = base.is_none();
+        if rebuild
+            && plans
+                .iter()
+                .any(|p| p.idx_cut.is_some() || p.shard_cut.is_some())
         {
-            // Recovery changes files the table may cover.
+            // Recovery changes files an untrusted table may cover. (A
+            // matching table covers none of what is cut: only bytes past
+            // its cover are planned.)
             table::remove(dir)?;
         }
+        let mut keys = match base {
+            Some(t) => LiveKeys::from_table(t),
+            None => LiveKeys::empty(),
+        };
         for mut plan in plans {
             let idx_path = dir.join(idx_name(plan.no));
             let shard_path = dir.join(shard_name(plan.no));
@@ -485,7 +578,7 @@ impl Writer {
             recovery.records_dropped += plan.records_dropped;
             recovery.cuts.append(&mut plan.cuts);
             for r in plan.records {
-                index.apply(plan.pos, r);
+                keys.apply(plan.pos, r);
             }
         }
         let last = *manifest.shards.last().ok_or_else(|| StoreError::Format {
@@ -497,16 +590,15 @@ impl Writer {
         let mut w = Writer {
             _lock: lock,
             manifest,
-            index,
+            published: true,
+            keys,
             cur,
             failed: None,
             faults: Faults::default(),
-            table_since: 0,
+            table_retry: 0,
         };
-        match table::behind(dir, &w.manifest) {
-            None => w.write_table(dir)?,
-            // Sidecar bytes past the table, as a count of (short) records.
-            Some(n) => w.table_since = n.div_ceil(40),
+        if rebuild || w.keys.damaged.is_some() {
+            w.write_table(dir)?;
         }
         Ok(w)
     }

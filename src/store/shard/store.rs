@@ -2,7 +2,7 @@
 //! writes, flushes and snapshots it hands to its single writer.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -12,13 +12,11 @@ use super::writer::*;
 use crate::store::error::{Result, StoreError};
 use crate::store::key::{check_key, distinct};
 use crate::store::meta::Meta;
-use crate::store::shard::layout::{
-    record_len, tombstone, write_record, DEL, KEY_NAME, MANIFEST, PUT, TOMB_NAME,
-};
+use crate::store::shard::layout::{record_len, tombstone, KEY_NAME, MANIFEST, TOMB_NAME};
 use crate::store::shard::reader::ShardReader;
 use crate::store::shard::snapshot::Snapshot;
 use crate::store::shard::table;
-use crate::tensor::AsTensorRef;
+use crate::tensor::{AsTensorRef, TensorRef};
 
 /// When appended samples are forced to disk (`fdatasync`).
 ///
@@ -128,7 +126,8 @@ impl Drop for Inner {
         if let Some(w) = writer.as_mut() {
             // Close syncs; an error here has no caller to go to, and the
             // samples stay committed in the page cache regardless.
-            if w.sync().is_ok() && w.failed.is_none() && w.table_since > 0 {
+            let stale = w.keys.since > 0 || w.keys.damaged.is_some();
+            if w.sync().is_ok() && w.failed.is_none() && w.published && stale {
                 let _ = w.write_table(&self.dir);
             }
         }
@@ -262,25 +261,19 @@ impl ShardStore {
         }
         let mut w = self.writer()?;
         let durability = self.inner.options.durability;
-        let result = w.append(
+        w.append(
             &self.inner.dir,
             &self.inner.options,
-            samples.iter().zip(&lens).map(|((k, t), &len)| {
-                let key = k.as_ref();
-                let tensors = t.as_ref();
-                (
-                    PUT,
-                    key,
-                    len,
-                    Box::new(move |out: &mut dyn Write| write_record(out, key, tensors))
-                        as Box<dyn Fn(&mut dyn Write) -> io::Result<()> + '_>,
-                )
+            samples.iter().zip(&lens).map(|((k, t), &len)| Append::Put {
+                key: k.as_ref(),
+                tensors: t.as_ref(),
+                len,
             }),
-        );
-        result?;
+        )?;
         if durability == Durability::Batch {
             w.sync()?;
         }
+        w.maintain(&self.inner.dir);
         Ok(())
     }
 
@@ -291,7 +284,7 @@ impl ShardStore {
         // Each key once: a key named twice is deleted once.
         let keys = distinct(keys)?;
         for &key in &keys {
-            if w.index.get(key).is_none() {
+            if !w.holds(&self.inner.dir, key)? {
                 return Err(StoreError::NotFound {
                     key: crate::error::escape(key),
                 });
@@ -301,19 +294,16 @@ impl ShardStore {
         w.append(
             &self.inner.dir,
             &self.inner.options,
-            keys.iter().zip(&tombs).map(|(&k, t)| {
-                (
-                    DEL,
-                    k,
-                    t.len() as u64,
-                    Box::new(move |out: &mut dyn Write| out.write_all(t))
-                        as Box<dyn Fn(&mut dyn Write) -> io::Result<()> + '_>,
-                )
-            }),
+            keys.iter()
+                .zip(&tombs)
+                .map(|(&key, tombstone)| -> Append<'_, TensorRef<'static>> {
+                    Append::Delete { key, tombstone }
+                }),
         )?;
         if self.inner.options.durability == Durability::Batch {
             w.sync()?;
         }
+        w.maintain(&self.inner.dir);
         Ok(())
     }
 
@@ -328,7 +318,8 @@ impl ShardStore {
         {
             Some(w) => {
                 w.sync()?;
-                if table::due(w.table_since, w.index.len() as u64) {
+                let due = table::due(w.keys.since, w.keys.len()) || w.keys.damaged.is_some();
+                if w.published && w.failed.is_none() && due {
                     w.write_table(&self.inner.dir)?;
                 }
                 Ok(())

@@ -86,6 +86,8 @@ pub(crate) struct Table {
     pub count: u64,
     /// Bytes of their records.
     pub live_bytes: u64,
+    /// Bytes of their keys.
+    pub keys_len: u64,
     /// The sidecar prefixes it covers, one per manifest position.
     pub shards: Vec<Covered>,
     crcs_at: usize,
@@ -193,6 +195,7 @@ impl Table {
             generation: u64_at(b, 16),
             count,
             live_bytes: u64_at(b, 32),
+            keys_len,
             shards,
             crcs_at,
             body_at,
@@ -299,6 +302,29 @@ impl Table {
         ))
     }
 
+    /// Key and location of entry `i` without checking its blocks (the
+    /// caller checked them all): `None` if it names bytes outside the
+    /// table.
+    fn raw_entry(&self, i: u64) -> Option<(&[u8], Loc)> {
+        let at = self.body_at + usize::try_from(i).ok()? * ENTRY;
+        let e = self.map.get(at..at + ENTRY)?;
+        let key_at = self
+            .keys_at
+            .checked_add(usize::try_from(u64_at(e, 0)).ok()?)?;
+        let key = self
+            .map
+            .get(key_at..key_at.checked_add(u32_at(e, 24) as usize)?)?;
+        Some((
+            key,
+            Loc {
+                offset: u64_at(e, 8),
+                len: u64_at(e, 16),
+                shard: u32_at(e, 28) as usize,
+                crc: u32_at(e, 32),
+            },
+        ))
+    }
+
     /// The location of `key`, by binary search (O(log n) entries and
     /// blocks touched).
     pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
@@ -378,15 +404,314 @@ pub(crate) fn file_cover(
 
 /// Writes the key table of `index` (every live key), covering the
 /// sidecars of `manifest` in `dir` as `cover` says (per manifest
-/// position: sidecar length, end of the last committed record): a
-/// temporary file, synced, renamed over `keys.tbl`, the directory
-/// synced. The caller has synced the sidecars and holds the writer lock.
+/// position: sidecar length, end of the last committed record). See
+/// [`write_rows`].
 pub(crate) fn write(
     dir: &Path,
     manifest: &Manifest,
     index: &Index,
     cover: &[(u64, u64)],
 ) -> Result<()> {
+    let order = index.sorted();
+    let keys_len: u64 = order
+        .iter()
+        .map(|&i| index.entries[i as usize].key.len() as u64)
+        .sum();
+    let sizes = Sizes {
+        count: order.len() as u64,
+        live_bytes: index.live_bytes,
+        keys_len,
+    };
+    let rows = || {
+        order.iter().map(|&i| {
+            let e = &index.entries[i as usize];
+            Ok((&*e.key, e.loc.clone()))
+        })
+    };
+    let finish = Finish {
+        durable: true,
+        before_rename: &mut || Ok(()),
+    };
+    match write_rows(dir, manifest, cover, &sizes, rows, finish)? {
+        Ok(()) => Ok(()),
+        Err(Damaged(why)) => Err(StoreError::io(
+            format!("writing {TABLE}"),
+            std::io::Error::other(why),
+        )),
+    }
+}
+
+/// How a key table file is finished.
+pub(crate) struct Finish<'f> {
+    /// Sync the file and the directory. Otherwise the kernel writes them
+    /// back when it will: a table is a checked cache of the sidecars, and
+    /// one a machine crash lost, cut or left stale is detected (its
+    /// length, header and block checksums, the sidecar prefixes it
+    /// covers) and rebuilt, never trusted.
+    pub durable: bool,
+    /// Called after the temporary file is written, before the rename (a
+    /// test hook).
+    pub before_rename: &'f mut dyn FnMut() -> std::io::Result<()>,
+}
+
+/// The totals a key table's header holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// Live keys.
+    pub count: u64,
+    /// Bytes of their records.
+    pub live_bytes: u64,
+    /// Bytes of the keys.
+    pub keys_len: u64,
+}
+
+/// One key of a table being written, with its record.
+pub(crate) type Row<'k> = std::result::Result<(&'k [u8], Loc), Damaged>;
+
+/// The body of a table being written, block checksums computed on the
+/// way.
+struct Body<W> {
+    out: W,
+    crcs: Vec<u8>,
+    crc: u32,
+    in_block: usize,
+    len: u64,
+}
+
+impl<W: Write> Body<W> {
+    fn put(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            let n = (BLOCK - self.in_block).min(b.len());
+            self.crc = crc32c::crc32c_append(self.crc, &b[..n]);
+            self.out.write_all(&b[..n])?;
+            self.in_block += n;
+            self.len += n as u64;
+            if self.in_block == BLOCK {
+                self.crcs.extend_from_slice(&self.crc.to_le_bytes());
+                self.crc = 0;
+                self.in_block = 0;
+            }
+            b = &b[n..];
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if self.in_block > 0 {
+            self.crcs.extend_from_slice(&self.crc.to_le_bytes());
+            self.in_block = 0;
+        }
+    }
+}
+
+/// Writes a key table whose live keys `rows()` yields in key order (it is
+/// called twice: entries, then keys), `sizes` their totals; see
+/// [`write_file`].
+pub(crate) fn write_rows<'k, I, F>(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    rows: F,
+    finish: Finish<'_>,
+) -> Result<std::result::Result<(), Damaged>>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = Row<'k>>,
+{
+    write_file(dir, manifest, cover, sizes, finish, |body| {
+        let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+        for row in rows() {
+            let (key, loc) = match row {
+                Ok(r) => r,
+                Err(d) => return Ok(Err(d)),
+            };
+            body.put(&entry_bytes(key_off, key.len(), &loc))?;
+            key_off += key.len() as u64;
+            live_bytes += loc.len;
+            count += 1;
+        }
+        if (count, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+            return Ok(Err(Damaged("its rows disagree with its totals".into())));
+        }
+        let mut keys = 0u64;
+        for row in rows() {
+            let (key, _) = match row {
+                Ok(r) => r,
+                Err(d) => return Ok(Err(d)),
+            };
+            keys += key.len() as u64;
+            if keys > sizes.keys_len {
+                break;
+            }
+            body.put(key)?;
+        }
+        if keys != sizes.keys_len {
+            return Ok(Err(Damaged("its rows disagree with its key bytes".into())));
+        }
+        Ok(Ok(()))
+    })
+}
+
+/// The bytes of a table entry.
+fn entry_bytes(key_off: u64, key_len: usize, loc: &Loc) -> [u8; ENTRY] {
+    let mut e = [0u8; ENTRY];
+    e[..8].copy_from_slice(&key_off.to_le_bytes());
+    e[8..16].copy_from_slice(&loc.offset.to_le_bytes());
+    e[16..24].copy_from_slice(&loc.len.to_le_bytes());
+    e[24..28].copy_from_slice(&(key_len as u32).to_le_bytes());
+    e[28..32].copy_from_slice(&(loc.shard as u32).to_le_bytes());
+    e[32..36].copy_from_slice(&loc.crc.to_le_bytes());
+    e
+}
+
+/// A change to merge into a table: a key and its new record, or `None`
+/// (deleted).
+pub(crate) type Change<'k> = (&'k [u8], Option<&'k Loc>);
+
+/// A stretch of a merged table: rows `from..to` of the old table, or a
+/// change.
+enum Seg {
+    Old(u64, u64),
+    New(usize),
+}
+
+/// Writes the key table of `base` (checked whole first) with `changes`
+/// (sorted by key, each key once) merged in, `sizes` the merged totals;
+/// see [`write_file`]. The old table's rows between changes are copied
+/// in runs, not row by row: O(table bytes) of copying and checksumming
+/// plus O(changes × log rows) of searching.
+pub(crate) fn write_merged(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    base: Option<&Table>,
+    changes: &[Change<'_>],
+    finish: Finish<'_>,
+) -> Result<std::result::Result<(), Damaged>> {
+    if let Some(Err(d)) = base.map(Table::check_all) {
+        return Ok(Err(d));
+    }
+    let count = base.map_or(0, |t| t.count);
+    let damaged = |what: &str| Damaged(format!("{TABLE}: {what}"));
+    // Where each change goes among the old rows.
+    let mut segs = Vec::with_capacity(changes.len() * 2 + 1);
+    let mut lo = 0u64;
+    for (c, &(key, loc)) in changes.iter().enumerate() {
+        let (mut a, mut b) = (lo, count);
+        let mut same = false;
+        if let Some(t) = base {
+            while a < b {
+                let mid = a + (b - a) / 2;
+                let (k, _) = match t.raw_entry(mid) {
+                    Some(e) => e,
+                    None => return Ok(Err(damaged("an entry names a key outside it"))),
+                };
+                match k.cmp(key) {
+                    std::cmp::Ordering::Less => a = mid + 1,
+                    _ => b = mid,
+                }
+            }
+            same = a < count && t.raw_entry(a).is_some_and(|(k, _)| k == key);
+        }
+        if a > lo {
+            segs.push(Seg::Old(lo, a));
+        }
+        if loc.is_some() {
+            segs.push(Seg::New(c));
+        }
+        lo = a + u64::from(same);
+    }
+    if count > lo {
+        segs.push(Seg::Old(lo, count));
+    }
+    write_file(dir, manifest, cover, sizes, finish, |body| {
+        let (mut n, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+        let mut buf = Vec::with_capacity(64 << 10);
+        for seg in &segs {
+            match *seg {
+                Seg::New(c) => {
+                    let (key, loc) = changes[c];
+                    let loc = loc.expect("only puts are segments");
+                    body.put(&entry_bytes(key_off, key.len(), loc))?;
+                    key_off += key.len() as u64;
+                    live_bytes += loc.len;
+                    n += 1;
+                }
+                Seg::Old(from, to) => {
+                    let t = base.expect("old rows come from a table");
+                    let entries =
+                        &t.map[t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
+                    let mut at = u64_at(entries, 0);
+                    for e in entries.chunks_exact(ENTRY) {
+                        // The keys of a run lie end to end, so they are
+                        // copied as one slice below.
+                        if u64_at(e, 0) != at {
+                            return Ok(Err(damaged("its keys are not in entry order")));
+                        }
+                        at += u64::from(u32_at(e, 24));
+                        live_bytes += u64_at(e, 16);
+                        if buf.len() + ENTRY > buf.capacity() {
+                            body.put(&buf)?;
+                            buf.clear();
+                        }
+                        let new_off = u64_at(e, 0) - u64_at(entries, 0) + key_off;
+                        buf.extend_from_slice(&new_off.to_le_bytes());
+                        buf.extend_from_slice(&e[8..]);
+                    }
+                    body.put(&buf)?;
+                    buf.clear();
+                    key_off += at - u64_at(entries, 0);
+                    n += to - from;
+                }
+            }
+        }
+        if (n, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+            return Ok(Err(damaged("its rows disagree with its totals")));
+        }
+        for seg in &segs {
+            match *seg {
+                Seg::New(c) => body.put(changes[c].0)?,
+                Seg::Old(from, to) => {
+                    let t = base.expect("old rows come from a table");
+                    let first = t.body_at + from as usize * ENTRY;
+                    let last = t.body_at + (to as usize - 1) * ENTRY;
+                    let start = u64_at(&t.map, first) as usize;
+                    let end = u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
+                    match t.map.get(t.keys_at + start..t.keys_at + end) {
+                        Some(keys) => body.put(keys)?,
+                        None => return Ok(Err(damaged("an entry names a key outside it"))),
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    })
+}
+
+/// Writes a key table: the header for `sizes`, covering the sidecars of
+/// `manifest` in `dir` as `cover` says (per manifest position: sidecar
+/// length, end of the last committed record), and the body `body` writes
+/// (entries, then keys), to a temporary file, streamed (O(1) memory but
+/// for one checksum per 16 KiB block); synced if `finish.durable`; then
+/// `finish.before_rename` (a test hook); renamed over `keys.tbl`; the
+/// directory synced if durable. The caller holds the writer lock (and for
+/// a durable table has synced the sidecars it covers).
+///
+/// `Ok(Err(damaged))`: `body` found its source damaged, or disagreeing
+/// with `sizes`; nothing was renamed.
+fn write_file(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    finish: Finish<'_>,
+    body_of: impl FnOnce(
+        &mut Body<std::io::BufWriter<File>>,
+    ) -> std::io::Result<std::result::Result<(), Damaged>>,
+) -> Result<std::result::Result<(), Damaged>> {
+    use std::io::{BufWriter, Seek, SeekFrom};
     let io = |what: String| move |e| StoreError::io(what, e);
     let mut covered = Vec::with_capacity(manifest.shards.len());
     for (&no, &(idx_len, record_end)) in manifest.shards.iter().zip(cover) {
@@ -398,17 +723,12 @@ pub(crate) fn write(
             record_end,
         });
     }
-    let order = index.sorted();
-    let keys_len: usize = order
-        .iter()
-        .map(|&i| index.entries[i as usize].key.len())
-        .sum();
     let mut head = Vec::with_capacity(FIXED + covered.len() * SHARD + 8);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&manifest.generation.to_le_bytes());
-    head.extend_from_slice(&(order.len() as u64).to_le_bytes());
-    head.extend_from_slice(&index.live_bytes.to_le_bytes());
-    head.extend_from_slice(&(keys_len as u64).to_le_bytes());
+    head.extend_from_slice(&sizes.count.to_le_bytes());
+    head.extend_from_slice(&sizes.live_bytes.to_le_bytes());
+    head.extend_from_slice(&sizes.keys_len.to_le_bytes());
     head.extend_from_slice(&(covered.len() as u32).to_le_bytes());
     head.extend_from_slice(&(BLOCK as u32).to_le_bytes());
     let crcs_crc_at = head.len();
@@ -419,43 +739,85 @@ pub(crate) fn write(
         head.extend_from_slice(&c.idx_len.to_le_bytes());
         head.extend_from_slice(&c.record_end.to_le_bytes());
     }
-    let mut body = Vec::with_capacity(order.len() * ENTRY + keys_len);
-    let mut key_off = 0u64;
-    for &i in &order {
-        let e = &index.entries[i as usize];
-        body.extend_from_slice(&key_off.to_le_bytes());
-        body.extend_from_slice(&e.loc.offset.to_le_bytes());
-        body.extend_from_slice(&e.loc.len.to_le_bytes());
-        body.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-        body.extend_from_slice(&(e.loc.shard as u32).to_le_bytes());
-        body.extend_from_slice(&e.loc.crc.to_le_bytes());
-        body.extend_from_slice(&[0; 4]);
-        key_off += e.key.len() as u64;
-    }
-    for &i in &order {
-        body.extend_from_slice(&index.entries[i as usize].key);
-    }
-    let crcs: Vec<u8> = body
-        .chunks(BLOCK)
-        .flat_map(|c| crc32c::crc32c(c).to_le_bytes())
-        .collect();
-    head[crcs_crc_at..crcs_crc_at + 4].copy_from_slice(&crc32c::crc32c(&crcs).to_le_bytes());
-    let head_crc = crc32c::crc32c(&head);
-    head.extend_from_slice(&head_crc.to_le_bytes());
-    head.extend_from_slice(&[0; 4]);
-    head.extend_from_slice(&crcs);
-    head.resize(head.len().next_multiple_of(8), 0);
+    let body_len = sizes
+        .count
+        .checked_mul(ENTRY as u64)
+        .and_then(|e| e.checked_add(sizes.keys_len))
+        .ok_or_else(|| {
+            StoreError::io(
+                format!("writing {TABLE}"),
+                std::io::Error::other("its sizes overflow"),
+            )
+        })?;
+    let nblocks = body_len.div_ceil(BLOCK as u64) as usize;
+    // Header, its checksum and padding, block checksums, padding.
+    let body_at = (head.len() + 8 + nblocks * 4).next_multiple_of(8);
 
     let tmp = dir.join(format!(".{TABLE}.tmp"));
-    let mut f = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-    f.write_all(&head)
-        .and_then(|()| f.write_all(&body))
-        .and_then(|()| f.sync_all())
-        .map_err(io(format!("writing {}", tmp.display())))?;
+    let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    let mut body = Body {
+        out: BufWriter::with_capacity(1 << 20, file),
+        crcs: Vec::with_capacity(nblocks * 4),
+        crc: 0,
+        in_block: 0,
+        len: 0,
+    };
+    let written = (|| -> std::io::Result<std::result::Result<(), Damaged>> {
+        body.out.write_all(&vec![0; body_at])?;
+        if let Err(d) = body_of(&mut body)? {
+            return Ok(Err(d));
+        }
+        if body.len != body_len {
+            return Ok(Err(Damaged(
+                "its body is not as long as its totals say".into(),
+            )));
+        }
+        body.finish();
+        head[crcs_crc_at..crcs_crc_at + 4]
+            .copy_from_slice(&crc32c::crc32c(&body.crcs).to_le_bytes());
+        let head_crc = crc32c::crc32c(&head);
+        head.extend_from_slice(&head_crc.to_le_bytes());
+        head.extend_from_slice(&[0; 4]);
+        head.extend_from_slice(&body.crcs);
+        head.resize(head.len().next_multiple_of(8), 0);
+        debug_assert_eq!(head.len(), body_at);
+        let mut file = body.out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&head)?;
+        if finish.durable {
+            file.sync_all()?;
+        }
+        Ok(Ok(()))
+    })();
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(d)) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(Err(d));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io(format!("writing {}", tmp.display()), e));
+        }
+    }
+    (finish.before_rename)().map_err(io(format!("renaming {}", tmp.display())))?;
     std::fs::rename(&tmp, dir.join(TABLE)).map_err(io(format!("renaming {}", tmp.display())))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("syncing directory {}", dir.display())))
+    if finish.durable {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("syncing directory {}", dir.display())))?;
+    }
+    Ok(Ok(()))
+}
+
+/// Removes a temporary table a writer left when it died while writing one.
+pub(crate) fn remove_temporary(dir: &Path) -> Result<()> {
+    let tmp = dir.join(format!(".{TABLE}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(format!("removing {}", tmp.display()), e)),
+    }
 }
 
 /// Removes the key table (before the sidecars change under it).
@@ -474,18 +836,4 @@ pub(crate) fn remove(dir: &Path) -> Result<()> {
 /// of the store: amortized O(1) per record.
 pub(crate) fn due(since: u64, live: u64) -> bool {
     since >= 65_536.max(live / 8)
-}
-
-/// How far the key table of the store in `dir` is behind its sidecars:
-/// `None` when there is none to trust, else the sidecar bytes past what
-/// it covers.
-pub(crate) fn behind(dir: &Path, manifest: &Manifest) -> Option<u64> {
-    let t = Table::open(dir).ok()??;
-    t.matches(dir, manifest).ok()?;
-    let mut n = 0;
-    for (pos, &no) in manifest.shards.iter().enumerate() {
-        let len = std::fs::metadata(dir.join(idx_name(no))).map_or(0, |m| m.len());
-        n += len - t.shards.get(pos).map_or(0, |c| c.idx_len.min(len));
-    }
-    Some(n)
 }

@@ -9,9 +9,12 @@ use std::path::Path;
 use super::files::*;
 use super::store::*;
 use crate::store::error::{Result, StoreError};
-use crate::store::shard::index::Index;
-use crate::store::shard::layout::{encode_idx, idx_name, shard_name, IdxRecord, Manifest};
+use crate::store::shard::layout::{
+    encode_idx, idx_name, shard_name, write_record, IdxRecord, Manifest, DEL, PUT,
+};
+use crate::store::shard::live::LiveKeys;
 use crate::store::shard::table;
+use crate::tensor::AsTensorRef;
 
 /// The shard being appended to.
 pub(super) struct Current {
@@ -27,17 +30,24 @@ pub(super) struct Current {
 
 pub(super) struct Writer {
     pub(super) _lock: File,
+    /// The shards being written, the last one appended to.
     pub(super) manifest: Manifest,
-    pub(super) index: Index,
+    /// Whether `manifest` is the store's (else a compaction is writing
+    /// new shards the store does not list yet: rolling does not publish
+    /// them, and the key table waits).
+    pub(super) published: bool,
+    /// The live keys: the key table plus what was committed since.
+    pub(super) keys: LiveKeys,
     pub(super) cur: Current,
     /// Why this writer stopped taking writes: an append failed once sidecar
     /// bytes of its batch may have reached the file (see [`Writer::commit`]).
     pub(super) failed: Option<String>,
     /// Injected faults (tests only; none by default).
     pub(super) faults: Faults,
-    /// Records committed since the key table was written (nonzero: it
-    /// needs rewriting at close).
-    pub(super) table_since: u64,
+    /// After a key table write failed while appending: `keys.since` at
+    /// which to try again (the table is a cache; the records are
+    /// committed regardless).
+    pub(super) table_retry: u64,
 }
 
 /// Faults a test injects into a shard store's writer, to reach the failure
@@ -58,6 +68,14 @@ pub struct Faults {
     /// a test takes a snapshot there, inside the window a real failure
     /// would leave.
     pub on_fault: Option<Box<dyn Fn() + Send>>,
+    /// Key table writes that still complete; the next one stops after its
+    /// temporary file is written and synced, before the rename (calls
+    /// `on_fault`, then fails with EIO). `None`: no limit.
+    pub table_writes: Option<u64>,
+    /// Rewrite the key table once this many records were committed since
+    /// it, at the end of a write call, instead of the default policy
+    /// ([`table::due`]): tests reach the merge points with few records.
+    pub table_due: Option<u64>,
 }
 
 impl Faults {
@@ -98,6 +116,25 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The fault of a key table write before its rename, once the writes
+    /// that complete are used.
+    fn table_write(&mut self) -> io::Result<()> {
+        match &mut self.table_writes {
+            None => return Ok(()),
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if let Some(f) = &self.on_fault {
+            f();
+        }
+        Err(io::Error::from_raw_os_error(5)) // EIO
+    }
+}
+
 /// A writer that computes the crc32c of what passes through.
 pub(super) struct CrcWriter<'w, W> {
     inner: &'w mut W,
@@ -123,13 +160,52 @@ impl<W: Write> Write for CrcWriter<'_, W> {
     }
 }
 
-/// One record to append: kind, key, length, and how to write it.
-pub(super) type Append<'a> = (
-    [u8; 4],
-    &'a [u8],
-    u64,
-    Box<dyn Fn(&mut dyn Write) -> io::Result<()> + 'a>,
-);
+/// One record to append.
+pub(super) enum Append<'a, T> {
+    /// A sample: its key array, then its tensors, `len` bytes in all.
+    Put {
+        key: &'a [u8],
+        tensors: &'a [T],
+        len: u64,
+    },
+    /// A deletion: the tombstone record of `key`.
+    Delete { key: &'a [u8], tombstone: &'a [u8] },
+    /// A sample's record copied byte for byte (compaction).
+    Copy { key: &'a [u8], record: &'a [u8] },
+}
+
+impl<T: AsTensorRef> Append<'_, T> {
+    /// The sidecar kind of the record.
+    fn kind(&self) -> [u8; 4] {
+        match self {
+            Append::Put { .. } | Append::Copy { .. } => PUT,
+            Append::Delete { .. } => DEL,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Append::Put { key, .. } | Append::Delete { key, .. } | Append::Copy { key, .. } => key,
+        }
+    }
+
+    /// Bytes of the record.
+    fn len(&self) -> u64 {
+        match self {
+            Append::Put { len, .. } => *len,
+            Append::Delete { tombstone, .. } => tombstone.len() as u64,
+            Append::Copy { record, .. } => record.len() as u64,
+        }
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Append::Put { key, tensors, .. } => write_record(out, key, tensors),
+            Append::Delete { tombstone, .. } => out.write_all(tombstone),
+            Append::Copy { record, .. } => out.write_all(record),
+        }
+    }
+}
 
 impl Writer {
     /// Writes out the current shard's buffer and forces its bytes to disk.
@@ -143,13 +219,99 @@ impl Writer {
             .map_err(io_err("syncing a shard"))
     }
 
-    /// Rewrites the key table from this writer's index.
+    /// Writes the key table, durably (after syncing what it will cover):
+    /// the old one merged with what was committed since. When the old
+    /// table turns out damaged, the table is rebuilt from the sidecars
+    /// instead.
     pub(super) fn write_table(&mut self, dir: &Path) -> Result<()> {
+        self.sync()?;
+        self.write_table_as(dir, true)
+    }
+
+    /// Writes the key table, synced or not (see [`table::Finish`]).
+    fn write_table_as(&mut self, dir: &Path, durable: bool) -> Result<()> {
         let last = Some((self.cur.idx_len, self.cur.committed));
         let cover = table::file_cover(dir, &self.manifest, last)?;
-        table::write(dir, &self.manifest, &self.index, &cover)?;
-        self.table_since = 0;
-        Ok(())
+        for rebuilt in [false, true] {
+            if rebuilt {
+                if !self.published {
+                    // A compaction's keys have no old table to be damaged.
+                    return Err(StoreError::io(
+                        format!("writing {}", table::TABLE),
+                        io::Error::other("the keys of a compaction disagree with their totals"),
+                    ));
+                }
+                // The old table is damaged: the sidecars say what is live.
+                self.keys = LiveKeys::from_sidecars(dir, &self.manifest, self.cur.idx_len)?;
+            }
+            let faults = &mut self.faults;
+            let finish = table::Finish {
+                durable,
+                before_rename: &mut || faults.table_write(),
+            };
+            match self.keys.write(dir, &self.manifest, &cover, finish)? {
+                Ok(()) => {
+                    self.table_retry = 0;
+                    return Ok(());
+                }
+                Err(table::Damaged(why)) if rebuilt => {
+                    return Err(StoreError::io(
+                        format!("writing {}", table::TABLE),
+                        io::Error::other(why),
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        // Not reached: the second pass returns.
+        Err(StoreError::io(
+            format!("writing {}", table::TABLE),
+            io::Error::other("the key table could not be rebuilt"),
+        ))
+    }
+
+    /// After a write call: rewrites the key table when enough was
+    /// committed since it (so the delta this writer holds in memory, and
+    /// the sidecar tail a reader reads, stay small), or when a lookup
+    /// found it damaged. Not synced: the sidecars hold what is committed,
+    /// and `flush` and `close` write a durable table. A failure here fails
+    /// nothing (the records are committed; the table is a cache): it is
+    /// tried again later.
+    pub(super) fn maintain(&mut self, dir: &Path) {
+        let since = self.keys.since;
+        let due = match self.faults.table_due {
+            Some(n) => since >= n,
+            None => table::due(since, self.keys.len()),
+        };
+        if !self.published
+            || self.failed.is_some()
+            || since < self.table_retry
+            || !(due || self.keys.damaged.is_some())
+        {
+            return;
+        }
+        if self.write_table_as(dir, false).is_err() {
+            self.table_retry = since + since.max(1 << 16);
+        }
+    }
+
+    /// Whether `key` is live: the delta, then the key table (rebuilt from
+    /// the sidecars first if a lookup finds it damaged).
+    pub(super) fn holds(&mut self, dir: &Path, key: &[u8]) -> Result<bool> {
+        match self.keys.get(key) {
+            Ok(loc) => Ok(loc.is_some()),
+            Err(table::Damaged(why)) => {
+                self.keys.damaged.get_or_insert(why);
+                self.write_table(dir)?;
+                match self.keys.get(key) {
+                    Ok(loc) => Ok(loc.is_some()),
+                    Err(table::Damaged(why)) => Err(StoreError::io(
+                        format!("reading {}", table::TABLE),
+                        io::Error::other(why),
+                    )),
+                }
+            }
+        }
     }
 
     /// Forces the current shard and sidecar to disk.
@@ -161,14 +323,17 @@ impl Writer {
             .map_err(io_err("syncing a sidecar"))
     }
 
-    /// Starts shard `cur.no + 1` after syncing the current one.
+    /// Starts shard `cur.no + 1` after syncing the current one (and
+    /// publishes the new shard list, unless a compaction is writing).
     pub(super) fn roll(&mut self, dir: &Path) -> Result<()> {
         self.sync()?;
         let no = self.cur.no + 1;
         create_shard(dir, no)?;
         let mut manifest = self.manifest.clone();
         manifest.shards.push(no);
-        write_manifest(dir, &manifest)?;
+        if self.published {
+            write_manifest(dir, &manifest)?;
+        }
         self.manifest = manifest;
         self.cur = open_current(dir, no)?;
         Ok(())
@@ -179,17 +344,18 @@ impl Writer {
     /// commit was written, what this call left uncommitted is cut off
     /// again, so the writer can go on; on an error after (or when cutting
     /// off fails), the writer stops: see [`commit`](Self::commit).
-    pub(super) fn append<'a>(
+    pub(super) fn append<'a, T: AsTensorRef + 'a>(
         &mut self,
         dir: &Path,
         options: &ShardOptions,
-        items: impl Iterator<Item = Append<'a>>,
+        items: impl Iterator<Item = Append<'a, T>>,
     ) -> Result<()> {
         let per_sample = options.durability == Durability::Sample;
         let mut pending: Vec<u8> = Vec::new();
         let mut applied: Vec<IdxRecord> = Vec::new();
         let result = (|| -> Result<()> {
-            for (kind, key, len, write) in items {
+            for item in items {
+                let (kind, key, len) = (item.kind(), item.key(), item.len());
                 if self.cur.shard_len > 0 && self.cur.shard_len + len > options.shard_limit {
                     self.commit(&mut pending, &mut applied, per_sample)?;
                     self.roll(dir)?;
@@ -201,7 +367,7 @@ impl Writer {
                     len: 0,
                     faults: &mut self.faults,
                 };
-                write(&mut w)
+                item.write_to(&mut w)
                     .map_err(io_err(format!("appending to {}", shard_name(self.cur.no))))?;
                 let (crc, written) = (w.crc, w.len);
                 self.cur.shard_len += written;
@@ -301,9 +467,8 @@ impl Writer {
         self.cur.committed = self.cur.shard_len;
         pending.clear();
         let pos = self.manifest.shards.len() - 1;
-        self.table_since += applied.len() as u64;
         for r in applied.drain(..) {
-            self.index.apply(pos, r);
+            self.keys.apply(pos, r);
         }
         Ok(())
     }

@@ -1,0 +1,206 @@
+//! The writer's view of the live keys: the key table it last wrote or
+//! checked (memory-mapped, never copied to the heap) plus a small
+//! in-memory delta of what it committed since. Lookups go delta, then
+//! table; a new table is the merge of the two, streamed.
+//!
+//! Heap: O(records since the table), not O(samples). The writer merges
+//! when the delta is large relative to the table ([`table::due`]), so each
+//! record is rewritten a bounded number of times over the store's life
+//! and appends stay O(1) amortized.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use crate::store::error::{Result, StoreError};
+use crate::store::key::MAX_KEY_LEN;
+use crate::store::shard::index::Loc;
+use crate::store::shard::layout::{decode_idx, idx_name, IdxRecord, Manifest, PUT};
+use crate::store::shard::table::{self, Change, Damaged, Sizes, Table};
+
+/// Live keys as a writer sees them.
+pub(super) struct LiveKeys {
+    /// The table the delta applies to (`None`: an empty one).
+    table: Option<Table>,
+    /// Its first and last key: a key outside them needs no search (keys
+    /// imported in order are all past the last).
+    bounds: Option<[Box<[u8]>; 2]>,
+    /// Keys committed since the table: their record, or `None` once
+    /// deleted.
+    delta: HashMap<Arc<[u8]>, Option<Loc>, RandomState>,
+    /// Totals of the live keys, table and delta together.
+    sizes: Sizes,
+    /// Records (puts and deletions) committed since the table.
+    pub(super) since: u64,
+    /// Why a lookup stopped trusting the table, if one did: the next
+    /// table write rebuilds it from the sidecars.
+    pub(super) damaged: Option<String>,
+}
+
+impl LiveKeys {
+    /// No keys, no table.
+    pub(super) fn empty() -> LiveKeys {
+        LiveKeys {
+            table: None,
+            bounds: None,
+            delta: HashMap::default(),
+            sizes: Sizes::default(),
+            since: 0,
+            damaged: None,
+        }
+    }
+
+    /// The keys of a checked table, nothing since.
+    pub(super) fn from_table(t: Table) -> LiveKeys {
+        let key = |i: u64| t.entry(i).ok().map(|(k, _)| Box::<[u8]>::from(k));
+        // A damaged first or last entry: no shortcut; lookups find it.
+        let bounds = match t.count {
+            0 => None,
+            n => key(0).zip(key(n - 1)).map(|(a, b)| [a, b]),
+        };
+        LiveKeys {
+            bounds,
+            sizes: Sizes {
+                count: t.count,
+                live_bytes: t.live_bytes,
+                keys_len: t.keys_len,
+            },
+            table: Some(t),
+            ..LiveKeys::empty()
+        }
+    }
+
+    /// The keys the sidecars of `manifest` commit, read whole (what a
+    /// writer rebuilds a table that does not match from). The last
+    /// shard's sidecar is read up to `last_len` bytes, what the writer
+    /// committed. Heap: O(samples), until the table is written.
+    pub(super) fn from_sidecars(dir: &Path, manifest: &Manifest, last_len: u64) -> Result<Self> {
+        use std::io::Read;
+        let mut keys = LiveKeys::empty();
+        let n = manifest.shards.len();
+        for (pos, &no) in manifest.shards.iter().enumerate() {
+            let path = dir.join(idx_name(no));
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)
+                .and_then(|f| {
+                    let limit = if pos + 1 == n { last_len } else { u64::MAX };
+                    f.take(limit).read_to_end(&mut bytes)
+                })
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+            // Recovery at open left only valid records inside their shards.
+            let (records, _, _) = decode_idx(&bytes, 0, MAX_KEY_LEN);
+            keys.delta.reserve(records.len());
+            for r in records {
+                keys.apply(pos, r);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Number of live keys.
+    pub(super) fn len(&self) -> u64 {
+        self.sizes.count
+    }
+
+    /// The record of `key`, if it is live: the delta, then the table.
+    pub(super) fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
+        if let Some(change) = self.delta.get(key) {
+            return Ok(change.clone());
+        }
+        match &self.table {
+            Some(t) => {
+                if let Some([first, last]) = &self.bounds {
+                    if key < &**first || key > &**last {
+                        return Ok(None);
+                    }
+                }
+                t.get(key)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Applies a committed sidecar record of shard position `shard`.
+    pub(super) fn apply(&mut self, shard: usize, r: IdxRecord) {
+        let before = match self.get(&r.key) {
+            Ok(loc) => loc,
+            Err(Damaged(why)) => {
+                // Totals are rebuilt with the table.
+                self.damaged.get_or_insert(why);
+                None
+            }
+        };
+        let s = &mut self.sizes;
+        if let Some(old) = before {
+            s.count -= 1;
+            s.live_bytes -= old.len;
+            s.keys_len -= r.key.len() as u64;
+        }
+        let after = (r.kind == PUT).then_some(Loc {
+            shard,
+            offset: r.offset,
+            len: r.len,
+            crc: r.crc,
+        });
+        if let Some(new) = &after {
+            s.count += 1;
+            s.live_bytes += new.len;
+            s.keys_len += r.key.len() as u64;
+        }
+        // An existing entry keeps its key allocation.
+        self.delta.insert(r.key, after);
+        self.since += 1;
+    }
+
+    /// Writes the table of these keys (the old table merged with the
+    /// delta), covering `manifest`'s sidecars as `cover` says; see
+    /// [`table::write_rows`]. On success the new table is mapped and the
+    /// delta emptied. `Ok(Err(_))`: the old table turned out damaged;
+    /// nothing changed.
+    pub(super) fn write(
+        &mut self,
+        dir: &Path,
+        manifest: &Manifest,
+        cover: &[(u64, u64)],
+        finish: table::Finish<'_>,
+    ) -> Result<std::result::Result<(), Damaged>> {
+        if let Some(why) = &self.damaged {
+            return Ok(Err(Damaged(why.clone())));
+        }
+        let mut changes: Vec<Change<'_>> =
+            self.delta.iter().map(|(k, v)| (&**k, v.as_ref())).collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let written = table::write_merged(
+            dir,
+            manifest,
+            cover,
+            &self.sizes,
+            self.table.as_ref(),
+            &changes,
+            finish,
+        )?;
+        if let Err(d) = written {
+            return Ok(Err(d));
+        }
+        drop(changes);
+        let t = match Table::open(dir) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(StoreError::io(
+                    format!("opening {}", table::TABLE),
+                    std::io::Error::other("the table just written is gone"),
+                ))
+            }
+            Err(why) => {
+                return Err(StoreError::io(
+                    format!("opening {}", table::TABLE),
+                    std::io::Error::other(why),
+                ))
+            }
+        };
+        *self = LiveKeys::from_table(t);
+        Ok(Ok(()))
+    }
+}
