@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::codec::chunk::{read_chunk, PREFIX};
 use crate::codec::header::{parse_header, view_of_checked};
+use crate::codec::prefetch;
 use crate::error::{Error, Result};
 use crate::tensor::TensorView;
 
@@ -77,6 +78,16 @@ impl<'a> Tensors<'a> {
             buf,
             toc: Toc { len: tensor, at },
         })
+    }
+
+    /// [`parse`](Self::parse) for a buffer that is likely out of cache (a
+    /// value looked up in a store): first asks for its start and its end
+    /// to be loaded together, so that the walk from chunk to chunk (each
+    /// position read from the chunk before) does not wait for one cache
+    /// miss after another. The same checks as `parse`.
+    pub(crate) fn parse_cold(buf: &'a [u8]) -> Result<Self> {
+        prefetch::ends(buf);
+        Self::parse(buf)
     }
 
     /// A buffer that [`parse`](Self::parse) accepted before, with what it

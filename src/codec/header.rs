@@ -28,13 +28,41 @@ pub(crate) struct Header<'a> {
 /// A word holding NUL-padded ASCII, as `&str`: ASCII bytes other than NUL,
 /// then only NULs.
 fn ascii_word(w: &[u8]) -> Option<&str> {
-    let end = w.iter().position(|&b| b == 0).unwrap_or(w.len());
-    let (text, pad) = w.split_at(end);
-    if text.is_ascii() && pad.iter().all(|&b| b == 0) {
-        std::str::from_utf8(text).ok()
-    } else {
-        None
+    let x = u64::from_le_bytes(word(w));
+    if x & HIGH_BITS != 0 {
+        return None;
     }
+    let end = text_len(x);
+    // Only NULs after the text (`end < 8`: a shift by 64 would overflow).
+    if end < 8 && x >> (8 * end) != 0 {
+        return None;
+    }
+    ascii_str(w.get(..end)?)
+}
+
+/// `bytes` as `&str` when every byte is ASCII (checked here), without the
+/// general UTF-8 validation, which costs more than the rest of a header
+/// check: decoding turns every name into a `&str` twice (when checking and
+/// for each view).
+fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    if !bytes.is_ascii() {
+        return None;
+    }
+    // SAFETY: every byte was just checked to be ASCII (below 0x80), and a
+    // sequence of ASCII bytes is valid UTF-8, one character per byte.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
+/// The high bit of each byte of a word.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first NUL byte of a little-endian word whose bytes are
+/// all ASCII, or 8 when it has none: the length of the text it holds.
+fn text_len(x: u64) -> usize {
+    // The lowest byte that is zero is the lowest whose high bit this sets
+    // (higher ones may be set by a borrow; they do not matter).
+    let zeros = x.wrapping_sub(0x0101_0101_0101_0101) & !x & HIGH_BITS;
+    (zeros.trailing_zeros() / 8) as usize
 }
 
 /// Parses and checks a header payload of tensor number `tensor`.
@@ -141,8 +169,8 @@ pub(crate) fn view_of_checked<'a>(h: &'a [u8], data: &'a [u8]) -> Option<TensorV
     let dtype = DType::from_word(u64::from_le_bytes(word(h.get(..8)?)))?;
     // Checked to be ASCII then NULs: the name ends at the first NUL.
     let name = h.get(8..16)?;
-    let end = name.iter().position(|&b| b == 0).unwrap_or(8);
-    let name = std::str::from_utf8(&name[..end]).ok()?;
+    let end = text_len(u64::from_le_bytes(word(name)));
+    let name = ascii_str(name.get(..end)?)?;
     let dims = h.get(24..)?;
     Some(TensorView::from_checked(
         name,
@@ -163,4 +191,54 @@ pub(crate) fn write_header(t: &TensorRef<'_>, out: &mut [u8]) {
     out[8..16].copy_from_slice(&w);
     out[16..24].copy_from_slice(&(t.shape().len() as u64).to_le_bytes());
     t.shape().write_le(&mut out[24..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word8(text: &[u8]) -> [u8; 8] {
+        let mut w = [0u8; 8];
+        w[..text.len()].copy_from_slice(text);
+        w
+    }
+
+    #[test]
+    fn ascii_words_are_text_then_only_nuls() {
+        for text in [&b""[..], b"x", b"label", b"1234567", b"12345678"] {
+            assert_eq!(ascii_word(&word8(text)), std::str::from_utf8(text).ok());
+        }
+        // Text after a NUL, anywhere.
+        for at in 0..7 {
+            let mut w = word8(b"abcdefgh");
+            w[at] = 0;
+            assert_eq!(ascii_word(&w), None, "NUL at {at}");
+        }
+        assert_eq!(ascii_word(&word8(b"\0\0\0\0\0\0\0x")), None);
+        // A byte above 0x7f, wherever it is, text or padding.
+        for at in 0..8 {
+            let mut w = word8(b"ab");
+            w[at] = 0xc3;
+            assert_eq!(ascii_word(&w), None, "0xc3 at {at}");
+            w[at] = 0x80;
+            assert_eq!(ascii_word(&w), None, "0x80 at {at}");
+        }
+        // Control characters and DEL are ASCII: kept as the reference does.
+        assert_eq!(ascii_word(&word8(b"a\x01\x7f")), Some("a\u{1}\u{7f}"));
+    }
+
+    #[test]
+    fn text_len_finds_the_first_nul_of_any_ascii_word() {
+        for len in 0..=8usize {
+            for fill in [b'a', 0x01, 0x7f] {
+                let mut w = [0u8; 8];
+                w[..len].fill(fill);
+                // Later bytes after the first NUL do not move it.
+                if len < 7 {
+                    w[len + 1] = fill;
+                }
+                assert_eq!(text_len(u64::from_le_bytes(w)), len, "{w:?}");
+            }
+        }
+    }
 }

@@ -683,7 +683,7 @@ impl<'s> LmdbReader<'s> {
             None => Ok(None),
             Some(value) => Ok(Some(Sample::new(
                 key,
-                Tensors::parse(value).map_err(|e| StoreError::codec(key, e))?,
+                Tensors::parse_cold(value).map_err(|e| StoreError::codec(key, e))?,
             ))),
         }
     }

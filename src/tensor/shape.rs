@@ -98,15 +98,34 @@ impl<'a> Shape<'a> {
     pub(crate) fn with_dims<R>(&self, f: impl FnOnce(&[usize]) -> R) -> R {
         match self.0 {
             Repr::Native(d) => f(d),
+            // Most shapes are short: a small buffer spares zeroing room
+            // for MAX_NDIM dimensions on every view.
+            Repr::Le(_) if self.len() <= SHORT => {
+                let mut buf = [0usize; SHORT];
+                self.fill(&mut buf);
+                f(&buf[..self.len()])
+            }
             Repr::Le(_) => {
                 let mut buf = [0usize; MAX_NDIM];
-                let n = self.len().min(MAX_NDIM);
-                for (slot, d) in buf.iter_mut().zip(self.iter()) {
-                    *slot = d;
-                }
+                let n = self.fill(&mut buf);
                 f(&buf[..n])
             }
         }
+    }
+}
+
+/// Dimensions [`Shape::with_dims`] builds without room for `MAX_NDIM`.
+const SHORT: usize = 8;
+
+impl Shape<'_> {
+    /// Writes the dimensions into `buf` (as many as fit); returns how many.
+    fn fill(&self, buf: &mut [usize]) -> usize {
+        let mut n = 0;
+        for (slot, d) in buf.iter_mut().zip(self.iter()) {
+            *slot = d;
+            n += 1;
+        }
+        n
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytemuck::checked::{self, CheckedCastError};
 use bytemuck::PodCastError;
-use ndarray::{ArrayD, ArrayView, ArrayViewD, CowArray, Dimension, IxDyn};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, CowArray, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, IxDyn};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
@@ -217,6 +217,17 @@ impl<'a> TensorView<'a> {
     ///
     /// Fails as [`as_slice`](Self::as_slice) does.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>> {
+        // Up to four dimensions (what `IxDyn` holds inline), through the
+        // fixed-rank constructors: far fewer instructions than building a
+        // dynamic shape and its strides, and the same view.
+        match self.ndim() {
+            0 => return Ok(self.array_d::<T, Ix0>()?.into_dyn()),
+            1 => return Ok(self.array_d::<T, Ix1>()?.into_dyn()),
+            2 => return Ok(self.array_d::<T, Ix2>()?.into_dyn()),
+            3 => return Ok(self.array_d::<T, Ix3>()?.into_dyn()),
+            4 => return Ok(self.array_d::<T, Ix4>()?.into_dyn()),
+            _ => {}
+        }
         let slice = self.as_slice::<T>()?;
         self.shape
             .with_dims(|dims| ArrayViewD::from_shape(IxDyn(dims), slice))
@@ -310,5 +321,45 @@ impl PartialEq for TensorView<'_> {
             && self.dtype == other.dtype
             && self.shape == other.shape
             && self.data == other.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{encode_buffer, DType, TensorRef, Tensors};
+
+    #[test]
+    fn array_has_the_shape_and_elements_at_every_rank() {
+        // Ranks 0 to 4 take the fixed-rank path, 5 and 6 the dynamic one;
+        // a zero dimension too.
+        let shapes: [&[usize]; 9] = [
+            &[],
+            &[3],
+            &[2, 3],
+            &[2, 1, 3],
+            &[1, 2, 3, 2],
+            &[2, 1, 2, 1, 3],
+            &[1, 1, 2, 1, 1, 3],
+            &[2, 0, 3],
+            &[0],
+        ];
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let values: Vec<i32> = (0..n as i32).map(|i| i * 7 - 5).collect();
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let buf =
+                encode_buffer(&[TensorRef::raw("t", DType::I32, shape, &bytes).unwrap()]).unwrap();
+            let t = Tensors::parse(&buf).unwrap();
+            let a = t.get(0).unwrap().array::<i32>().unwrap();
+            assert_eq!(a.shape(), shape, "{shape:?}");
+            assert!(a.is_standard_layout(), "{shape:?}");
+            assert_eq!(a.iter().copied().collect::<Vec<_>>(), values, "{shape:?}");
+            // And the element at the last index of every axis.
+            if n > 0 {
+                let last: Vec<usize> = shape.iter().map(|d| d - 1).collect();
+                assert_eq!(a[&last[..]], values[n - 1], "{shape:?}");
+            }
+            assert!(t.get(0).unwrap().array::<f32>().is_err());
+        }
     }
 }
