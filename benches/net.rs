@@ -24,6 +24,17 @@
 //! copy of the store): the floor that any server of this protocol on this
 //! machine stands on.
 //!
+//! - C4 server CPU per sample under pipelined load: 4 DEALER clients
+//!   (threads of this process) each keeping 8 `get KEY` requests (1 random
+//!   key each) outstanding, so that the transport, not the round trip, is
+//!   what is measured. `tenstore serve --threads 1, 2, 4` on an LMDB store
+//!   and on a shard store of the same samples, beside the ceiling: a
+//!   one-thread ROUTER in a process of its own (this bench re-run with
+//!   `--ceiling-server`) that answers every `get` with a fixed 12,704-byte
+//!   value and no lookup. Samples per second, and the server process's CPU
+//!   (utime + stime from `/proc/PID/stat`, all its threads: libzmq's I/O
+//!   thread too) per sample, with the paired ratio to the ceiling's.
+//!
 //! Pass `--quick` (after `--`) for shorter rounds, `--only C2` for one
 //! figure. Set `TENSTORE_PYTHON` to a Python with pyzmq and lmdb (default:
 //! `.venv/bin/python`).
@@ -542,16 +553,7 @@ fn raw_rep() -> Server {
     rep.set_rcvtimeo(100).unwrap();
     rep.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = rep.get_last_endpoint().unwrap().unwrap();
-    let image = Array3::<u8>::zeros((3, 64, 64));
-    let logits = Array1::<f32>::zeros(10);
-    let label = Array1::<i64>::zeros(1);
-    let payload = encode_buffer(&[
-        TensorRef::from_array("image", &image).unwrap(),
-        TensorRef::from_array("logits", &logits).unwrap(),
-        TensorRef::from_array("label", &label).unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(payload.len(), SAMPLE_BYTES);
+    let payload = fixed_sample();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = thread::spawn(move || {
@@ -671,6 +673,273 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
     }
 }
 
+// ---------------------------------------------------------------- C4
+
+/// The standard sample as one encoded value (zeros): what the ceiling
+/// answers.
+fn fixed_sample() -> Vec<u8> {
+    let image = Array3::<u8>::zeros((3, 64, 64));
+    let logits = Array1::<f32>::zeros(10);
+    let label = Array1::<i64>::zeros(1);
+    let payload = encode_buffer(&[
+        TensorRef::from_array("image", &image).unwrap(),
+        TensorRef::from_array("logits", &logits).unwrap(),
+        TensorRef::from_array("label", &label).unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(payload.len(), SAMPLE_BYTES);
+    payload
+}
+
+/// The ceiling of C4, run as a process of its own (`--ceiling-server`):
+/// one thread, a ROUTER, every request answered with its envelope, `ok`
+/// and the same 12,704 bytes; no lookup, no checks. Runs until killed.
+fn ceiling_server() -> ! {
+    let ctx = zmq::Context::new();
+    let sock = ctx.socket(zmq::ROUTER).unwrap();
+    sock.set_linger(0).unwrap();
+    sock.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = sock.get_last_endpoint().unwrap().unwrap();
+    println!("ceiling: listening on {endpoint}");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    let payload = fixed_sample();
+    let mut frames: Vec<zmq::Message> = Vec::new();
+    loop {
+        frames.clear();
+        loop {
+            let m = sock.recv_msg(0).unwrap();
+            let more = m.get_more();
+            frames.push(m);
+            if !more {
+                break;
+            }
+        }
+        let env = if frames.len() > 1 && frames[1].is_empty() {
+            2
+        } else {
+            1
+        };
+        for f in frames.drain(..env) {
+            sock.send(f, zmq::SNDMORE).unwrap();
+        }
+        sock.send(&b"ok"[..], zmq::SNDMORE).unwrap();
+        sock.send(&payload[..], 0).unwrap();
+    }
+}
+
+/// C4's servers: the ceiling, then `tenstore serve` on each store with
+/// 1, 2 and 4 threads.
+fn c4_servers(lmdb: &Path, shards: &Path) -> Vec<Server> {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--ceiling-server");
+    let mut out = vec![start(
+        cmd,
+        "ceiling: 1-thread ROUTER, fixed value, no lookup",
+    )];
+    for (dir, backend) in [(lmdb, "lmdb"), (shards, "shards")] {
+        for threads in [1, 2, 4] {
+            let mut s = tenstore_serve(dir, threads);
+            s.name = format!("serve {backend} --threads {threads}");
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Writes the samples of C2 into a shard store.
+fn build_shard_store(dir: &Path) -> PathBuf {
+    use tenstore::store::{Backend, Store, StoreOptions};
+    let path = dir.join("shards");
+    let store = Store::open(
+        &path,
+        &StoreOptions {
+            create: true,
+            backend: Some(Backend::Shard),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for start in (0..SAMPLES).step_by(1000) {
+        let arrays: Vec<_> = (start..start + 1000)
+            .map(|i| {
+                (
+                    key(i),
+                    Array3::from_shape_fn((3, 64, 64), |(c, y, x)| (c * 7 + y * 3 + x + i) as u8),
+                    Array1::from_shape_fn(10, |j| (i * 10 + j) as f32),
+                    Array1::from(vec![i as i64]),
+                )
+            })
+            .collect();
+        let batch: Vec<(&[u8], [TensorRef<'_>; 3])> = arrays
+            .iter()
+            .map(|(k, a, b, c)| {
+                (
+                    &k[..],
+                    [
+                        TensorRef::from_array("image", a).unwrap(),
+                        TensorRef::from_array("logits", b).unwrap(),
+                        TensorRef::from_array("label", c).unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        store.put_batch(&batch).unwrap();
+    }
+    store.flush().unwrap();
+    path
+}
+
+/// Pipelined requests each client keeps outstanding.
+const DEPTH: usize = 8;
+/// Pipelining clients.
+const CLIENTS: usize = 4;
+
+/// `CLIENTS` DEALERs (no envelope) each keeping `DEPTH` gets of one random
+/// key outstanding for `secs`, every reply checked (`ok`, a tenbin buffer,
+/// its image's last byte read). Returns samples per second and the server
+/// process's CPU seconds per sample over the same window.
+fn pipelined(ctx: &zmq::Context, server: &Server, secs: f64, seed: u64) -> (f64, f64) {
+    let pid = server.child.as_ref().map(Child::id).unwrap();
+    let barrier = Barrier::new(CLIENTS + 1);
+    let stop = AtomicBool::new(false);
+    let (cpu, elapsed, total) = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (barrier, stop) = (&barrier, &stop);
+                let endpoint = &server.endpoint;
+                s.spawn(move || {
+                    let d = ctx.socket(zmq::DEALER).unwrap();
+                    d.set_linger(0).unwrap();
+                    d.set_rcvtimeo(10_000).unwrap();
+                    d.connect(endpoint).unwrap();
+                    let mut rng = Rng(seed * 1_000_003 + c as u64 * 7919 + 1);
+                    let send = |rng: &mut Rng| {
+                        let k = key(rng.next() as usize % SAMPLES);
+                        d.send(&b"get"[..], zmq::SNDMORE).unwrap();
+                        d.send(&k[..], 0).unwrap();
+                    };
+                    let recv = || {
+                        let status = d.recv_msg(0).expect("a reply within 10 s");
+                        assert_eq!(&status[..], b"ok", "the server said {:?}", status.as_str());
+                        assert!(status.get_more());
+                        let v = d.recv_msg(0).unwrap();
+                        assert!(!v.get_more());
+                        let t = Tensors::parse(&v).unwrap();
+                        u64::from(*t.get(0).unwrap().data().last().unwrap())
+                    };
+                    // The connection, before the clock starts.
+                    send(&mut rng);
+                    recv();
+                    barrier.wait();
+                    for _ in 0..DEPTH {
+                        send(&mut rng);
+                    }
+                    let (mut n, mut acc) = (0usize, 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        acc += recv();
+                        n += 1;
+                        send(&mut rng);
+                    }
+                    for _ in 0..DEPTH {
+                        acc += recv();
+                    }
+                    black_box(acc);
+                    n
+                })
+            })
+            .collect();
+        let before = cpu_secs(pid).unwrap();
+        barrier.wait();
+        let t = Instant::now();
+        thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        let cpu = cpu_secs(pid).unwrap() - before;
+        let elapsed = t.elapsed().as_secs_f64();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        (cpu, elapsed, total)
+    });
+    (total as f64 / elapsed, cpu / total as f64)
+}
+
+/// CPU per sample of one server beside the ceiling's, per round.
+struct Cpu {
+    what: String,
+    micros: Vec<f64>,
+    ceiling: Vec<f64>,
+}
+
+fn print_cpu(c: &Cpu) {
+    let ratios: Vec<f64> = c
+        .micros
+        .iter()
+        .zip(&c.ceiling)
+        .map(|(a, b)| a / b)
+        .collect();
+    println!(
+        "C4   {:<40} CPU/sample {:>6.1} us ({:>5.1}-{:>5.1})   ceiling {:>6.1} us   paired {:>5.2}x ({:.2}-{:.2})  target <= 1.2x {}",
+        c.what,
+        median(&c.micros),
+        c.micros.iter().copied().fold(f64::INFINITY, f64::min),
+        c.micros.iter().copied().fold(0.0, f64::max),
+        median(&c.ceiling),
+        median(&ratios),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+        if median(&ratios) <= 1.2 { "met" } else { "MISSED" },
+    );
+}
+
+fn c4(cfg: &Config, rows: &mut Vec<Row>, cpu: &mut Vec<Cpu>) {
+    let scratch = tempfile::Builder::new()
+        .prefix("tenstore-bench-net4")
+        .tempdir()
+        .unwrap();
+    eprintln!("C4: writing the stores ...");
+    let (lmdb, _, _) = build_store(scratch.path());
+    let shards = build_shard_store(scratch.path());
+    let servers = c4_servers(&lmdb, &shards);
+    let ctx = zmq::Context::new();
+    let secs = if cfg.quick { 0.5 } else { 2.0 };
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut micros: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    eprintln!("C4: {CLIENTS} DEALERs, {DEPTH} gets of 1 key outstanding each ...");
+    for s in &servers {
+        pipelined(&ctx, s, secs / 4.0, 0);
+    }
+    for r in 0..cfg.rounds {
+        // Rotate which server goes first.
+        for j in 0..servers.len() {
+            let i = (j + r) % servers.len();
+            let (rate, per) = pipelined(&ctx, &servers[i], secs, (r * 31 + i) as u64);
+            rates[i].push(rate);
+            micros[i].push(per * 1e6);
+        }
+    }
+    for (i, s) in servers.iter().enumerate().skip(1) {
+        push_row(
+            rows,
+            Row {
+                id: if i == 1 { "C4" } else { "" },
+                what: format!("{}, pipelined get x1", s.name),
+                unit: Unit::Ops,
+                ours: Rates(rates[i].clone()),
+                peer_name: "ceiling (no lookup)".into(),
+                peer: Rates(rates[0].clone()),
+                paired: true,
+                target: None,
+            },
+        );
+        let c = Cpu {
+            what: s.name.clone(),
+            micros: micros[i].clone(),
+            ceiling: micros[0].clone(),
+        };
+        print_cpu(&c);
+        cpu.push(c);
+    }
+}
+
 fn push_row(rows: &mut Vec<Row>, row: Row) {
     print_row(&row, WIDTHS);
     rows.push(row);
@@ -678,6 +947,9 @@ fn push_row(rows: &mut Vec<Row>, row: Row) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--ceiling-server") {
+        ceiling_server();
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only = args
         .iter()
@@ -704,6 +976,10 @@ fn main() {
     if cfg.want("C2") || cfg.want("C3") {
         c2_c3(&cfg, &mut rows, &mut lat);
     }
+    let mut cpu = Vec::new();
+    if cfg.want("C4") {
+        c4(&cfg, &mut rows, &mut cpu);
+    }
     println!();
     println!("summary");
     print_header(WIDTHS);
@@ -712,5 +988,8 @@ fn main() {
     }
     for l in &lat {
         print_latency(l);
+    }
+    for c in &cpu {
+        print_cpu(c);
     }
 }
