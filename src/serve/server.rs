@@ -27,7 +27,8 @@ pub struct ServeConfig {
     /// `len`), and `threads - 1` helpers for the long ones (listings,
     /// `info`, larger gets). Replies to one client come back in the order
     /// of its requests with 1 thread; with more, a short request may be
-    /// answered before a long one sent earlier. Default 4.
+    /// answered before a long one sent earlier. Default
+    /// [`ServeConfig::default_threads`].
     pub threads: usize,
     /// How long a thread may answer from one snapshot before taking a
     /// new one (so new samples become visible); an idle thread lets its
@@ -50,11 +51,24 @@ pub struct ServeConfig {
     pub peer_send_hwm: i32,
 }
 
+impl ServeConfig {
+    /// The default [`threads`](Self::threads): the CPUs this process may
+    /// use, at least 2 (so a long request never holds up short ones) and
+    /// at most 8. Short requests are answered by the socket's thread
+    /// alone, whatever the count, so more threads than CPUs would only
+    /// make long requests compete with it.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .clamp(2, 8)
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             bind: "tcp://127.0.0.1:5555".into(),
-            threads: 4,
+            threads: ServeConfig::default_threads(),
             refresh: Duration::from_millis(100),
             limits: Limits::default(),
             drain: Duration::from_secs(10),
@@ -759,13 +773,10 @@ impl<'s> Answerer<'_, 's> {
             // budget (or refused when the budget is spent).
             let peer: &[u8] = &frames[0];
             match reply {
-                Reply::Ok(parts) => {
-                    let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                    match budget::frames(self.budget, peer, &parts) {
-                        Ok(data) => (Ok(()), data),
-                        Err(refusal) => (Err(refusal.to_string()), Vec::new()),
-                    }
-                }
+                Reply::Ok(parts) => match budget::frames(self.budget, peer, &parts) {
+                    Ok(data) => (Ok(()), data),
+                    Err(refusal) => (Err(refusal.to_string()), Vec::new()),
+                },
                 Reply::Err(msg) => (Err(msg), Vec::new()),
             }
         };
