@@ -368,7 +368,7 @@ impl Front<'_> {
             }
             if n == 0 {
                 // Idle: let an old snapshot go, so it pins nothing.
-                answerer.idle(&mut held);
+                answerer.idle(&mut held, true);
             }
         }
     }
@@ -797,15 +797,20 @@ impl<'s> Answerer<'_, 's> {
     }
 
     /// Nothing to do for a while: let an old snapshot go, so that it pins
-    /// nothing.
-    fn idle(&self, held: &mut Option<Held<'s>>) {
+    /// nothing. Only the socket's owner, idle when no request comes at
+    /// all, lets the shared shard snapshot go too (`server_idle`); an idle
+    /// helper says nothing of the owner, which would otherwise have to
+    /// open the store afresh instead of renewing the shared snapshot.
+    fn idle(&self, held: &mut Option<Held<'s>>, server_idle: bool) {
         if held
             .as_ref()
             .is_some_and(|h| h.taken.elapsed() > self.config.refresh)
         {
             *held = None;
         }
-        self.views.idle();
+        if server_idle {
+            self.views.idle();
+        }
     }
 }
 
@@ -898,7 +903,7 @@ fn helper<'s>(
     loop {
         match pool.next(Duration::from_millis(100)) {
             Err(()) => return,
-            Ok(None) => answerer.idle(&mut held),
+            Ok(None) => answerer.idle(&mut held, false),
             Ok(Some(job)) => {
                 let answer = answerer.answer(job, &mut held);
                 if done.send(answer).is_err() {
