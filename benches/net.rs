@@ -585,7 +585,7 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
     eprintln!("C2: writing the store ...");
     let (ours_dir, py_dir, raw_dir) = build_store(scratch.path());
     let ctx = zmq::Context::new();
-    // The default (4 workers), one worker, the raw floor, Python.
+    // 4 threads, 1 thread, the raw floor, Python.
     let ours = tenstore_serve(&ours_dir, 4);
     let ours1 = tenstore_serve(&ours_dir, 1);
     let raw = raw_router(&raw_dir);
