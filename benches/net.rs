@@ -24,6 +24,18 @@
 //! copy of the store): the floor that any server of this protocol on this
 //! machine stands on.
 //!
+//! - C4 server CPU per sample under pipelined load: 4 DEALER clients
+//!   (threads of this process) each keeping 8 `get KEY` requests (1 random
+//!   key each) outstanding, so that the transport, not the round trip, is
+//!   what is measured. `tenstore serve --threads 1, 2, 4` on an LMDB store
+//!   and on a shard store of the same samples, beside the ceiling: a
+//!   one-thread ROUTER in a process of its own (this bench re-run with
+//!   `--ceiling-server`) that answers every `get` with a fixed 12,704-byte
+//!   value and no lookup. Samples per second, and the server process's CPU
+//!   (utime + stime from `/proc/PID/stat`, all its threads: libzmq's I/O
+//!   thread too) per sample, with the paired ratio to the ceiling's
+//!   (15 rounds of 0.75 s each).
+//!
 //! Pass `--quick` (after `--`) for shorter rounds, `--only C2` for one
 //! figure. Set `TENSTORE_PYTHON` to a Python with pyzmq and lmdb (default:
 //! `.venv/bin/python`).
@@ -542,16 +554,7 @@ fn raw_rep() -> Server {
     rep.set_rcvtimeo(100).unwrap();
     rep.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = rep.get_last_endpoint().unwrap().unwrap();
-    let image = Array3::<u8>::zeros((3, 64, 64));
-    let logits = Array1::<f32>::zeros(10);
-    let label = Array1::<i64>::zeros(1);
-    let payload = encode_buffer(&[
-        TensorRef::from_array("image", &image).unwrap(),
-        TensorRef::from_array("logits", &logits).unwrap(),
-        TensorRef::from_array("label", &label).unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(payload.len(), SAMPLE_BYTES);
+    let payload = fixed_sample();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = thread::spawn(move || {
@@ -582,7 +585,7 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
     eprintln!("C2: writing the store ...");
     let (ours_dir, py_dir, raw_dir) = build_store(scratch.path());
     let ctx = zmq::Context::new();
-    // The default (4 workers), one worker, the raw floor, Python.
+    // 4 threads, 1 thread, the raw floor, Python.
     let ours = tenstore_serve(&ours_dir, 4);
     let ours1 = tenstore_serve(&ours_dir, 1);
     let raw = raw_router(&raw_dir);
@@ -671,6 +674,342 @@ fn c2_c3(cfg: &Config, rows: &mut Vec<Row>, lat: &mut Vec<Latency>) {
     }
 }
 
+// ---------------------------------------------------------------- C4
+
+/// The standard sample as one encoded value (zeros): what the ceiling
+/// answers.
+fn fixed_sample() -> Vec<u8> {
+    let image = Array3::<u8>::zeros((3, 64, 64));
+    let logits = Array1::<f32>::zeros(10);
+    let label = Array1::<i64>::zeros(1);
+    let payload = encode_buffer(&[
+        TensorRef::from_array("image", &image).unwrap(),
+        TensorRef::from_array("logits", &logits).unwrap(),
+        TensorRef::from_array("label", &label).unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(payload.len(), SAMPLE_BYTES);
+    payload
+}
+
+/// libzmq's free function for the zero-copy ceiling: the values live as
+/// long as the process, so there is nothing to free.
+unsafe extern "C" fn keep(_data: *mut std::os::raw::c_void, _hint: *mut std::os::raw::c_void) {}
+
+/// The ceiling of C4, run as a process of its own (`--ceiling-server
+/// MODE`): one thread, a ROUTER, every request answered with its
+/// envelope, `ok` and a 12,704-byte value; no lookup, no checks. Runs
+/// until killed. MODE `fixed`: the same value every time (copied into the
+/// message from cache, as `send(&[u8])` does). To tell what copying a
+/// looked-up value costs, a value at a random one of 10,000 places in 127
+/// MB (out of cache, as a looked-up value is) is either copied into its
+/// message (`copy`, what `tenstore serve` does) or handed to libzmq
+/// without a copy (`zerocopy`).
+fn ceiling_server(mode: &str) -> ! {
+    let ctx = zmq::Context::new();
+    let mut sock = ctx.socket(zmq::ROUTER).unwrap();
+    sock.set_linger(0).unwrap();
+    sock.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = sock.get_last_endpoint().unwrap().unwrap();
+    println!("ceiling ({mode}): listening on {endpoint}");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    let payload = fixed_sample();
+    let spread: &'static [u8] = if mode == "fixed" {
+        &[]
+    } else {
+        Box::leak(payload.repeat(SAMPLES).into_boxed_slice())
+    };
+    let mut rng = Rng(12345);
+    let mut frames: Vec<zmq::Message> = Vec::new();
+    loop {
+        frames.clear();
+        loop {
+            let m = sock.recv_msg(0).unwrap();
+            let more = m.get_more();
+            frames.push(m);
+            if !more {
+                break;
+            }
+        }
+        let env = if frames.len() > 1 && frames[1].is_empty() {
+            2
+        } else {
+            1
+        };
+        for f in frames.drain(..env) {
+            sock.send(f, zmq::SNDMORE).unwrap();
+        }
+        sock.send(&b"ok"[..], zmq::SNDMORE).unwrap();
+        let at = (rng.next() as usize % SAMPLES) * SAMPLE_BYTES;
+        match mode {
+            "fixed" => sock.send(&payload[..], 0).unwrap(),
+            "copy" => sock.send(&spread[at..at + SAMPLE_BYTES], 0).unwrap(),
+            _ => {
+                let mut msg = zmq_sys::zmq_msg_t::default();
+                // SAFETY: `spread` is leaked, so the value outlives every
+                // message over it, and nothing writes it; `keep` frees
+                // nothing. `msg` is a fresh message; `zmq_msg_send` takes
+                // it (and empties it) on success, and the ROUTER socket is
+                // this thread's alone.
+                unsafe {
+                    let data = spread.as_ptr().add(at) as *mut std::os::raw::c_void;
+                    let rc = zmq_sys::zmq_msg_init_data(
+                        &mut msg,
+                        data,
+                        SAMPLE_BYTES,
+                        Some(keep),
+                        std::ptr::null_mut(),
+                    );
+                    assert_eq!(rc, 0);
+                    assert!(zmq_sys::zmq_msg_send(&mut msg, sock.as_mut_ptr(), 0) >= 0);
+                    zmq_sys::zmq_msg_close(&mut msg);
+                }
+            }
+        }
+    }
+}
+
+/// C4's servers: the ceiling, its variants that copy or do not copy
+/// values out of cache, then `tenstore serve` on each store with 1, 2 and
+/// 4 threads.
+fn c4_servers(lmdb: &Path, shards: &Path) -> Vec<Server> {
+    let ceiling = |mode: &str, name: &str| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--ceiling-server", mode]);
+        start(cmd, name)
+    };
+    let mut out = vec![
+        ceiling("fixed", "ceiling: 1-thread ROUTER, fixed value"),
+        ceiling("copy", "ceiling, random values copied"),
+        ceiling("zerocopy", "ceiling, random values, zero-copy"),
+    ];
+    for (dir, backend) in [(lmdb, "lmdb"), (shards, "shards")] {
+        for threads in [1, 2, 4] {
+            let mut s = tenstore_serve(dir, threads);
+            s.name = format!("serve {backend} --threads {threads}");
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Writes the samples of C2 into a shard store.
+fn build_shard_store(dir: &Path) -> PathBuf {
+    use tenstore::store::{Backend, Store, StoreOptions};
+    let path = dir.join("shards");
+    let store = Store::open(
+        &path,
+        &StoreOptions {
+            create: true,
+            backend: Some(Backend::Shard),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for start in (0..SAMPLES).step_by(1000) {
+        let arrays: Vec<_> = (start..start + 1000)
+            .map(|i| {
+                (
+                    key(i),
+                    Array3::from_shape_fn((3, 64, 64), |(c, y, x)| (c * 7 + y * 3 + x + i) as u8),
+                    Array1::from_shape_fn(10, |j| (i * 10 + j) as f32),
+                    Array1::from(vec![i as i64]),
+                )
+            })
+            .collect();
+        let batch: Vec<(&[u8], [TensorRef<'_>; 3])> = arrays
+            .iter()
+            .map(|(k, a, b, c)| {
+                (
+                    &k[..],
+                    [
+                        TensorRef::from_array("image", a).unwrap(),
+                        TensorRef::from_array("logits", b).unwrap(),
+                        TensorRef::from_array("label", c).unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        store.put_batch(&batch).unwrap();
+    }
+    store.flush().unwrap();
+    path
+}
+
+/// Pipelined requests each client keeps outstanding.
+const DEPTH: usize = 8;
+/// Pipelining clients.
+const CLIENTS: usize = 4;
+
+/// `CLIENTS` DEALERs (no envelope) each keeping `DEPTH` gets of one random
+/// key outstanding for `secs`, every reply checked (`ok`, a tenbin buffer,
+/// its image's last byte read). Returns samples per second and the server
+/// process's CPU seconds per sample over the same window.
+fn pipelined(ctx: &zmq::Context, server: &Server, secs: f64, seed: u64) -> (f64, f64) {
+    let pid = server.child.as_ref().map(Child::id).unwrap();
+    let barrier = Barrier::new(CLIENTS + 1);
+    let stop = AtomicBool::new(false);
+    let (cpu, elapsed, total) = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (barrier, stop) = (&barrier, &stop);
+                let endpoint = &server.endpoint;
+                s.spawn(move || {
+                    let d = ctx.socket(zmq::DEALER).unwrap();
+                    d.set_linger(0).unwrap();
+                    d.set_rcvtimeo(10_000).unwrap();
+                    d.connect(endpoint).unwrap();
+                    let mut rng = Rng(seed * 1_000_003 + c as u64 * 7919 + 1);
+                    let send = |rng: &mut Rng| {
+                        let k = key(rng.next() as usize % SAMPLES);
+                        d.send(&b"get"[..], zmq::SNDMORE).unwrap();
+                        d.send(&k[..], 0).unwrap();
+                    };
+                    let recv = || {
+                        let status = d.recv_msg(0).expect("a reply within 10 s");
+                        assert_eq!(&status[..], b"ok", "the server said {:?}", status.as_str());
+                        assert!(status.get_more());
+                        let v = d.recv_msg(0).unwrap();
+                        assert!(!v.get_more());
+                        let t = Tensors::parse(&v).unwrap();
+                        u64::from(*t.get(0).unwrap().data().last().unwrap())
+                    };
+                    // The connection, before the clock starts.
+                    send(&mut rng);
+                    recv();
+                    barrier.wait();
+                    for _ in 0..DEPTH {
+                        send(&mut rng);
+                    }
+                    let (mut n, mut acc) = (0usize, 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        acc += recv();
+                        n += 1;
+                        send(&mut rng);
+                    }
+                    for _ in 0..DEPTH {
+                        acc += recv();
+                    }
+                    black_box(acc);
+                    n
+                })
+            })
+            .collect();
+        let before = cpu_secs(pid).unwrap();
+        barrier.wait();
+        let t = Instant::now();
+        thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        let cpu = cpu_secs(pid).unwrap() - before;
+        let elapsed = t.elapsed().as_secs_f64();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        (cpu, elapsed, total)
+    });
+    (total as f64 / elapsed, cpu / total as f64)
+}
+
+/// CPU per sample of one server beside the ceiling's, per round.
+struct Cpu {
+    what: String,
+    micros: Vec<f64>,
+    ceiling: Vec<f64>,
+    /// Whether the goal (at most 1.2x the ceiling) applies.
+    target: bool,
+}
+
+fn print_cpu(c: &Cpu) {
+    let ratios: Vec<f64> = c
+        .micros
+        .iter()
+        .zip(&c.ceiling)
+        .map(|(a, b)| a / b)
+        .collect();
+    println!(
+        "C4   {:<40} CPU/sample {:>6.1} us ({:>5.1}-{:>5.1})   ceiling {:>6.1} us   paired {:>5.2}x ({:.2}-{:.2})  {}",
+        c.what,
+        median(&c.micros),
+        c.micros.iter().copied().fold(f64::INFINITY, f64::min),
+        c.micros.iter().copied().fold(0.0, f64::max),
+        median(&c.ceiling),
+        median(&ratios),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+        match (c.target, median(&ratios) <= 1.2) {
+            (false, _) => "",
+            (true, true) => "target <= 1.2x met",
+            (true, false) => "target <= 1.2x MISSED",
+        },
+    );
+}
+
+fn c4(cfg: &Config, rows: &mut Vec<Row>, cpu: &mut Vec<Cpu>) {
+    let scratch = tempfile::Builder::new()
+        .prefix("tenstore-bench-net4")
+        .tempdir()
+        .unwrap();
+    eprintln!("C4: writing the stores ...");
+    let (lmdb, _, _) = build_store(scratch.path());
+    let shards = build_shard_store(scratch.path());
+    let servers = c4_servers(&lmdb, &shards);
+    let ctx = zmq::Context::new();
+    // Short windows and many rounds: the rounds of one server and of the
+    // ceiling sit close in time, so their ratio is less at the mercy of
+    // the machine's other load.
+    let secs = if cfg.quick { 0.3 } else { 0.75 };
+    let rounds = if cfg.quick { 5 } else { 15 };
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut micros: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    eprintln!("C4: {CLIENTS} DEALERs, {DEPTH} gets of 1 key outstanding each, {rounds} rounds ...");
+    for s in &servers {
+        pipelined(&ctx, s, secs / 4.0, 0);
+    }
+    for r in 0..rounds {
+        // Rotate which server goes first.
+        for j in 0..servers.len() {
+            let i = (j + r) % servers.len();
+            let (rate, per) = pipelined(&ctx, &servers[i], secs, (r * 31 + i) as u64);
+            rates[i].push(rate);
+            micros[i].push(per * 1e6);
+        }
+    }
+    for (i, s) in servers.iter().enumerate().skip(1) {
+        push_row(
+            rows,
+            Row {
+                id: if i == 1 { "C4" } else { "" },
+                what: format!("{}, pipelined get x1", s.name),
+                unit: Unit::Ops,
+                ours: Rates(rates[i].clone()),
+                peer_name: "ceiling (no lookup)".into(),
+                peer: Rates(rates[0].clone()),
+                paired: true,
+                target: None,
+            },
+        );
+        let c = Cpu {
+            what: s.name.clone(),
+            micros: micros[i].clone(),
+            ceiling: micros[0].clone(),
+            target: i > 2,
+        };
+        print_cpu(&c);
+        cpu.push(c);
+    }
+    let copy: Vec<f64> = micros[1]
+        .iter()
+        .zip(&micros[2])
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "C4   copying a 12,704-byte value out of cache into its message: {:+.1} us CPU per sample \
+         (copy - zerocopy ceilings, median of per-round differences; rounds {:+.1} to {:+.1})",
+        median(&copy),
+        copy.iter().copied().fold(f64::INFINITY, f64::min),
+        copy.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+}
+
 fn push_row(rows: &mut Vec<Row>, row: Row) {
     print_row(&row, WIDTHS);
     rows.push(row);
@@ -678,6 +1017,9 @@ fn push_row(rows: &mut Vec<Row>, row: Row) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--ceiling-server") {
+        ceiling_server(args.get(i + 1).map_or("fixed", String::as_str));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only = args
         .iter()
@@ -704,6 +1046,10 @@ fn main() {
     if cfg.want("C2") || cfg.want("C3") {
         c2_c3(&cfg, &mut rows, &mut lat);
     }
+    let mut cpu = Vec::new();
+    if cfg.want("C4") {
+        c4(&cfg, &mut rows, &mut cpu);
+    }
     println!();
     println!("summary");
     print_header(WIDTHS);
@@ -712,5 +1058,8 @@ fn main() {
     }
     for l in &lat {
         print_latency(l);
+    }
+    for c in &cpu {
+        print_cpu(c);
     }
 }

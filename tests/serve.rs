@@ -13,6 +13,8 @@
 //!   and a message), from REQ, DEALER with the empty delimiter and DEALER
 //!   without it, over tcp and ipc, on both backends; the server's closing
 //!   line counts exactly the ok and err replies the clients got.
+//! - Pipelined requests of every length from one DEALER: answered in
+//!   order by one thread, all answered (the same replies) by several.
 //! - 16 concurrent clients; a SIGTERM with a large request in flight (it
 //!   is answered, exit 0, the stop line), then a restart on the same
 //!   endpoint that reconnecting clients carry on with (stopped by SIGINT).
@@ -764,9 +766,13 @@ fn pipelined_gets(client: &mut Client, n: usize) {
 /// then SIGTERM, and the stop line counts exactly what the clients got.
 fn every_command(store: &Path, bind: &str, n: usize, backend: &str) {
     let mut server = Proc::serve(store, bind, &[]);
+    // The default thread count: the CPUs, 2 to 8.
+    let threads = thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, 8);
     assert!(
         server.banner.ends_with(&format!(
-            "{} {backend} store with {n} samples, 4 workers",
+            "{} {backend} store with {n} samples, {threads} workers",
             store.display()
         )),
         "banner: {}",
@@ -831,6 +837,87 @@ fn every_command_on_an_lmdb_store_made_with_the_library_over_tcp() {
     let store = lib_store(&dir, Backend::Lmdb, 250);
     drop(store);
     every_command(&dir, "tcp://127.0.0.1:*", 250, "lmdb");
+}
+
+/// Rounds of pipelined requests of every length: a get of 20 keys (long:
+/// a helper's, when there are helpers), `len`, a get of 1 key, a page of
+/// `keys`, a getm.
+fn mixed_requests(rounds: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let mut long = vec![b"get".to_vec()];
+        long.extend((0..20).map(|j| key((r * 7 + j) % N).into_bytes()));
+        out.push(long);
+        out.push(vec![b"len".to_vec()]);
+        out.push(vec![b"get".to_vec(), key(r % N).into_bytes()]);
+        out.push(vec![
+            b"keys".to_vec(),
+            Vec::new(),
+            key(r).into_bytes(),
+            b"3".to_vec(),
+        ]);
+        out.push(vec![b"getm".to_vec(), key((r + 1) % N).into_bytes()]);
+    }
+    out
+}
+
+/// Checks one reply to a request of [`mixed_requests`].
+fn check_mixed(request: &[Vec<u8>], reply: &[Vec<u8>]) {
+    assert_eq!(reply[0], b"ok", "{request:?}: {reply:?}");
+    match &request[0][..] {
+        b"get" => {
+            assert_eq!(reply.len(), request.len());
+            for (k, v) in request[1..].iter().zip(&reply[1..]) {
+                check_buffer("pipelined get", index_of_key(k), v);
+            }
+        }
+        b"len" => assert_eq!(reply[1..], [N.to_string().into_bytes()]),
+        b"keys" => {
+            let after = index_of_key(&request[2]);
+            assert_eq!(reply[1..], keys_of(after + 1..after + 4)[..]);
+        }
+        b"getm" => {
+            let views = tenstore::decode_list(&reply[1..]).unwrap();
+            check_views("pipelined getm", index_of_key(&request[1]), &views);
+        }
+        other => panic!("not a mixed request: {other:?}"),
+    }
+}
+
+/// With one thread, a DEALER's pipelined replies come back in the order
+/// of its requests, whatever their lengths; with helper threads every
+/// reply still comes, whole and right (a short one may pass a long one).
+#[test]
+fn pipelined_requests_of_every_length_are_answered_in_order_by_one_thread_and_all_by_several() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cli_store(tmp.path(), N);
+    let requests = mixed_requests(40);
+    let mut in_order = Vec::new();
+    for threads in ["1", "3"] {
+        let mut server = Proc::serve(&store, "tcp://127.0.0.1:*", &["--threads", threads]);
+        let ctx = zmq::Context::new();
+        let dealer = socket(&ctx, zmq::DEALER, &server.endpoint);
+        for r in &requests {
+            dealer.send_multipart(r, 0).unwrap();
+        }
+        let mut replies: Vec<Vec<Vec<u8>>> = (0..requests.len())
+            .map(|_| dealer.recv_multipart(0).expect("a pipelined reply"))
+            .collect();
+        if threads == "1" {
+            for (req, reply) in requests.iter().zip(&replies) {
+                check_mixed(req, reply);
+            }
+            in_order = replies;
+        } else {
+            // The replies checked above, each once, in some order.
+            let mut want = in_order.clone();
+            want.sort();
+            replies.sort();
+            assert!(replies == want, "--threads 3: the replies differ");
+        }
+        let (ok, err) = server.stop_serve();
+        assert_eq!((ok, err), (requests.len() as u64, 0), "--threads {threads}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1141,11 +1228,11 @@ fn new_samples_become_visible(backend: Backend) {
         );
         thread::sleep(Duration::from_millis(5));
     }
-    // Workers renew their snapshots every 100 ms, so until then one of
-    // them may still answer from before. Wait for a pass over every deleted
-    // key (30 requests, spread over the 4 workers) that none answers; a
-    // worker that never renews keeps failing it until the deadline. Then,
-    // since no worker goes back to an old snapshot, all agree.
+    // The server's threads renew their snapshots every 100 ms, so until
+    // then one of them may still answer from before. Wait for a pass over
+    // every deleted key (30 requests) that none answers; a thread that
+    // never renews keeps failing it until the deadline. Then, since no
+    // thread goes back to an old snapshot, all agree.
     loop {
         let stale = gone
             .iter()

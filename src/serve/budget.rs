@@ -129,7 +129,14 @@ impl ReplyBudget {
         }
         st.total += bytes;
         if bytes > 0 {
-            *st.peers.entry(peer.to_vec()).or_insert(0) += bytes;
+            // A client with replies queued (a pipelining one) has its
+            // entry already: no allocation for it.
+            match st.peers.get_mut(peer) {
+                Some(mine) => *mine += bytes,
+                None => {
+                    st.peers.insert(peer.to_vec(), bytes);
+                }
+            }
         }
         Ok(Charge {
             budget: self.clone(),
@@ -239,30 +246,37 @@ unsafe extern "C" fn release_frame(_data: *mut c_void, hint: *mut c_void) {
 
 /// Copies `parts` into one block charged to `budget` for `peer`, and
 /// returns one frame per part, or why the budget refused.
-pub(crate) fn frames(
+pub(crate) fn frames<P: AsRef<[u8]>>(
     budget: &Arc<ReplyBudget>,
     peer: &[u8],
-    parts: &[&[u8]],
+    parts: &[P],
 ) -> Result<Vec<Frame>, Refusal> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let charge = budget.charge(peer, total)?;
-    let mut storage = if total >= MAP_THRESHOLD {
-        match memmap2::MmapMut::map_anon(total) {
-            Ok(m) => Storage::Map(m),
-            Err(_) => Storage::Heap(vec![0u8; total].into_boxed_slice()),
-        }
+    let map = if total >= MAP_THRESHOLD {
+        memmap2::MmapMut::map_anon(total).ok()
     } else {
-        Storage::Heap(vec![0u8; total].into_boxed_slice())
+        None
     };
-    let buf: &mut [u8] = match &mut storage {
-        Storage::Heap(b) => b,
-        Storage::Map(m) => m,
+    let storage = match map {
+        Some(mut m) => {
+            let mut at = 0;
+            for p in parts {
+                let p = p.as_ref();
+                m[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            Storage::Map(m)
+        }
+        None => {
+            // Written once, not zeroed first.
+            let mut v = Vec::with_capacity(total);
+            for p in parts {
+                v.extend_from_slice(p.as_ref());
+            }
+            Storage::Heap(v.into_boxed_slice())
+        }
     };
-    let mut at = 0;
-    for p in parts {
-        buf[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
     let block = Arc::new(Block {
         storage,
         _charge: charge,
@@ -271,6 +285,7 @@ pub(crate) fn frames(
     let mut out = Vec::with_capacity(parts.len());
     let mut at = 0;
     for p in parts {
+        let p = p.as_ref();
         let hint = Arc::into_raw(block.clone()) as *mut c_void;
         let mut msg = zmq_sys::zmq_msg_t::default();
         // SAFETY: `base + at .. base + at + p.len()` lies within the
@@ -350,7 +365,7 @@ mod tests {
     fn frames_hold_the_charge_until_the_last_is_closed() {
         let b = ReplyBudget::new(1 << 20, 1 << 20);
         let big = vec![7u8; 100 << 10];
-        let frames = frames(&b, b"p", &[b"abc", &big, b""]).unwrap();
+        let frames = frames(&b, b"p", &[&b"abc"[..], &big, b""]).unwrap();
         assert_eq!(b.queued(), 3 + (100 << 10));
         let mut frames = frames.into_iter();
         drop(frames.next());
@@ -368,7 +383,7 @@ mod tests {
         tx.connect("inproc://budget-test").unwrap();
         let b = ReplyBudget::new(1 << 20, 1 << 20);
         let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
-        let mut frames = frames(&b, b"p", &[b"head", &big]).unwrap();
+        let mut frames = frames(&b, b"p", &[&b"head"[..], &big]).unwrap();
         let last = frames.pop().unwrap();
         frames.pop().unwrap().send(&mut tx, zmq::SNDMORE).unwrap();
         last.send(&mut tx, 0).unwrap();

@@ -8,8 +8,8 @@
 //!
 //! - [`protocol`]: a request's frames in, reply frames out, without
 //!   sockets (needs no ZeroMQ).
-//! - [`Server`] (feature `zmq`): a ROUTER socket in front of worker
-//!   threads that answer from read snapshots.
+//! - [`Server`] (feature `zmq`): a ROUTER socket whose thread answers
+//!   from read snapshots, with helper threads for long requests.
 //! - [`push()`] (feature `zmq`): a rank's partition of epoch plans as a
 //!   PUSH or PUB stream (tensorcom's receivers take it).
 //! - [`pull()`] (feature `zmq`): a stream of tenbin messages (tensorcom's

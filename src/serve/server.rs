@@ -1,10 +1,15 @@
-//! `tenstore serve`: a ZeroMQ ROUTER in front of worker threads that
-//! answer from read snapshots of one generation (see [`Views`]), with the
-//! reply bytes waiting for clients bounded (see `budget`).
+//! `tenstore serve`: a ZeroMQ ROUTER owned by one thread that answers
+//! requests on it directly, with helper threads for the long ones, all
+//! answering from read snapshots of one generation (see [`Views`]), with
+//! the reply bytes waiting for clients bounded (see `budget`).
 
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::serve::budget::{self, ReplyBudget};
@@ -17,10 +22,16 @@ use crate::store::{Reader, ShardReader, Store};
 pub struct ServeConfig {
     /// Where to listen. Default `tcp://127.0.0.1:5555` (loopback only).
     pub bind: String,
-    /// Worker threads. Default 4.
+    /// Threads that answer requests: the one that owns the socket, which
+    /// answers short requests itself (a `get` of up to 8 keys, `getm`,
+    /// `len`), and `threads - 1` helpers for the long ones (listings,
+    /// `info`, larger gets). Replies to one client come back in the order
+    /// of its requests with 1 thread; with more, a short request may be
+    /// answered before a long one sent earlier. Default
+    /// [`ServeConfig::default_threads`].
     pub threads: usize,
-    /// How long the workers may answer from one snapshot before taking a
-    /// new one (so new samples become visible); an idle worker lets its
+    /// How long a thread may answer from one snapshot before taking a
+    /// new one (so new samples become visible); an idle thread lets its
     /// snapshot go after this long. Default 100 ms.
     pub refresh: Duration,
     /// Request bounds.
@@ -40,11 +51,24 @@ pub struct ServeConfig {
     pub peer_send_hwm: i32,
 }
 
+impl ServeConfig {
+    /// The default [`threads`](Self::threads): the CPUs this process may
+    /// use, at least 2 (so a long request never holds up short ones) and
+    /// at most 8. Short requests are answered by the socket's thread
+    /// alone, whatever the count, so more threads than CPUs would only
+    /// make long requests compete with it.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .clamp(2, 8)
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             bind: "tcp://127.0.0.1:5555".into(),
-            threads: 4,
+            threads: ServeConfig::default_threads(),
             refresh: Duration::from_millis(100),
             limits: Limits::default(),
             drain: Duration::from_secs(10),
@@ -67,19 +91,24 @@ pub struct ServeStats {
     pub dropped: AtomicU64,
 }
 
-/// Requests handed to the workers and not yet answered, at most; more
-/// wait in libzmq's queues of their clients. Below libzmq's 1,000-message
-/// high-water marks of the worker sockets, so that neither the proxy nor a
-/// worker ever blocks on a full queue.
+/// Requests handed to the helpers and not yet answered, at most; past
+/// this the owner answers long requests itself too.
 const MAX_IN_FLIGHT: usize = 256;
+
+/// Requests the owner reads one after another before it looks at its
+/// helpers' answers again.
+const BURST: usize = 64;
+
+/// A `get` of more keys than this goes to a helper thread, when there are
+/// any.
+const OFFLOAD_KEYS: usize = 8;
 
 /// A server bound and ready: [`Server::endpoint`] says where.
 pub struct Server {
-    ctx: zmq::Context,
+    /// The context the socket lives in (dropped after it).
+    _ctx: zmq::Context,
     frontend: zmq::Socket,
-    backend: zmq::Socket,
     endpoint: String,
-    backend_addr: String,
     config: ServeConfig,
     store: Store,
     stats: Arc<ServeStats>,
@@ -96,8 +125,6 @@ fn envelope_len(frames: &[zmq::Message]) -> usize {
         1
     }
 }
-
-static NEXT_BACKEND: AtomicU64 = AtomicU64::new(0);
 
 impl Server {
     /// Binds the front socket. A host name is resolved and its address
@@ -135,27 +162,11 @@ impl Server {
             .get_last_endpoint()
             .map_err(|e| ServeError::zmq("reading the bound endpoint", e))?
             .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
-        let backend = ctx
-            .socket(zmq::DEALER)
-            .map_err(|e| ServeError::zmq("making the worker socket", e))?;
-        backend
-            .set_linger(0)
-            .map_err(|e| ServeError::zmq("setting linger", e))?;
-        let backend_addr = format!(
-            "inproc://tenstore-workers-{}-{}",
-            std::process::id(),
-            NEXT_BACKEND.fetch_add(1, Ordering::Relaxed)
-        );
-        backend
-            .bind(&backend_addr)
-            .map_err(|e| ServeError::zmq("binding the worker socket", e))?;
         Ok(Server {
-            ctx,
+            _ctx: ctx,
             frontend,
-            backend,
             loopback: is_loopback_endpoint(&endpoint),
             endpoint,
-            backend_addr,
             budget: ReplyBudget::new(config.max_queued_bytes, config.max_peer_queued_bytes),
             config,
             store,
@@ -182,45 +193,100 @@ impl Server {
 
     /// Serves until `stop` becomes true, then stops taking requests,
     /// answers those in flight (up to `drain`) and returns.
+    ///
+    /// The calling thread owns the ROUTER socket and answers most
+    /// requests itself, straight from its snapshot: no hop between
+    /// threads. With `threads` > 1 it hands the requests that take long
+    /// (listings, `info`, gets of more than 8 keys) to
+    /// `threads - 1` helper threads and sends their replies when they are
+    /// done, so a large request does not hold up the small ones behind it.
     pub fn run(self, stop: &AtomicBool) -> Result<()> {
-        let views = Views::new(&self.store, self.config.refresh);
-        let workers_stop = AtomicBool::new(false);
+        let Server {
+            _ctx,
+            frontend,
+            config,
+            store,
+            stats,
+            budget,
+            ..
+        } = self;
+        let views = Views::new(&store, config.refresh);
+        let answerer = Answerer {
+            views: &views,
+            config: &config,
+            stats: &stats,
+            budget: &budget,
+        };
+        let mut front = Front {
+            socket: frontend,
+            config: &config,
+            stats: &stats,
+        };
+        let helpers = config.threads.max(1) - 1;
+        if helpers == 0 {
+            return front.serve(stop, &answerer, None);
+        }
+        let pool = Pool::default();
+        let (done_tx, done_rx) = mpsc::channel::<Answer>();
+        let (wake_rx, wake_tx) = UnixStream::pair()
+            .map_err(|e| ServeError::io("making the helpers' wake-up socket pair", e))?;
+        for s in [&wake_rx, &wake_tx] {
+            s.set_nonblocking(true)
+                .map_err(|e| ServeError::io("making the helpers' wake-up socket pair", e))?;
+        }
         std::thread::scope(|s| {
             let start = || -> Result<()> {
-                for i in 0..self.config.threads.max(1) {
-                    let socket = self
-                        .ctx
-                        .socket(zmq::DEALER)
-                        .map_err(|e| ServeError::zmq("making a worker socket", e))?;
-                    socket
-                        .set_linger(0)
-                        .map_err(|e| ServeError::zmq("setting linger", e))?;
-                    socket
-                        .connect(&self.backend_addr)
-                        .map_err(|e| ServeError::zmq("connecting a worker", e))?;
-                    let shared = Shared {
-                        views: &views,
-                        config: &self.config,
-                        stats: &self.stats,
-                        budget: &self.budget,
-                        stop: &workers_stop,
-                    };
+                for i in 0..helpers {
+                    let (pool, answerer, done, waker) =
+                        (&pool, &answerer, done_tx.clone(), &wake_tx);
                     std::thread::Builder::new()
-                        .name(format!("tenstore-worker-{i}"))
-                        .spawn_scoped(s, move || worker(socket, shared))
-                        .map_err(|e| ServeError::io("starting a worker thread", e))?;
+                        .name(format!("tenstore-helper-{i}"))
+                        .spawn_scoped(s, move || helper(pool, answerer, done, waker))
+                        .map_err(|e| ServeError::io("starting a helper thread", e))?;
                 }
                 Ok(())
             };
-            let result = start().and_then(|()| self.proxy(stop));
-            // The scope joins the workers when they see this.
-            workers_stop.store(true, Ordering::Release);
+            let link = Helpers {
+                pool: &pool,
+                done: done_rx,
+                wake: &wake_rx,
+            };
+            let result = start().and_then(|()| front.serve(stop, &answerer, Some(&link)));
+            // The scope joins the helpers when they see this.
+            pool.stop();
             result
         })
     }
+}
 
-    /// Moves requests to the workers and replies back, until stopped.
-    fn proxy(&self, stop: &AtomicBool) -> Result<()> {
+/// What [`Front::read_request`] found.
+enum Incoming {
+    /// No request is waiting.
+    None,
+    /// A request that was answered `err` at once (too many frames).
+    Refused,
+    /// A request: envelope, command, arguments.
+    Request(Vec<zmq::Message>),
+}
+
+/// The ROUTER socket and what its owner needs beside it.
+struct Front<'a> {
+    socket: zmq::Socket,
+    config: &'a ServeConfig,
+    stats: &'a ServeStats,
+}
+
+impl Front<'_> {
+    /// Answers requests on the ROUTER until stopped: reads every request
+    /// waiting (without a poll per request), answers it here or hands it
+    /// to a helper, and sends the helpers' replies.
+    fn serve<'s>(
+        &mut self,
+        stop: &AtomicBool,
+        answerer: &Answerer<'_, 's>,
+        helpers: Option<&Helpers<'_>>,
+    ) -> Result<()> {
+        let mut held: Option<Held<'s>> = None;
         let mut in_flight = 0usize;
         let mut stopping: Option<Instant> = None;
         loop {
@@ -234,82 +300,129 @@ impl Server {
                     // is left of `drain`), not dropped.
                     let left = self.config.drain.saturating_sub(t.elapsed());
                     let _ = self
-                        .frontend
+                        .socket
                         .set_linger(i32::try_from(left.as_millis()).unwrap_or(i32::MAX));
                     return Ok(());
                 }
             }
-            let mut items = [
-                self.frontend
-                    .as_poll_item(if stopping.is_some() || in_flight >= MAX_IN_FLIGHT {
-                        zmq::PollEvents::empty()
-                    } else {
-                        zmq::POLLIN
-                    }),
-                self.backend.as_poll_item(zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, 100) {
-                Ok(_) => {}
-                // A signal (the stop request itself, usually): look again.
-                Err(zmq::Error::EINTR) => continue,
-                Err(e) => return Err(ServeError::zmq("polling", e)),
+            // Everything that is waiting, then a poll only when nothing is.
+            let mut busy = false;
+            if let Some(h) = helpers {
+                while let Ok(done) = h.done.try_recv() {
+                    in_flight -= 1;
+                    busy = true;
+                    self.send_answer(done)?;
+                }
             }
-            if items[0].is_readable() {
-                match self.read_request()? {
-                    Some(frames) => {
-                        send_all(&self.backend, frames)?;
-                        in_flight += 1;
-                    }
-                    None => {
-                        self.stats.err.fetch_add(1, Ordering::Relaxed);
+            if stopping.is_none() {
+                for _ in 0..BURST {
+                    let frames = match self.read_request()? {
+                        Incoming::None => break,
+                        Incoming::Refused => {
+                            busy = true;
+                            continue;
+                        }
+                        Incoming::Request(frames) => frames,
+                    };
+                    busy = true;
+                    match helpers {
+                        Some(h) if in_flight < MAX_IN_FLIGHT && heavy(&frames) => {
+                            h.pool.push(frames);
+                            in_flight += 1;
+                        }
+                        _ => {
+                            let answer = answerer.answer(frames, &mut held);
+                            self.send_answer(answer)?;
+                        }
                     }
                 }
             }
-            if items[1].is_readable() {
-                let frames = recv_all(&self.backend, usize::MAX)?.0;
-                self.send_reply(frames)?;
-                in_flight = in_flight.saturating_sub(1);
+            if busy {
+                continue;
+            }
+            let mut items = [
+                self.socket.as_poll_item(if stopping.is_some() {
+                    zmq::PollEvents::empty()
+                } else {
+                    zmq::POLLIN
+                }),
+                zmq::PollItem::from_fd(
+                    helpers.map_or(-1, |h| h.wake.as_raw_fd()),
+                    if helpers.is_some() {
+                        zmq::POLLIN
+                    } else {
+                        zmq::PollEvents::empty()
+                    },
+                ),
+            ];
+            let n = match zmq::poll(&mut items, 100) {
+                Ok(n) => n,
+                // A signal (the stop request itself, usually): look again.
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(ServeError::zmq("polling", e)),
+            };
+            if let Some(h) = helpers {
+                if items[1].is_readable() {
+                    h.drain_wakes();
+                }
+            }
+            if n == 0 {
+                // Idle: let an old snapshot go, so it pins nothing.
+                answerer.idle(&mut held, true);
             }
         }
     }
 
-    /// Reads one request from the front. A request with too many frames
-    /// is drained and answered `err` here; returns `None` then.
-    fn read_request(&self) -> Result<Option<Vec<zmq::Message>>> {
+    /// Reads one request from the front without waiting. A request with
+    /// too many frames is drained and answered `err` here.
+    fn read_request(&mut self) -> Result<Incoming> {
         // Identity, delimiter, command and keys.
         let max = self.config.limits.max_frames + 2;
-        let (frames, dropped) = recv_all(&self.frontend, max)?;
+        let first = loop {
+            match self.socket.recv_msg(zmq::DONTWAIT) {
+                Ok(m) => break m,
+                Err(zmq::Error::EAGAIN) => return Ok(Incoming::None),
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(ServeError::zmq("receiving", e)),
+            }
+        };
+        let (frames, dropped) = recv_rest(&self.socket, first, max)?;
         if dropped == 0 {
-            return Ok(Some(frames));
+            return Ok(Incoming::Request(frames));
         }
         let env = envelope_len(&frames);
         let total = frames.len() + dropped - env;
-        let mut reply: Vec<zmq::Message> = frames.into_iter().take(env).collect();
-        reply.push(zmq::Message::from(&b"err"[..]));
-        reply.push(zmq::Message::from(
+        let mut head: Vec<zmq::Message> = frames.into_iter().take(env).collect();
+        head.push(zmq::Message::from(&b"err"[..]));
+        head.push(zmq::Message::from(
             format!(
                 "request has {total} frames; at most {} are allowed",
                 self.config.limits.max_frames
             )
             .as_bytes(),
         ));
-        self.send_reply(reply)?;
-        Ok(None)
+        self.stats.err.fetch_add(1, Ordering::Relaxed);
+        self.send_answer(Answer {
+            head,
+            data: Vec::new(),
+        })?;
+        Ok(Incoming::Refused)
     }
 
     /// Sends a reply to the front without blocking. A reply to a client
     /// that has left, or that has [`ServeConfig::peer_send_hwm`] replies
     /// unread, is dropped (its memory is freed at once) and counted.
-    fn send_reply(&self, frames: Vec<zmq::Message>) -> Result<()> {
-        let last = frames.len().saturating_sub(1);
-        let mut frames = frames.into_iter();
-        let Some(identity) = frames.next() else {
+    fn send_answer(&mut self, answer: Answer) -> Result<()> {
+        let Answer { head, data } = answer;
+        let rest = head.len().saturating_sub(1) + data.len();
+        let mut head = head.into_iter();
+        let Some(identity) = head.next() else {
             return Ok(());
         };
-        let more = if last > 0 { zmq::SNDMORE } else { 0 };
+        let more = if rest > 0 { zmq::SNDMORE } else { 0 };
         // The routing frame decides: sent, or refused as a whole.
         loop {
-            match self.frontend.send(&identity[..], more | zmq::DONTWAIT) {
+            match self.socket.send(&identity[..], more | zmq::DONTWAIT) {
                 Ok(()) => break,
                 Err(zmq::Error::EINTR) => continue,
                 Err(zmq::Error::EAGAIN | zmq::Error::EHOSTUNREACH) => {
@@ -326,11 +439,20 @@ impl Server {
                 Err(e) => return Err(ServeError::zmq("sending a reply", e)),
             }
         }
-        for (i, f) in frames.enumerate() {
-            let flags = if i + 1 < last { zmq::SNDMORE } else { 0 };
-            self.frontend
+        // The rest of a message whose first frame was taken is taken too.
+        let mut left = rest;
+        for f in head {
+            left -= 1;
+            let flags = if left > 0 { zmq::SNDMORE } else { 0 };
+            self.socket
                 .send(f, flags | zmq::DONTWAIT)
                 .map_err(|e| ServeError::zmq("sending a reply", e))?;
+        }
+        for f in data {
+            left -= 1;
+            let flags = if left > 0 { zmq::SNDMORE } else { 0 };
+            f.send(&mut self.socket, flags | zmq::DONTWAIT)
+                .map_err(|e| ServeError::io("sending a reply", e))?;
         }
         Ok(())
     }
@@ -453,39 +575,29 @@ fn is_loopback_endpoint(endpoint: &str) -> bool {
     }
 }
 
-/// Receives one multipart message, keeping at most `max` frames and
-/// counting (and dropping) the rest.
-fn recv_all(socket: &zmq::Socket, max: usize) -> Result<(Vec<zmq::Message>, usize)> {
-    let mut frames = Vec::new();
+/// Receives the rest of a multipart message whose first frame is
+/// `first`, keeping at most `max` frames and counting (and dropping) the
+/// rest. (libzmq delivers a message's frames together: these never wait.)
+fn recv_rest(
+    socket: &zmq::Socket,
+    first: zmq::Message,
+    max: usize,
+) -> Result<(Vec<zmq::Message>, usize)> {
+    let mut more = first.get_more();
+    let mut frames = vec![first];
     let mut dropped = 0;
-    loop {
+    while more {
         let msg = socket
             .recv_msg(0)
             .map_err(|e| ServeError::zmq("receiving", e))?;
-        let more = msg.get_more();
+        more = msg.get_more();
         if frames.len() < max {
             frames.push(msg);
         } else {
             dropped += 1;
         }
-        if !more {
-            return Ok((frames, dropped));
-        }
     }
-}
-
-/// Sends a multipart message. The messages move into libzmq, no copy.
-/// (A send interrupted by a signal loses its message; sends here block
-/// only when a peer's queue is full, so that needs a signal then.)
-fn send_all(socket: &zmq::Socket, frames: Vec<zmq::Message>) -> Result<()> {
-    let last = frames.len().saturating_sub(1);
-    for (i, f) in frames.into_iter().enumerate() {
-        let flags = if i < last { zmq::SNDMORE } else { 0 };
-        socket
-            .send(f, flags)
-            .map_err(|e| ServeError::zmq("sending", e))?;
-    }
-    Ok(())
+    Ok((frames, dropped))
 }
 
 /// Logs an `err` reply to stderr, sparingly: the first 20, then every
@@ -496,7 +608,7 @@ fn log_err(count: u64, msg: &str) {
     }
 }
 
-/// A worker's snapshot and the version of the store it shows.
+/// A thread's snapshot and the version of the store it shows.
 struct Held<'s> {
     reader: Reader<'s>,
     taken: Instant,
@@ -505,17 +617,18 @@ struct Held<'s> {
     version: u64,
 }
 
-/// What the workers share so that no client sees the store go backwards
-/// (a key listed by one worker and then missing at the next): every reply
-/// is answered from a snapshot at least as new as any reply sent before.
+/// What the answering threads share so that no client sees the store go
+/// backwards (a key listed by one thread and then missing at the next):
+/// every reply is answered from a snapshot at least as new as any reply
+/// sent before.
 ///
-/// Shard snapshots own their maps and can be cloned: workers answer from
+/// Shard snapshots own their maps and can be cloned: threads answer from
 /// clones of one current snapshot, renewed (incrementally) by the first
-/// worker that finds it older than `refresh`. LMDB read transactions
+/// thread that finds it older than `refresh`. LMDB read transactions
 /// cannot be shared between threads (heed's `RoTxn` is `Send`, not `Sync`:
-/// LMDB updates a transaction's state while reading), so each worker holds
+/// LMDB updates a transaction's state while reading), so each thread holds
 /// its own, and `answered` (the newest transaction id any reply was
-/// answered from) makes a worker whose snapshot is older take a new one
+/// answered from) makes a thread whose snapshot is older take a new one
 /// before it answers. A new read transaction sees every commit so far, so
 /// its id is at least `answered`.
 struct Views<'s> {
@@ -608,7 +721,7 @@ impl<'s> Views<'s> {
         self.answered.fetch_max(version, Ordering::AcqRel);
     }
 
-    /// An idle worker lets the shared snapshot go once it is old, so that
+    /// An idle thread lets the shared snapshot go once it is old, so that
     /// it pins no unlinked shard.
     fn idle(&self) {
         if let Store::Shard(_) = self.store {
@@ -624,111 +737,181 @@ impl<'s> Views<'s> {
     }
 }
 
-/// What a worker thread borrows from the server.
-struct Shared<'a, 's> {
+/// What answering a request needs, shared by the thread that owns the
+/// socket and the helpers.
+struct Answerer<'a, 's> {
     views: &'a Views<'s>,
     config: &'a ServeConfig,
     stats: &'a ServeStats,
     budget: &'a Arc<ReplyBudget>,
-    stop: &'a AtomicBool,
 }
 
-fn worker<'s>(mut socket: zmq::Socket, shared: Shared<'_, 's>) {
-    let Shared {
-        views,
-        config,
-        stats,
-        budget,
-        stop,
-    } = shared;
-    let mut held: Option<Held<'s>> = None;
-    while !stop.load(Ordering::Acquire) {
-        match socket.poll(zmq::POLLIN, 100) {
-            Err(zmq::Error::EINTR) => continue,
-            Ok(0) => {
-                // Idle: let an old snapshot go, so it pins nothing.
-                if held
-                    .as_ref()
-                    .is_some_and(|h| h.taken.elapsed() > config.refresh)
-                {
-                    held = None;
-                }
-                views.idle();
-                continue;
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-        let Ok((frames, _)) = recv_all(&socket, usize::MAX) else {
-            return;
-        };
-        let env = envelope_len(&frames);
-        views.fresh(&mut held);
-        let request: Vec<&[u8]> = frames.iter().skip(env).map(|m| &m[..]).collect();
-        let reply = match &held {
-            Some(h) => {
-                views.answering(h.version);
-                handle(&h.reader, &request, &config.limits)
-            }
-            None => Reply::Err("the store cannot be read right now".into()),
-        };
-        // The data frames, copied once into a block charged to the budget
-        // (or refused when the budget is spent).
-        let peer: &[u8] = &frames[0];
-        let (status, data) = match reply {
-            Reply::Ok(parts) => {
-                let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                match budget::frames(budget, peer, &parts) {
-                    Ok(data) => (Ok(()), data),
-                    Err(refusal) => (Err(refusal.to_string()), Vec::new()),
-                }
-            }
-            Reply::Err(msg) => (Err(msg), Vec::new()),
-        };
-        let mut head: Vec<zmq::Message> = frames
-            .iter()
-            .take(env)
-            .map(|m| zmq::Message::from(&m[..]))
-            .collect();
-        match status {
-            Ok(()) => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-                head.push(zmq::Message::from(&b"ok"[..]));
-            }
-            Err(msg) => {
-                let n = stats.err.fetch_add(1, Ordering::Relaxed) + 1;
-                log_err(n, &msg);
-                head.push(zmq::Message::from(&b"err"[..]));
-                head.push(zmq::Message::from(msg.as_bytes()));
-            }
-        }
-        if !send_reply_frames(&mut socket, head, data) {
-            return;
-        }
-    }
-}
-
-/// Sends a reply's head (envelope, status, any err message) and its data
-/// frames as one multipart message to the proxy; false when the socket
-/// failed (the context is ending).
-fn send_reply_frames(
-    socket: &mut zmq::Socket,
+/// A reply ready to send: the request's envelope (routing identity, and
+/// the delimiter if it had one), the status (and an `err` message), then
+/// the data frames.
+struct Answer {
     head: Vec<zmq::Message>,
     data: Vec<budget::Frame>,
-) -> bool {
-    let (n_head, n_data) = (head.len(), data.len());
-    for (i, f) in head.into_iter().enumerate() {
-        let more = i + 1 < n_head || n_data > 0;
-        if socket.send(f, if more { zmq::SNDMORE } else { 0 }).is_err() {
-            return false;
+}
+
+impl<'s> Answerer<'_, 's> {
+    /// Answers `frames` (a request with its envelope) from `held`, renewed
+    /// first if it is too old (see [`Views::fresh`]).
+    fn answer(&self, mut frames: Vec<zmq::Message>, held: &mut Option<Held<'s>>) -> Answer {
+        let env = envelope_len(&frames);
+        self.views.fresh(held);
+        let (status, data) = {
+            let request: Vec<&[u8]> = frames[env..].iter().map(|m| &m[..]).collect();
+            let reply = match held.as_ref() {
+                Some(h) => {
+                    self.views.answering(h.version);
+                    handle(&h.reader, &request, &self.config.limits)
+                }
+                None => Reply::Err("the store cannot be read right now".into()),
+            };
+            // The data frames, copied once into a block charged to the
+            // budget (or refused when the budget is spent).
+            let peer: &[u8] = &frames[0];
+            match reply {
+                Reply::Ok(parts) => match budget::frames(self.budget, peer, &parts) {
+                    Ok(data) => (Ok(()), data),
+                    Err(refusal) => (Err(refusal.to_string()), Vec::new()),
+                },
+                Reply::Err(msg) => (Err(msg), Vec::new()),
+            }
+        };
+        frames.truncate(env);
+        match status {
+            Ok(()) => {
+                self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                frames.push(zmq::Message::from(&b"ok"[..]));
+            }
+            Err(msg) => {
+                let n = self.stats.err.fetch_add(1, Ordering::Relaxed) + 1;
+                log_err(n, &msg);
+                frames.push(zmq::Message::from(&b"err"[..]));
+                frames.push(zmq::Message::from(msg.as_bytes()));
+            }
         }
+        Answer { head: frames, data }
     }
-    for (i, f) in data.into_iter().enumerate() {
-        if f.send(socket, if i + 1 < n_data { zmq::SNDMORE } else { 0 })
-            .is_err()
+
+    /// Nothing to do for a while: let an old snapshot go, so that it pins
+    /// nothing. Only the socket's owner, idle when no request comes at
+    /// all, lets the shared shard snapshot go too (`server_idle`); an idle
+    /// helper says nothing of the owner, which would otherwise have to
+    /// open the store afresh instead of renewing the shared snapshot.
+    fn idle(&self, held: &mut Option<Held<'s>>, server_idle: bool) {
+        if held
+            .as_ref()
+            .is_some_and(|h| h.taken.elapsed() > self.config.refresh)
         {
-            return false;
+            *held = None;
+        }
+        if server_idle {
+            self.views.idle();
         }
     }
-    true
+}
+
+/// Requests waiting for a helper thread.
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Vec<zmq::Message>>,
+    stop: bool,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A queue and a flag, consistent after every statement.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Vec<zmq::Message>) {
+        self.lock().jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// Tells the helpers to finish; they leave what is queued.
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.ready.notify_all();
+    }
+
+    /// The next request, waiting up to `wait`: `Ok(None)` when none came,
+    /// `Err(())` when the helpers are to stop.
+    fn next(&self, wait: Duration) -> std::result::Result<Option<Vec<zmq::Message>>, ()> {
+        let mut st = self.lock();
+        if st.jobs.is_empty() && !st.stop {
+            st = self
+                .ready
+                .wait_timeout(st, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        if st.stop {
+            return Err(());
+        }
+        Ok(st.jobs.pop_front())
+    }
+}
+
+/// What the socket's owner holds of its helpers: their queue, their
+/// answers, and the read end of the socket pair they wake it with.
+struct Helpers<'a> {
+    pool: &'a Pool,
+    done: mpsc::Receiver<Answer>,
+    wake: &'a UnixStream,
+}
+
+impl Helpers<'_> {
+    /// Reads the wake-up bytes that are waiting (the answers themselves
+    /// are in `done`).
+    fn drain_wakes(&self) {
+        let mut buf = [0u8; 256];
+        while matches!((&*self.wake).read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Whether a request goes to a helper: listings, `info`, and gets of
+/// more than [`OFFLOAD_KEYS`] keys. The rest cost less than handing them
+/// over.
+fn heavy(frames: &[zmq::Message]) -> bool {
+    let env = envelope_len(frames);
+    match frames.get(env).map(|m| &m[..]) {
+        Some(b"get") => frames.len() - env > OFFLOAD_KEYS,
+        Some(b"keys" | b"plan" | b"info") => true,
+        _ => false,
+    }
+}
+
+/// A helper thread: answers the requests the owner hands it, each from its
+/// own snapshot, and wakes the owner to send the reply.
+fn helper<'s>(
+    pool: &Pool,
+    answerer: &Answerer<'_, 's>,
+    done: mpsc::Sender<Answer>,
+    waker: &UnixStream,
+) {
+    let mut held: Option<Held<'s>> = None;
+    loop {
+        match pool.next(Duration::from_millis(100)) {
+            Err(()) => return,
+            Ok(None) => answerer.idle(&mut held, false),
+            Ok(Some(job)) => {
+                let answer = answerer.answer(job, &mut held);
+                if done.send(answer).is_err() {
+                    return;
+                }
+                // A full socket buffer already holds a wake-up: nothing lost.
+                let _ = (&*waker).write(&[1]);
+            }
+        }
+    }
 }

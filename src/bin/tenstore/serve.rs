@@ -13,7 +13,9 @@ use crate::CliResult;
 /// Serve random-access samples to data loaders over ZeroMQ.
 ///
 /// A ROUTER socket answers REQ and DEALER clients (a DEALER sends an empty
-/// frame first, as REQ does, or no envelope at all). Requests and replies,
+/// frame first, as REQ does, or no envelope at all). With one thread a
+/// DEALER's replies come in the order of its requests; with more, a short
+/// request may be answered before a long one sent earlier. Requests and replies,
 /// all replies starting with a status frame:
 ///
 ///   get KEY [KEY ...]               -> ok V [V ...]    (tenbin buffers)
@@ -40,9 +42,12 @@ pub struct Args {
     /// Where to listen; tcp://HOST:* picks a free port.
     #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     bind: String,
-    /// Worker threads (1 to 256).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// Threads that answer requests (1 to 256): the socket's own thread
+    /// answers short requests (a get of up to 8 keys, getm, len), the
+    /// others take listings, info and larger gets [default: the number of
+    /// CPUs, 2 to 8].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Largest request frame in bytes (a client sending more is cut off).
     #[arg(long, default_value_t = 64 << 10)]
     max_frame: usize,
@@ -74,9 +79,12 @@ pub fn run(args: Args) -> CliResult {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let threads = args
+        .threads
+        .map_or_else(ServeConfig::default_threads, usize::from);
     let config = ServeConfig {
         bind: args.bind.clone(),
-        threads: usize::from(args.threads),
+        threads,
         limits: Limits {
             max_frame_bytes: args.max_frame,
             max_frames: args.max_keys as usize + 1,
@@ -101,7 +109,7 @@ pub fn run(args: Args) -> CliResult {
         args.store.display(),
         store.backend().name(),
         store.reader()?.len()?,
-        args.threads
+        threads
     );
     use std::io::Write;
     std::io::stdout().flush()?;
