@@ -22,6 +22,7 @@ mod reader;
 mod recovery;
 mod scan;
 pub(crate) mod snapshot;
+pub(crate) mod source;
 mod store;
 pub(crate) mod table;
 mod writer;
