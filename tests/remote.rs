@@ -636,13 +636,12 @@ fn publish_and_read_against_moto() {
         .args(["-c", "import moto.server"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_moto {
-        eprintln!(
-            "skipped: {} has no moto (pip install 'moto[server]')",
-            python.display()
-        );
-        return;
-    }
+    assert!(
+        has_moto,
+        "{} has no moto: install tests/py/requirements.txt into it (./scripts/test does), \
+         or set TENSTORE_PYTHON to a Python with moto[server]",
+        python.display()
+    );
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
