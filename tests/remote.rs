@@ -310,14 +310,25 @@ fn the_cache_never_exceeds_its_cap_across_processes() {
     assert!(cap < store_bytes / 2, "{cap} vs {store_bytes}");
     let opts = options(&server, &cache, cap);
     remote::publish(&local, &url("cap"), false, &opts).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (stop, cache) = (stop.clone(), cache.clone());
         std::thread::spawn(move || {
             let mut max = 0;
+            // Counted under the cache's lock (which evictions and renames
+            // into place take), so no file is counted twice or missed.
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(cache.join(".lock"))
+                .unwrap();
             while !stop.load(Ordering::SeqCst) {
+                lock.lock().unwrap();
                 max = max.max(disk_bytes(&cache));
+                lock.unlock().unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             max.max(disk_bytes(&cache))
@@ -709,4 +720,40 @@ fn publish_and_read_against_moto() {
         assert_eq!(&encode(&r, k), v);
     }
     assert_eq!(r.samples(Order::Written).unwrap().count(), want.len());
+}
+
+#[test]
+fn metadata_of_stores_nobody_has_open_is_evicted_and_of_open_ones_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    make_store(&local, 20, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let big = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("a"), false, &big).unwrap();
+    remote::publish(&local, &url("b"), false, &big).unwrap();
+    let a = Store::open_remote(&url("a"), &big, &StoreOptions::default()).unwrap();
+    let one = remote::cache_usage(&cache).unwrap();
+    assert!(one > 0);
+    // Room for one store's metadata and most of a second's.
+    let small = options(&server, &cache, 2 * one - 4096);
+
+    // While `a` is open, its metadata stays: `b` does not fit.
+    let e = Store::open_remote(&url("b"), &small, &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("--cache-size"), "{e}");
+    assert!(remote::cache_usage(&cache).unwrap() <= 2 * one - 4096);
+    assert_eq!(a.reader().unwrap().len().unwrap(), 20);
+
+    // Closed, it gives way.
+    drop(a);
+    let b = Store::open_remote(&url("b"), &small, &StoreOptions::default()).unwrap();
+    assert_eq!(b.reader().unwrap().len().unwrap(), 20);
+    assert!(remote::cache_usage(&cache).unwrap() <= 2 * one - 4096);
+    let a = Store::open_remote(&url("a"), &big, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        a.reader().unwrap().require(b"s00003").unwrap().key(),
+        b"s00003"
+    );
 }

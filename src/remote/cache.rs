@@ -7,7 +7,9 @@
 //! key table and `tenstore.json` (fetched at open, never evicted), and
 //! whole shards `NNNNNN.ten` as they are fetched; `ROOT/ID/.ranges/`,
 //! single records fetched by ranged GETs; `ROOT/ID/.tmp/`, downloads in
-//! progress.
+//! progress; `ROOT/ID/.inuse`, locked (shared) by every process that has
+//! the store open: the metadata of stores nobody has open is evictable
+//! too.
 //!
 //! Every entry is written to a temporary file, reserved at its full size
 //! under the cache lock (evicting least recently used entries first), and
@@ -37,6 +39,11 @@ pub(crate) const TMP: &str = ".tmp";
 
 /// The directory of ranged records within a store's cache directory.
 pub(crate) const RANGES: &str = ".ranges";
+
+/// The file in a store's cache directory that every process with the
+/// store open holds a shared lock on: the metadata of a store nobody has
+/// open may be evicted.
+pub(crate) const IN_USE: &str = ".inuse";
 
 /// Bytes a file of `len` bytes is counted as.
 pub fn disk_size(len: u64) -> u64 {
@@ -72,6 +79,30 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> RemoteError {
     move |e| RemoteError::io(context, e)
 }
 
+/// Whether a process has the store cached in `dir` open.
+fn in_use(dir: &Path) -> bool {
+    match File::open(dir.join(IN_USE)) {
+        Ok(f) => f.try_lock().is_err(),
+        Err(_) => false,
+    }
+}
+
+/// Marks the store cached in `dir` as open for as long as the returned
+/// file lives (a shared lock on its [`IN_USE`] file).
+pub(crate) fn hold(dir: &Path) -> Result<File, RemoteError> {
+    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let path = dir.join(IN_USE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    f.lock_shared()
+        .map_err(io(format!("locking {}", path.display())))?;
+    Ok(f)
+}
+
 /// Whether `file` is still the file at `path` (not unlinked or replaced
 /// since it was opened).
 fn same_file(file: &File, path: &Path) -> bool {
@@ -96,18 +127,42 @@ impl Cache {
         self.cap
     }
 
-    /// Bytes the cache's files take, as counted against the cap.
+    /// Bytes the cache's files take, as counted against the cap (under
+    /// the cache lock, so no entry is half renamed).
     pub fn usage(&self) -> Result<u64, RemoteError> {
+        let _lock = self.lock()?;
         Ok(self.walk()?.iter().map(|f| f.disk).sum())
+    }
+
+    /// Takes the cache lock: held while space is counted and reserved,
+    /// entries evicted, and downloads renamed into place, so every count
+    /// sees each file once.
+    fn lock(&self) -> Result<File, RemoteError> {
+        let lock_path = self.root.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("opening {}", lock_path.display())))?;
+        lock.lock()
+            .map_err(io(format!("locking {}", lock_path.display())))?;
+        Ok(lock)
     }
 
     fn walk(&self) -> Result<Vec<Found>, RemoteError> {
         let mut out = Vec::new();
-        self.walk_dir(&self.root, 0, &mut out)?;
+        self.walk_dir(&self.root, 0, false, &mut out)?;
         Ok(out)
     }
 
-    fn walk_dir(&self, dir: &Path, depth: u32, out: &mut Vec<Found>) -> Result<(), RemoteError> {
+    fn walk_dir(
+        &self,
+        dir: &Path,
+        depth: u32,
+        unused: bool,
+        out: &mut Vec<Found>,
+    ) -> Result<(), RemoteError> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -119,7 +174,11 @@ impl Cache {
             let path = entry.path();
             if meta.is_dir() {
                 if depth < 2 {
-                    self.walk_dir(&path, depth + 1, out)?;
+                    // A store directory nobody has open (probed without
+                    // keeping the lock: a process opening it meanwhile
+                    // fetches whatever metadata is then missing again).
+                    let unused = unused || (depth == 0 && !in_use(&path));
+                    self.walk_dir(&path, depth + 1, unused, out)?;
                 }
                 continue;
             }
@@ -130,6 +189,7 @@ impl Cache {
                 2 if parent == TMP => Kind::Temp,
                 2 if parent == RANGES => Kind::Data,
                 1 if name.ends_with(".ten") => Kind::Data,
+                1 if unused && name != IN_USE => Kind::Data,
                 _ => Kind::Meta,
             };
             out.push(Found {
@@ -146,15 +206,7 @@ impl Cache {
     /// file this process holds locked) to that length, under the cache
     /// lock, evicting least recently used entries that no process holds.
     fn reserve(&self, temp: &File, size: u64) -> Result<(), RemoteError> {
-        let lock_path = self.root.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(format!("opening {}", lock_path.display())))?;
-        lock.lock()
-            .map_err(io(format!("locking {}", lock_path.display())))?;
+        let _lock = self.lock()?;
         let found = self.walk()?;
         let mut total: u64 = found.iter().map(|f| f.disk).sum();
         let need = disk_size(size);
@@ -250,6 +302,7 @@ impl Cache {
                 e,
             ));
         }
+        let _lock = self.lock()?;
         fs::rename(&temp_path, entry)
             .map_err(io(format!("moving {} into the cache", temp_path.display())))?;
         Ok(())

@@ -151,6 +151,8 @@ pub fn open(
         crc32c::crc32c(&raw)
     );
     let dir = root.join(id);
+    // Before the metadata is checked: from here on it is not evicted.
+    let held = cache::hold(&dir)?;
     let mut shards = HashMap::new();
     for o in &published.objects {
         if let Some(no) = o
@@ -191,6 +193,7 @@ pub fn open(
         shards,
         manifest.shards,
         options.prefetch,
+        held,
     ));
     Ok(ShardStore::open_with_source(
         &dir,

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub prefetch: usize,
     /// Shards being prefetched.
     inflight: Mutex<HashSet<u32>>,
+    /// Keeps the store's metadata in the cache while it is open.
+    _held: std::fs::File,
 }
 
 impl Shared {
@@ -46,6 +48,7 @@ impl Shared {
         shards: HashMap<u32, (u64, u32)>,
         order: Vec<u32>,
         prefetch: usize,
+        held: std::fs::File,
     ) -> Shared {
         Shared {
             fetch,
@@ -55,6 +58,7 @@ impl Shared {
             order,
             prefetch,
             inflight: Mutex::default(),
+            _held: held,
         }
     }
 
