@@ -161,7 +161,10 @@ struct Seq {
 
 /// One reader's view: the shards it has mapped and the records it has
 /// fetched, kept (and the shards locked against eviction) until the
-/// reader is dropped, since its samples borrow them.
+/// reader is dropped, since its samples borrow them. A reader maps whole
+/// shards up to half the cache's cap; past that it reads records by
+/// ranged GETs (kept in memory), so a long pass never starves other
+/// readers of cache room.
 pub(crate) struct ReaderSource {
     shared: Arc<Shared>,
     shards: Mutex<HashMap<u32, Box<Pinned>>>,
@@ -233,7 +236,7 @@ impl ReaderSource {
 
     /// Maps the cached whole shard `no` if it is there.
     fn pin_shard(&self, no: u32, size: u64) -> Result<bool> {
-        if size == 0 {
+        if size == 0 || !self.may_pin(size) {
             return Ok(false);
         }
         let Some(p) = pin(&self.shared.shard_path(no), size).map_err(store_err)? else {
@@ -245,6 +248,16 @@ impl ReaderSource {
             .entry(no)
             .or_insert_with(|| Box::new(p));
         Ok(true)
+    }
+
+    /// Whether this reader may keep `size` more bytes of shards mapped:
+    /// at most half the cache, so other readers and processes keep room.
+    fn may_pin(&self, size: u64) -> bool {
+        let pinned: u64 = (self.shards.lock().unwrap_or_else(PoisonError::into_inner))
+            .values()
+            .map(|p| p.map.len() as u64)
+            .sum();
+        pinned + size <= self.shared.cache.cap() / 2
     }
 
     fn range(&self, no: u32, offset: u64, len: u64, crc: u32) -> Result<&[u8]> {
@@ -323,7 +336,7 @@ impl ShardSource for ReaderSource {
                 .pinned_shard(no, offset, len)
                 .map(Option::unwrap_or_default);
         }
-        if self.sequential(no, offset, len) && self.shared.whole_fits(size) {
+        if self.sequential(no, offset, len) && self.shared.whole_fits(size) && self.may_pin(size) {
             self.shared.prefetch_after(no);
             match self.shared.ensure_shard(no) {
                 Ok(()) => {
