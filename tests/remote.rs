@@ -767,3 +767,42 @@ fn metadata_of_stores_nobody_has_open_is_evicted_and_of_open_ones_kept() {
         b"s00003"
     );
 }
+
+#[test]
+fn a_body_cut_mid_download_is_fetched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 120, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = RemoteOptions {
+        prefetch: 0,
+        ..options(&server, &tmp.path().join("cache"), 1 << 30)
+    };
+    let report = remote::publish(&local, &url("cut"), false, &opts).unwrap();
+    let shards = report
+        .published
+        .objects
+        .iter()
+        .filter(|o| o.name.ends_with(".ten"))
+        .count() as u64;
+    let store = Store::open_remote(&url("cut"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    let w0 = server.faults.whole_gets.load(Ordering::SeqCst);
+    server.faults.cut_bodies.store(1, Ordering::SeqCst);
+    let mut n = 0;
+    for s in r.samples(Order::Written).unwrap() {
+        let s = s.unwrap();
+        assert_eq!(s.as_bytes(), &want[s.key()][..]);
+        n += 1;
+    }
+    assert_eq!(n, want.len());
+    assert_eq!(
+        server.faults.cut_bodies.load(Ordering::SeqCst),
+        0,
+        "no body was cut"
+    );
+    assert_eq!(
+        server.faults.whole_gets.load(Ordering::SeqCst) - w0,
+        shards + 1
+    );
+}

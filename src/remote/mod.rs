@@ -52,7 +52,8 @@ pub struct RemoteOptions {
     /// Retries of a failed request (5xx, timeout, dropped connection),
     /// with exponential backoff (default 8).
     pub retries: usize,
-    /// Timeout of one request (default 60 s).
+    /// Timeout of one request, its body included (default 10 minutes:
+    /// whole shards are fetched in one request).
     pub request_timeout: Duration,
     /// Whole shards fetched ahead of a sequential reader (default 4).
     pub prefetch: usize,
@@ -67,7 +68,7 @@ impl Default for RemoteOptions {
             cache_dir: None,
             cache_size: DEFAULT_CACHE_SIZE,
             retries: 8,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(600),
             prefetch: 4,
             s3_config: Vec::new(),
         }

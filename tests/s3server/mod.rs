@@ -26,6 +26,9 @@ pub struct Faults {
     pub fail_503: AtomicU64,
     /// Flip a byte in the body of this many next ranged GETs.
     pub corrupt_ranges: AtomicU64,
+    /// Cut the connection half way through the body of this many next
+    /// GETs of whole objects.
+    pub cut_bodies: AtomicU64,
     /// Requests answered with 503.
     pub served_503: AtomicU64,
     /// Ranged GETs served.
@@ -168,7 +171,20 @@ async fn handle(
             f.whole_gets.fetch_add(1, Ordering::SeqCst);
         }
     }
+    let whole = req.method() == http::Method::GET && !ranged && req.uri().query().is_none();
     let resp = service.call(req.map(s3s::Body::from)).await?;
+    if whole && resp.status().is_success() && take_one(&f.cut_bodies) {
+        let (parts, mut body) = resp.into_parts();
+        let bytes = body.store_all_limited(1 << 30).await.unwrap();
+        let half = bytes.slice(..bytes.len() / 2);
+        let items: Vec<Result<bytes::Bytes, s3s::StdError>> =
+            vec![Ok(half), Err("connection cut by the test server".into())];
+        let cut = CutBody(futures_util::stream::iter(items));
+        return Ok(http::Response::from_parts(
+            parts,
+            s3s::Body::from(Box::pin(cut) as s3s::stream::DynByteStream),
+        ));
+    }
     if ranged && resp.status().is_success() && take_one(&f.corrupt_ranges) {
         let (parts, mut body) = resp.into_parts();
         let bytes = body.store_all_limited(1 << 30).await.unwrap();
@@ -180,3 +196,19 @@ async fn handle(
     }
     Ok(resp)
 }
+
+/// A body that ends in an error part way: the server drops the connection.
+struct CutBody(futures_util::stream::Iter<std::vec::IntoIter<Result<bytes::Bytes, s3s::StdError>>>);
+
+impl futures_util::Stream for CutBody {
+    type Item = Result<bytes::Bytes, s3s::StdError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl s3s::stream::ByteStream for CutBody {}
