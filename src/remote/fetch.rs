@@ -26,7 +26,9 @@ impl Fetcher {
     /// A fetcher for `loc`, with its own runtime.
     pub fn new(loc: Location) -> Result<Fetcher, RemoteError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            // Downloads write to their files from the workers: enough of
+            // them that one waiting on the disk leaves the network busy.
+            .worker_threads(4)
             .thread_name("tenstore-remote")
             .enable_all()
             .build()

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     inflight: Mutex<HashSet<u32>>,
     /// Keeps the store's metadata in the cache while it is open.
     _held: std::fs::File,
+    /// Ranged records to write to the cache, off the reader's path.
+    writes: Mutex<std::sync::mpsc::Sender<(PathBuf, bytes::Bytes)>>,
 }
 
 impl Shared {
@@ -50,6 +52,21 @@ impl Shared {
         prefetch: usize,
         held: std::fs::File,
     ) -> Shared {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, bytes::Bytes)>();
+        let writer_cache = cache.clone();
+        // Ends when the store (the sender) is dropped. Caching a record is
+        // best effort: a full cache still served it.
+        let _ = std::thread::Builder::new()
+            .name("tenstore-cache-writer".into())
+            .spawn(move || {
+                for (path, b) in rx {
+                    let _ = writer_cache.ensure(&path, b.len() as u64, |f| {
+                        use std::io::Write;
+                        f.write_all(&b)
+                            .map_err(|e| RemoteError::io(format!("writing {}", path.display()), e))
+                    });
+                }
+            });
         Shared {
             fetch,
             cache,
@@ -59,6 +76,7 @@ impl Shared {
             prefetch,
             inflight: Mutex::default(),
             _held: held,
+            writes: Mutex::new(tx),
         }
     }
 
@@ -284,13 +302,10 @@ impl ReaderSource {
                     .fetch
                     .get_range(&name, offset, len, crc)
                     .map_err(store_err)?;
-                // Caching is best effort: a full cache still serves the
-                // record.
-                let _ = self.shared.cache.ensure(&path, len, |f| {
-                    use std::io::Write;
-                    f.write_all(&b)
-                        .map_err(|e| RemoteError::io(format!("writing {}", path.display()), e))
-                });
+                // Cached by the writer thread, off this reader's path.
+                let _ = (self.shared.writes.lock())
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .send((path, b.clone()));
                 b.to_vec()
             }
         };
