@@ -147,6 +147,8 @@ pub mod npy;
 pub mod plan;
 #[doc(hidden)]
 pub mod proofs;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod serve;
 pub mod store;
 pub mod tensor;

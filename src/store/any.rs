@@ -151,6 +151,23 @@ impl Store {
         })
     }
 
+    /// Opens the shard store published at `url` (`s3://bucket/prefix`
+    /// or `file:///dir`, see [`crate::remote`]) read-only, its shards
+    /// fetched into the bounded cache `remote` names as they are read.
+    #[cfg(feature = "s3")]
+    pub fn open_remote(
+        url: &str,
+        remote: &crate::remote::RemoteOptions,
+        options: &StoreOptions,
+    ) -> Result<Store> {
+        crate::remote::open(url, remote, &options.shard)
+            .map(Store::Shard)
+            .map_err(|e| match e {
+                crate::remote::RemoteError::Store(e) => *e,
+                e => StoreError::Remote(Box::new(e)),
+            })
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         match self {

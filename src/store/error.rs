@@ -209,6 +209,11 @@ pub enum StoreError {
     /// configuration.
     #[error("{0}")]
     Plan(#[from] crate::plan::PlanError),
+
+    /// Fetching a remote store's bytes failed (see [`crate::remote`]).
+    #[cfg(feature = "s3")]
+    #[error("{0}")]
+    Remote(Box<crate::remote::RemoteError>),
 }
 
 /// How a map change was blocked, for the messages above.

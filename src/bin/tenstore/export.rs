@@ -102,6 +102,9 @@ pub fn run(args: Args) -> CliResult {
 /// Refuses a `dir` equal to or inside `store`, comparing real paths (the
 /// part of `dir` that does not exist yet taken as written).
 fn refuse_inside(store: &Path, dir: &Path) -> Result<(), String> {
+    if stores::is_url(store) {
+        return Ok(());
+    }
     let store_real = store
         .canonicalize()
         .map_err(|e| format!("{}: {e}", store.display()))?;

@@ -45,7 +45,7 @@ struct StoreInfo {
 }
 
 pub fn run(args: Args) -> CliResult {
-    if args.path.is_dir() {
+    if args.path.is_dir() || stores::is_url(&args.path) {
         store_info(&args.path, args.json)
     } else {
         file_info(&args.path, args.json)

@@ -19,6 +19,8 @@ mod inputs;
 mod keys;
 mod ls;
 mod progress;
+#[cfg(feature = "s3")]
+mod publish;
 mod pull;
 mod push;
 mod put;
@@ -45,6 +47,17 @@ struct Cli {
     /// Without it such an environment can only be read.
     #[arg(long, global = true)]
     adopt: bool,
+    /// Cache directory of remote stores (s3://, file:// URLs given as
+    /// STORE): default $XDG_CACHE_HOME/tenstore or ~/.cache/tenstore.
+    #[cfg(feature = "s3")]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<std::path::PathBuf>,
+    /// Bytes the cache may hold on disk (suffixes K, M, G, T: powers of
+    /// 1024); default 10G. Least recently used shards and records are
+    /// evicted to stay under it.
+    #[cfg(feature = "s3")]
+    #[arg(long, global = true, value_name = "BYTES", value_parser = tenstore::remote::parse_size)]
+    cache_size: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +74,8 @@ enum Command {
     Serve(serve::Args),
     Push(push::Args),
     Pull(pull::Args),
+    #[cfg(feature = "s3")]
+    Publish(publish::Args),
     Demo(demo::Args),
 }
 
@@ -70,6 +85,8 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stores::set_adopt(cli.adopt);
+    #[cfg(feature = "s3")]
+    stores::set_remote(cli.cache, cli.cache_size);
     let result = match cli.command {
         Command::Put(args) => put::run(args),
         Command::Get(args) => get::run(args),
@@ -83,6 +100,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Push(args) => push::run(args),
         Command::Pull(args) => pull::run(args),
+        #[cfg(feature = "s3")]
+        Command::Publish(args) => publish::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -68,7 +68,9 @@ impl ShardStore {
                             .map_err(|fault| StoreError::Corrupt {
                                 key: crate::error::escape(&e.key),
                                 what: match fault {
-                                    RecordFault::Outside => fault.to_string(),
+                                    RecordFault::Outside | RecordFault::Unavailable(_) => {
+                                        fault.to_string()
+                                    }
                                     RecordFault::Checksum { .. } => {
                                         format!("{fault}; compaction stopped, nothing changed")
                                     }

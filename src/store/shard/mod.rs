@@ -24,6 +24,7 @@ mod reader;
 mod recovery;
 mod scan;
 pub(crate) mod snapshot;
+pub(crate) mod source;
 mod store;
 pub(crate) mod table;
 mod writer;

@@ -170,7 +170,7 @@ impl ShardReader {
         }
         if matches!(self.snap.report.key_table, super::KeyTable::Used { .. }) {
             // The table spared reading the sidecars: check them too.
-            match super::snapshot::Snapshot::load_sidecars(self.snap.dir()) {
+            match self.snap.reload_sidecars() {
                 Ok(s) => problems.extend(s.report.problems().into_iter().map(|p| {
                     Problem::Load(format!(
                         "{p} (readers use the key table, which still names these samples)"
@@ -189,6 +189,11 @@ impl ShardReader {
                     problems.push(Problem::OutsideShard {
                         key: e.key.to_vec(),
                     });
+                    continue;
+                }
+                Err(RecordFault::Unavailable(err)) => {
+                    let key = crate::error::escape(&e.key);
+                    problems.push(Problem::Load(format!("sample {key}: {err}")));
                     continue;
                 }
                 Err(RecordFault::Checksum { found, committed }) => {

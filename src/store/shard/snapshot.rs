@@ -18,6 +18,7 @@ use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
 };
 use crate::store::shard::scan::scan;
+use crate::store::shard::source::ShardSource;
 use crate::store::shard::table::{self, Damaged, Table};
 use crate::store::Sample;
 
@@ -171,6 +172,8 @@ pub(crate) struct Snapshot {
     live: Arc<OnceLock<Vec<u32>>>,
     pub report: LoadReport,
     verify: bool,
+    /// Where shard bytes come from when they are not local files.
+    source: Option<Arc<dyn ShardSource>>,
 }
 
 /// The bytes of a file from `start` on.
@@ -238,6 +241,18 @@ impl Snapshot {
         Self::empty(dir, verify).refresh()
     }
 
+    /// Loads a snapshot whose shard bytes come from `source` (a remote
+    /// store's cache) rather than from shard files in `dir`.
+    pub fn load_with(
+        dir: &Path,
+        verify: bool,
+        source: Option<Arc<dyn ShardSource>>,
+    ) -> Result<Snapshot> {
+        let mut empty = Self::empty(dir, verify);
+        empty.source = source;
+        empty.refresh()
+    }
+
     fn empty(dir: &Path, verify: bool) -> Snapshot {
         Snapshot {
             dir: dir.to_owned(),
@@ -252,6 +267,7 @@ impl Snapshot {
             live: Arc::default(),
             report: LoadReport::default(),
             verify,
+            source: None,
         }
     }
 
@@ -259,6 +275,14 @@ impl Snapshot {
     /// (what `reindex` and the writer rebuild the table from).
     pub fn load_sidecars(dir: &Path) -> Result<Snapshot> {
         Self::empty(dir, false).refresh_with(false)
+    }
+
+    /// Like [`load_sidecars`](Self::load_sidecars), with this snapshot's
+    /// directory and shard source.
+    pub fn reload_sidecars(&self) -> Result<Snapshot> {
+        let mut empty = Self::empty(self.dir(), false);
+        empty.source = self.source.clone();
+        empty.refresh_with(false)
     }
 
     /// A snapshot that also sees everything committed since this one.
@@ -284,7 +308,9 @@ impl Snapshot {
                 Ok(Err(Damaged(why))) => {
                     // The table failed a check while records after it were
                     // applied: start over from the sidecars.
-                    let mut snap = Self::empty(&self.dir, self.verify).refresh_with(false)?;
+                    let mut empty = Self::empty(&self.dir, self.verify);
+                    empty.source = self.source.clone();
+                    let mut snap = empty.refresh_with(false)?;
                     snap.report.key_table = KeyTable::Ignored(format!("{}: {why}", table::TABLE));
                     return Ok(snap);
                 }
@@ -364,10 +390,15 @@ impl Snapshot {
                 .map(|r| r.offset.saturating_add(r.len))
                 .max()
                 .unwrap_or(0);
-            if view.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
-                view.map = map_shard(&self.dir.join(shard_name(no)))?;
-            }
-            let mapped = view.map.as_ref().map_or(0, |m| m.len() as u64);
+            let mapped = match &self.source {
+                Some(source) => source.shard_len(no)?,
+                None => {
+                    if view.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
+                        view.map = map_shard(&self.dir.join(shard_name(no)))?;
+                    }
+                    view.map.as_ref().map_or(0, |m| m.len() as u64)
+                }
+            };
             // Copy the index only when something new arrived.
             let index = index.get_or_insert_with(|| (*self.index).clone());
             let shadow = shadow.get_or_insert_with(|| (*self.shadow).clone());
@@ -434,6 +465,7 @@ impl Snapshot {
             live,
             report,
             verify: self.verify,
+            source: self.source.clone(),
         }))
     }
 
@@ -456,12 +488,16 @@ impl Snapshot {
         }
         let mut views = Vec::with_capacity(t.shards.len());
         for c in &t.shards {
-            let map = if c.record_end > 0 {
-                map_shard(&self.dir.join(shard_name(c.no)))?
-            } else {
-                None
+            let (map, len) = match &self.source {
+                Some(source) => (None, source.shard_len(c.no)?),
+                None if c.record_end > 0 => {
+                    let map = map_shard(&self.dir.join(shard_name(c.no)))?;
+                    let len = map.as_ref().map_or(0, |m| m.len() as u64);
+                    (map, len)
+                }
+                None => (None, 0),
             };
-            if map.as_ref().map_or(0, |m| m.len() as u64) < c.record_end {
+            if len < c.record_end {
                 return Ok(Err(format!(
                     "{name} is stale: shard {} is shorter than its records",
                     shard_name(c.no)
@@ -482,6 +518,11 @@ impl Snapshot {
         let mut out = Vec::new();
         let mut writer = None;
         let n = shards.len();
+        if self.source.is_some() {
+            // A published store is a finished one: what lies past its
+            // sidecars is not fetched to be scanned.
+            return Ok(out);
+        }
         for (pos, view) in shards.iter_mut().enumerate() {
             let path = self.dir.join(shard_name(view.no));
             let len = std::fs::metadata(&path)
@@ -605,7 +646,10 @@ impl Snapshot {
             let _ = File::open(self.dir.join(idx_name(v.no)))
                 .and_then(|f| f.take(v.idx_read).read_to_end(&mut bytes));
             table::count_sidecar_bytes(bytes.len());
-            let mapped = v.map.as_ref().map_or(0, |m| m.len() as u64);
+            let mapped = match &self.source {
+                Some(source) => source.shard_len(v.no).unwrap_or(0),
+                None => v.map.as_ref().map_or(0, |m| m.len() as u64),
+            };
             let (records, _, _) = decode_idx(&bytes, 0, MAX_KEY_LEN);
             for r in records {
                 if r.offset.checked_add(r.len).is_some_and(|e| e <= mapped) {
@@ -623,7 +667,10 @@ impl Snapshot {
         self.manifest
             .shards
             .iter()
-            .map(|&n| std::fs::metadata(self.dir.join(shard_name(n))).map_or(0, |m| m.len()))
+            .map(|&n| match &self.source {
+                Some(source) => source.shard_len(n).unwrap_or(0),
+                None => std::fs::metadata(self.dir.join(shard_name(n))).map_or(0, |m| m.len()),
+            })
             .sum()
     }
 
@@ -681,11 +728,24 @@ impl Snapshot {
         map.get(start..end)
     }
 
+    /// The record bytes at `loc`, from the shard's map or the source.
+    fn fetch_record(&self, loc: &Loc) -> std::result::Result<&[u8], RecordFault> {
+        match &self.source {
+            None => self.record(loc).ok_or(RecordFault::Outside),
+            Some(source) => {
+                let view = self.shards.get(loc.shard).ok_or(RecordFault::Outside)?;
+                source
+                    .record(view.no, loc.offset, loc.len, loc.crc)
+                    .map_err(RecordFault::Unavailable)
+            }
+        }
+    }
+
     /// The bytes of an entry's record, checked against the crc32c
     /// committed with it: the shard store's one checksum check (reads with
     /// `verify_reads`, `verify`, compaction).
     pub(crate) fn checked_record(&self, loc: &Loc) -> std::result::Result<&[u8], RecordFault> {
-        let bytes = self.record(loc).ok_or(RecordFault::Outside)?;
+        let bytes = self.fetch_record(loc)?;
         let found = crc32c::crc32c(bytes);
         if found != loc.crc {
             return Err(RecordFault::Checksum {
@@ -709,10 +769,13 @@ impl Snapshot {
         };
         let bytes = if self.verify {
             self.checked_record(loc)
-                .map_err(|fault| corrupt(fault.to_string()))?
         } else {
-            self.record(loc)
-                .ok_or_else(|| corrupt(RecordFault::Outside.to_string()))?
+            self.fetch_record(loc)
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(RecordFault::Unavailable(e)) => return Err(e),
+            Err(fault) => return Err(corrupt(fault.to_string())),
         };
         split_record(bytes, key).map_err(corrupt)
     }
@@ -871,6 +934,8 @@ pub(crate) enum RecordFault {
         /// The checksum committed with the record.
         committed: u32,
     },
+    /// Its bytes could not be fetched (a remote store's source).
+    Unavailable(StoreError),
 }
 
 impl std::fmt::Display for RecordFault {
@@ -881,6 +946,7 @@ impl std::fmt::Display for RecordFault {
                 f,
                 "checksum {found:08x} differs from the committed {committed:08x}"
             ),
+            RecordFault::Unavailable(e) => write!(f, "{e}"),
         }
     }
 }

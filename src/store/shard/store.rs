@@ -15,6 +15,7 @@ use crate::store::meta::Meta;
 use crate::store::shard::layout::{record_len, tombstone, KEY_NAME, MANIFEST, TOMB_NAME};
 use crate::store::shard::reader::ShardReader;
 use crate::store::shard::snapshot::Snapshot;
+use crate::store::shard::source::SourceFactory;
 use crate::store::shard::table;
 use crate::tensor::{AsTensorRef, TensorRef};
 
@@ -115,6 +116,9 @@ pub(super) struct Inner {
     pub(super) options: ShardOptions,
     pub(super) writer: Mutex<Option<Writer>>,
     pub(super) recovery: RecoveryReport,
+    /// Where readers' shard bytes come from when they are not local files
+    /// (a remote store's cache).
+    pub(super) source: Option<Arc<dyn SourceFactory>>,
 }
 
 impl Drop for Inner {
@@ -176,6 +180,37 @@ impl ShardStore {
                 options: options.clone(),
                 writer: Mutex::new(writer),
                 recovery,
+                source: None,
+            }),
+        })
+    }
+
+    /// Opens the shard store whose manifest, sidecars and key table are in
+    /// `dir`, read-only, its shard bytes coming from `source` (a remote
+    /// store's cache).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn open_with_source(
+        dir: &Path,
+        options: &ShardOptions,
+        source: Arc<dyn SourceFactory>,
+    ) -> Result<ShardStore> {
+        if !Self::holds(dir) {
+            return Err(StoreError::NotAStore {
+                path: dir.to_owned(),
+            });
+        }
+        Meta::check_or_create(dir, "ten", false)?;
+        Ok(ShardStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                options: ShardOptions {
+                    read_only: true,
+                    create: false,
+                    ..options.clone()
+                },
+                writer: Mutex::new(None),
+                recovery: RecoveryReport::default(),
+                source: Some(source),
             }),
         })
     }
@@ -342,7 +377,11 @@ impl ShardStore {
             w.cur.shard.flush().map_err(io_err("flushing the shard"))?;
         }
         Ok(ShardReader {
-            snap: Snapshot::load(&self.inner.dir, self.inner.options.verify_reads)?,
+            snap: Snapshot::load_with(
+                &self.inner.dir,
+                self.inner.options.verify_reads,
+                self.inner.source.as_ref().map(|f| f.source()),
+            )?,
         })
     }
 

@@ -1,0 +1,811 @@
+//! Shard stores published to object storage and read through the cache:
+//! against an S3 server on loopback (s3s + s3s-fs, in-process; moto's
+//! server when Python has it), through the library and the CLI.
+
+mod s3server;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+
+use tenstore::remote::{self, RemoteError, RemoteOptions};
+use tenstore::store::{Order, ShardOptions, Store, StoreError, StoreOptions};
+use tenstore::Tensor;
+
+fn tenstore_cmd(server: Option<&s3server::Server>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tenstore"));
+    for v in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+    ] {
+        c.env_remove(v);
+    }
+    if let Some(s) = server {
+        for (k, v) in s.env() {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.output().expect("running tenstore")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tenstore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A shard store of `n` samples (an f32 tensor of varying length and a
+/// u8 label each) in shards of about `shard_limit` bytes.
+fn make_store(dir: &Path, n: usize, shard_limit: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let store = Store::open(
+        dir,
+        &StoreOptions {
+            create: true,
+            backend: Some(tenstore::store::Backend::Shard),
+            shard: ShardOptions {
+                shard_limit,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("s{i:05}").into_bytes();
+        let data: Vec<f32> = (0..(100 + i % 37)).map(|j| (i * 1000 + j) as f32).collect();
+        let t = Tensor::new(
+            "x",
+            ndarray::ArrayD::from_shape_vec(vec![data.len()], data).unwrap(),
+        )
+        .unwrap();
+        let label = Tensor::new("label", ndarray::arr1(&[(i % 251) as u8]).into_dyn()).unwrap();
+        store.put(&key, &[t, label]).unwrap();
+        want.insert(key, Vec::new());
+    }
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(
+        dir,
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    for (k, v) in want.iter_mut() {
+        *v = encode(&r, k);
+    }
+    want
+}
+
+/// A sample's tensors, encoded.
+fn encode(r: &tenstore::store::Reader<'_>, key: &[u8]) -> Vec<u8> {
+    r.require(key).unwrap().as_bytes().to_vec()
+}
+
+fn options(server: &s3server::Server, cache: &Path, cap: u64) -> RemoteOptions {
+    RemoteOptions {
+        cache_dir: Some(cache.to_owned()),
+        cache_size: cap,
+        retries: 3,
+        s3_config: server.s3_config(),
+        ..Default::default()
+    }
+}
+
+fn url(prefix: &str) -> String {
+    format!("s3://{}/{prefix}", s3server::BUCKET)
+}
+
+/// Bytes of the files under `dir`, each rounded up to 4 KiB (what the cap
+/// counts) and as stored (apparent sizes).
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            // Files come and go while other processes use the cache.
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len().div_ceil(4096) * 4096;
+            }
+        }
+    }
+    total
+}
+
+/// [`disk_bytes`] counted under the cache's lock (which evictions and
+/// renames into place take), so no file is counted twice or missed.
+fn locked_disk_bytes(cache: &Path) -> u64 {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join(".lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    disk_bytes(cache)
+}
+
+#[test]
+fn publish_then_read_equals_local_through_library_and_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 300, 40_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+
+    let report = remote::publish(&local, &url("ds"), false, &opts).unwrap();
+    let names: Vec<&str> = report
+        .published
+        .objects
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    assert!(
+        names.iter().filter(|n| n.ends_with(".ten")).count() >= 3,
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"MANIFEST"));
+
+    // Library: every sample, by key and in an epoch, equals the local one.
+    let store = Store::open_remote(&url("ds"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    assert_eq!(r.len().unwrap(), want.len() as u64);
+    for (k, v) in &want {
+        assert_eq!(&encode(&r, k), v, "key {}", String::from_utf8_lossy(k));
+    }
+    let mut n = 0;
+    for s in r.samples(Order::Written).unwrap() {
+        let s = s.unwrap();
+        assert_eq!(s.as_bytes(), &want[s.key()][..]);
+        n += 1;
+    }
+    assert_eq!(n, want.len());
+    assert!(r.verify().unwrap().problems.is_empty());
+    drop(r);
+    drop(store);
+
+    // CLI: ls, get, info, verify, export give what they give locally.
+    let cli = |args: &[&str]| {
+        let mut c = tenstore_cmd(Some(&server));
+        c.args(["--cache", cache.to_str().unwrap()]).args(args);
+        run(c)
+    };
+    let u = url("ds");
+    let l = local.to_str().unwrap();
+    assert_eq!(ok(&cli(&["ls", &u])), ok(&cli(&["ls", l])));
+    let out = tmp.path().join("a.ten");
+    let out_l = tmp.path().join("b.ten");
+    ok(&cli(&["get", &u, "s00123", "-o", out.to_str().unwrap()]));
+    ok(&cli(&["get", l, "s00123", "-o", out_l.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out_l).unwrap());
+    ok(&cli(&["verify", &u]));
+    let info = ok(&cli(&["info", &u]));
+    assert!(info.contains("300"), "{info}");
+    let ex = tmp.path().join("ex");
+    let ex_l = tmp.path().join("ex_l");
+    ok(&cli(&["export", &u, ex.to_str().unwrap()]));
+    ok(&cli(&["export", l, ex_l.to_str().unwrap()]));
+    let list = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(&ex), list(&ex_l));
+    assert_eq!(list(&ex).len(), 300);
+}
+
+#[test]
+fn republish_needs_replace_and_lmdb_is_refused_with_the_conversion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    make_store(&local, 20, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = options(&server, &tmp.path().join("cache"), 1 << 30);
+    remote::publish(&local, &url("p"), false, &opts).unwrap();
+    let again = remote::publish(&local, &url("p"), false, &opts).unwrap_err();
+    assert!(
+        matches!(again, RemoteError::AlreadyPublished { .. }),
+        "{again}"
+    );
+    assert!(again.to_string().contains("--replace"));
+
+    // Replace with a bigger store: readers see the new one.
+    let bigger = tmp.path().join("bigger");
+    make_store(&bigger, 50, 1 << 20);
+    remote::publish(&bigger, &url("p"), true, &opts).unwrap();
+    let store = Store::open_remote(&url("p"), &opts, &StoreOptions::default()).unwrap();
+    assert_eq!(store.reader().unwrap().len().unwrap(), 50);
+
+    let lmdb = tmp.path().join("lmdb");
+    let s = Store::open(
+        &lmdb,
+        &StoreOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.put(
+        b"k",
+        &[Tensor::new("a", ndarray::arr1(&[1u8]).into_dyn()).unwrap()],
+    )
+    .unwrap();
+    drop(s);
+    let e = remote::publish(&lmdb, &url("l"), false, &opts).unwrap_err();
+    assert!(matches!(e, RemoteError::NotShardStore { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("tenstore import --create --backend ten"),
+        "{e}"
+    );
+
+    // Nothing published: a clear error.
+    let e = Store::open_remote(&url("nothing"), &opts, &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no published tenstore"), "{e}");
+}
+
+#[test]
+fn publish_and_read_a_file_url_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 40, 8_000);
+    let dest = format!("file://{}", tmp.path().join("pub").display());
+    let cache = tmp.path().join("cache");
+    let mut c = tenstore_cmd(None);
+    c.args(["publish", local.to_str().unwrap(), &dest]);
+    let out = ok(&run(c));
+    assert!(out.contains("published"), "{out}");
+    let mut c = tenstore_cmd(None);
+    c.args(["publish", local.to_str().unwrap(), &dest]);
+    let again = run(c);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
+    let mut c = tenstore_cmd(None);
+    c.args(["--cache", cache.to_str().unwrap(), "ls", &dest]);
+    let keys: Vec<String> = ok(&run(c)).lines().map(str::to_owned).collect();
+    let want_keys: Vec<String> = want
+        .keys()
+        .map(|k| String::from_utf8(k.clone()).unwrap())
+        .collect();
+    assert_eq!(keys, want_keys);
+    // Writing to a URL is refused.
+    let mut c = tenstore_cmd(None);
+    c.args(["rm", &dest, "s00001"]);
+    let rm = run(c);
+    assert!(!rm.status.success());
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("read-only"));
+}
+
+#[test]
+fn the_cache_never_exceeds_its_cap_across_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 240, 12_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    // Far less than the store: metadata plus a few shards.
+    let store_bytes = disk_bytes(&local);
+    let meta_bytes: u64 = std::fs::read_dir(&local)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".ten"))
+        .map(|e| e.metadata().unwrap().len().div_ceil(4096) * 4096)
+        .sum();
+    let cap = meta_bytes + 6 * 16384;
+    // Room for less than half the shards beside the metadata.
+    assert!(
+        cap - meta_bytes < (store_bytes - meta_bytes) / 2,
+        "{cap} vs {store_bytes}"
+    );
+    let opts = options(&server, &cache, cap);
+    remote::publish(&local, &url("cap"), false, &opts).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, cache) = (stop.clone(), cache.clone());
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(Ordering::SeqCst) {
+                max = max.max(locked_disk_bytes(&cache));
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            max.max(locked_disk_bytes(&cache))
+        })
+    };
+    // Other processes: random gets and full scans through the same cache.
+    let keys: Vec<String> = want
+        .keys()
+        .map(|k| String::from_utf8(k.clone()).unwrap())
+        .collect();
+    let mut children = Vec::new();
+    let mut outs = Vec::new();
+    for p in 0..3 {
+        let mut c = tenstore_cmd(Some(&server));
+        c.args([
+            "--cache",
+            cache.to_str().unwrap(),
+            "--cache-size",
+            &cap.to_string(),
+        ]);
+        if p == 0 {
+            c.args(["verify", &url("cap")]);
+        } else {
+            let out = tmp.path().join(format!("o{p}.ten"));
+            c.args([
+                "get",
+                &url("cap"),
+                &keys[p * 97],
+                "-o",
+                out.to_str().unwrap(),
+            ]);
+            outs.push((out, keys[p * 97].clone()));
+        }
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        children.push(c.spawn().unwrap());
+    }
+    // This process: random gets, each reader short-lived, and scans.
+    let mut rng = 12345u64;
+    for round in 0..4 {
+        let store = Store::open_remote(&url("cap"), &opts, &StoreOptions::default()).unwrap();
+        let r = store.reader().unwrap();
+        for _ in 0..20 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = &keys[(rng >> 33) as usize % keys.len()];
+            assert_eq!(&encode(&r, k.as_bytes()), &want[k.as_bytes()]);
+        }
+        if round % 2 == 1 {
+            drop(r);
+            let r = store.reader().unwrap();
+            let plan = r.plan(tenstore::PlanConfig::default()).unwrap();
+            let mut n = 0;
+            for s in r.plan_samples(&plan).unwrap() {
+                let s = s.unwrap();
+                assert_eq!(s.as_bytes(), &want[s.key()][..]);
+                n += 1;
+                if n == 100 {
+                    break;
+                }
+            }
+        }
+        assert!(locked_disk_bytes(&cache) <= cap);
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (out, key) in outs {
+        assert_eq!(std::fs::read(out).unwrap(), want[key.as_bytes()]);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let max = watcher.join().unwrap();
+    assert!(
+        max <= cap,
+        "the cache reached {max} bytes, over its cap of {cap}"
+    );
+    assert!(max > cap / 4, "the cache was barely used ({max} bytes)");
+    assert!(remote::cache_usage(&cache).unwrap() <= cap);
+}
+
+#[test]
+fn wrong_bytes_from_a_ranged_get_are_caught_and_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 50, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = options(&server, &tmp.path().join("cache"), 1 << 30);
+    remote::publish(&local, &url("c"), false, &opts).unwrap();
+    let store = Store::open_remote(&url("c"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+
+    // One bad answer: retried, the right bytes come back.
+    server.faults.corrupt_ranges.store(1, Ordering::SeqCst);
+    let before = server.faults.range_gets.load(Ordering::SeqCst);
+    assert_eq!(encode(&r, b"s00007"), want[&b"s00007"[..]]);
+    assert_eq!(server.faults.range_gets.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(server.faults.corrupt_ranges.load(Ordering::SeqCst), 0);
+
+    // Wrong every time: a clear error, and nothing cached.
+    server
+        .faults
+        .corrupt_ranges
+        .store(u64::MAX, Ordering::SeqCst);
+    let e = r.get(b"s00011").err().unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("wrong bytes") && msg.contains("crc32c"),
+        "{msg}"
+    );
+    server.faults.corrupt_ranges.store(0, Ordering::SeqCst);
+    assert_eq!(encode(&r, b"s00011"), want[&b"s00011"[..]]);
+}
+
+#[test]
+fn slow_down_answers_are_backed_off_and_a_dead_server_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 30, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("r"), false, &opts).unwrap();
+
+    server.faults.fail_503.store(2, Ordering::SeqCst);
+    let store = Store::open_remote(&url("r"), &opts, &StoreOptions::default()).unwrap();
+    assert_eq!(server.faults.served_503.load(Ordering::SeqCst), 2);
+    let r = store.reader().unwrap();
+    server.faults.fail_503.store(2, Ordering::SeqCst);
+    assert_eq!(encode(&r, b"s00003"), want[&b"s00003"[..]]);
+    assert_eq!(server.faults.served_503.load(Ordering::SeqCst), 4);
+
+    // More 503s than retries: the error says what failed.
+    server.faults.fail_503.store(100, Ordering::SeqCst);
+    let e = r.get(b"s00004").err().unwrap();
+    assert!(e.to_string().contains("after the retries"), "{e}");
+    server.faults.fail_503.store(0, Ordering::SeqCst);
+
+    // The server goes away: opening fails with a clear error.
+    server.stop();
+    let fresh = tmp.path().join("cache2");
+    let e = Store::open_remote(
+        &url("r"),
+        &options_at(&opts, &fresh),
+        &StoreOptions::default(),
+    )
+    .err()
+    .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("GET") && msg.contains("after the retries"),
+        "{msg}"
+    );
+    assert!(matches!(e, StoreError::Remote(_)));
+}
+
+fn options_at(opts: &RemoteOptions, cache: &Path) -> RemoteOptions {
+    RemoteOptions {
+        cache_dir: Some(cache.to_owned()),
+        ..opts.clone()
+    }
+}
+
+/// Every cache entry is a correct copy: whole shards and ranged records
+/// match the published bytes.
+fn check_entries(cache: &Path, local: &Path) {
+    for store_dir in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        if !store_dir.path().is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(store_dir.path()).unwrap().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            if e.path().is_file() && !name.starts_with('.') && name != "tenstore-published.json" {
+                assert_eq!(
+                    std::fs::read(e.path()).unwrap(),
+                    std::fs::read(local.join(&name)).unwrap(),
+                    "cache entry {name}"
+                );
+            }
+        }
+        let ranges = store_dir.path().join(".ranges");
+        for e in std::fs::read_dir(&ranges).into_iter().flatten().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            let mut parts = name.rsplitn(3, '.');
+            let len: usize = parts.next().unwrap().parse().unwrap();
+            let off: usize = parts.next().unwrap().parse().unwrap();
+            let shard = std::fs::read(local.join(parts.next().unwrap())).unwrap();
+            assert_eq!(
+                std::fs::read(e.path()).unwrap(),
+                &shard[off..off + len],
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kill_during_a_download_leaves_no_bad_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 400, 400_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("k"), false, &opts).unwrap();
+    // The store's metadata is in the cache.
+    drop(Store::open_remote(&url("k"), &opts, &StoreOptions::default()).unwrap());
+
+    // A scan in another process, killed with SIGKILL part way (whenever
+    // that is: the checks hold at any point).
+    for delay_ms in [5u64, 30, 80] {
+        let mut c = tenstore_cmd(Some(&server));
+        c.args(["--cache", cache.to_str().unwrap(), "verify", &url("k")]);
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        check_entries(&cache, &local);
+    }
+    // What a kill mid-download leaves: a partial temporary file. Reopening
+    // reads every sample right and never takes it for an entry.
+    let store_dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".ten"))
+        .collect();
+    names.sort();
+    let first = names[0].clone();
+    let shard = store_dir.join(&first);
+    let _ = std::fs::remove_file(&shard);
+    std::fs::create_dir_all(store_dir.join(".tmp")).unwrap();
+    std::fs::write(store_dir.join(".tmp").join(&first), b"partial garbage").unwrap();
+    let store = Store::open_remote(&url("k"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    let mut n = 0;
+    for s in r.samples(Order::Written).unwrap() {
+        let s = s.unwrap();
+        assert_eq!(s.as_bytes(), &want[s.key()][..]);
+        n += 1;
+    }
+    assert_eq!(n, want.len());
+    check_entries(&cache, &local);
+    assert_eq!(
+        std::fs::read(&shard).unwrap(),
+        std::fs::read(local.join(&first)).unwrap()
+    );
+}
+
+#[test]
+fn a_sequential_epoch_fetches_whole_shards_and_random_gets_fetch_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    make_store(&local, 300, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = options(&server, &tmp.path().join("cache"), 1 << 30);
+    let report = remote::publish(&local, &url("q"), false, &opts).unwrap();
+    let shards = report
+        .published
+        .objects
+        .iter()
+        .filter(|o| o.name.ends_with(".ten"))
+        .count() as u64;
+    let store = Store::open_remote(&url("q"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    let (w0, g0) = (
+        server.faults.whole_gets.load(Ordering::SeqCst),
+        server.faults.range_gets.load(Ordering::SeqCst),
+    );
+    assert_eq!(r.samples(Order::Written).unwrap().count(), 300);
+    let whole = server.faults.whole_gets.load(Ordering::SeqCst) - w0;
+    let ranged = server.faults.range_gets.load(Ordering::SeqCst) - g0;
+    // Each shard once (a prefetch and the reader never both fetch it); a
+    // few ranged GETs before the pass is seen to be sequential.
+    assert_eq!(whole, shards, "whole-shard GETs");
+    assert!(ranged <= 3, "{ranged} ranged GETs in a sequential pass");
+    drop(r);
+    drop(store);
+
+    let cache2 = tmp.path().join("cache2");
+    let store = Store::open_remote(
+        &url("q"),
+        &options_at(&opts, &cache2),
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    let r = store.reader().unwrap();
+    let w0 = server.faults.whole_gets.load(Ordering::SeqCst);
+    let g0 = server.faults.range_gets.load(Ordering::SeqCst);
+    for k in ["s00200", "s00013", "s00150", "s00099"] {
+        r.require(k.as_bytes()).unwrap();
+    }
+    assert_eq!(server.faults.range_gets.load(Ordering::SeqCst) - g0, 4);
+    assert_eq!(server.faults.whole_gets.load(Ordering::SeqCst) - w0, 0);
+}
+
+/// moto's S3 server (PyPI `moto[server]`), when the test Python has it: a
+/// second implementation of the protocol.
+#[test]
+fn publish_and_read_against_moto() {
+    let python = std::env::var_os("TENSTORE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let has_moto = Command::new(&python)
+        .args(["-c", "import moto.server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_moto,
+        "{} has no moto: install tests/py/requirements.txt into it (./scripts/test does), \
+         or set TENSTORE_PYTHON to a Python with moto[server]",
+        python.display()
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let moto = Command::new(&python)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(moto);
+    // Wait for it, then make the bucket (moto checks no signatures).
+    let mut made = false;
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let req = format!("PUT /motobucket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            assert!(
+                resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+                "{resp}"
+            );
+            made = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(made, "moto's server did not start");
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 60, 10_000);
+    let opts = RemoteOptions {
+        cache_dir: Some(tmp.path().join("cache")),
+        retries: 2,
+        s3_config: vec![
+            ("aws_endpoint".into(), format!("http://127.0.0.1:{port}")),
+            ("aws_allow_http".into(), "true".into()),
+            ("aws_access_key_id".into(), "testing".into()),
+            ("aws_secret_access_key".into(), "testing".into()),
+            ("aws_region".into(), "us-east-1".into()),
+        ],
+        ..Default::default()
+    };
+    let u = "s3://motobucket/data/set";
+    remote::publish(&local, u, false, &opts).unwrap();
+    let store = Store::open_remote(u, &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    for (k, v) in &want {
+        assert_eq!(&encode(&r, k), v);
+    }
+    assert_eq!(r.samples(Order::Written).unwrap().count(), want.len());
+}
+
+#[test]
+fn metadata_of_stores_nobody_has_open_is_evicted_and_of_open_ones_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    make_store(&local, 20, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let big = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("a"), false, &big).unwrap();
+    remote::publish(&local, &url("b"), false, &big).unwrap();
+    let a = Store::open_remote(&url("a"), &big, &StoreOptions::default()).unwrap();
+    let one = remote::cache_usage(&cache).unwrap();
+    assert!(one > 0);
+    // Room for one store's metadata and most of a second's.
+    let small = options(&server, &cache, 2 * one - 4096);
+
+    // While `a` is open, its metadata stays: `b` does not fit.
+    let e = Store::open_remote(&url("b"), &small, &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("--cache-size"), "{e}");
+    assert!(remote::cache_usage(&cache).unwrap() <= 2 * one - 4096);
+    assert_eq!(a.reader().unwrap().len().unwrap(), 20);
+
+    // Closed, it gives way.
+    drop(a);
+    let b = Store::open_remote(&url("b"), &small, &StoreOptions::default()).unwrap();
+    assert_eq!(b.reader().unwrap().len().unwrap(), 20);
+    assert!(remote::cache_usage(&cache).unwrap() <= 2 * one - 4096);
+    let a = Store::open_remote(&url("a"), &big, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        a.reader().unwrap().require(b"s00003").unwrap().key(),
+        b"s00003"
+    );
+}
+
+#[test]
+fn a_body_cut_mid_download_is_fetched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 120, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = RemoteOptions {
+        prefetch: 0,
+        ..options(&server, &tmp.path().join("cache"), 1 << 30)
+    };
+    let report = remote::publish(&local, &url("cut"), false, &opts).unwrap();
+    let shards = report
+        .published
+        .objects
+        .iter()
+        .filter(|o| o.name.ends_with(".ten"))
+        .count() as u64;
+    let store = Store::open_remote(&url("cut"), &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    let w0 = server.faults.whole_gets.load(Ordering::SeqCst);
+    server.faults.cut_bodies.store(1, Ordering::SeqCst);
+    let mut n = 0;
+    for s in r.samples(Order::Written).unwrap() {
+        let s = s.unwrap();
+        assert_eq!(s.as_bytes(), &want[s.key()][..]);
+        n += 1;
+    }
+    assert_eq!(n, want.len());
+    assert_eq!(
+        server.faults.cut_bodies.load(Ordering::SeqCst),
+        0,
+        "no body was cut"
+    );
+    assert_eq!(
+        server.faults.whole_gets.load(Ordering::SeqCst) - w0,
+        shards + 1
+    );
+}
