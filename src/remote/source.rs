@@ -244,26 +244,36 @@ struct Arena {
 
 impl Arena {
     /// The bytes of record `key` if this arena holds them.
-    fn get<'a>(&self, key: (u32, u64, u64)) -> Option<&'a [u8]> {
+    ///
+    /// # Safety
+    /// The returned borrow must not outlive the arena (callers tie it to
+    /// their `ReaderSource`, which owns the arena).
+    unsafe fn get<'a>(&self, key: (u32, u64, u64)) -> Option<&'a [u8]> {
         let &(c, start) = self.records.get(&key)?;
         let chunk = &self.chunks[c];
         // SAFETY: `place` wrote `key.2` bytes at `start` of chunk `c`,
         // below its `used` mark, so they lie in the chunk's map, which
         // lives (its pages unmoved when the `Chunk` value moves in the
-        // vector) until the source drops: the returned borrow is tied to
-        // the source by the callers. Those bytes are never written again.
+        // vector, chunks never removed) as long as the arena: the caller
+        // keeps the borrow within that. Those bytes are never written
+        // again, so no mutable access aliases the borrow.
         Some(unsafe { std::slice::from_raw_parts(chunk.base.add(start), key.2 as usize) })
     }
 
     /// Copies record `key` (`bytes`) into the arena unless that would
     /// make it hold more than `limit` bytes.
-    fn place<'a>(
+    ///
+    /// # Safety
+    /// As for [`get`](Self::get): the returned borrow must not outlive
+    /// the arena.
+    unsafe fn place<'a>(
         &mut self,
         key: (u32, u64, u64),
         bytes: &[u8],
         limit: u64,
     ) -> Result<&'a [u8], RemoteError> {
-        if let Some(b) = self.get(key) {
+        // SAFETY: the caller keeps the borrow within the arena's life.
+        if let Some(b) = unsafe { self.get(key) } {
             return Ok(b);
         }
         let len = bytes.len();
@@ -313,7 +323,8 @@ impl Arena {
         chunk.used = start + len;
         self.held += need;
         self.records.insert(key, (c, start));
-        Ok(self.get(key).unwrap_or_default())
+        // SAFETY: the caller keeps the borrow within the arena's life.
+        Ok(unsafe { self.get(key) }.unwrap_or_default())
     }
 }
 
@@ -415,12 +426,14 @@ impl ReaderSource {
 
     fn range(&self, no: u32, offset: u64, len: u64, crc: u32) -> Result<&[u8]> {
         let key = (no, offset, len);
-        if let Some(b) = self
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
+        // SAFETY: the arena is `self.records`, owned by this source, and
+        // the borrow returned is tied to `&self`.
+        if let Some(b) = unsafe {
+            self.records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+        } {
             return Ok(b);
         }
         let limit = self.shared.reader_memory;
@@ -454,11 +467,15 @@ impl ReaderSource {
                 b
             }
         };
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .place(key, &bytes, limit)
-            .map_err(store_err)
+        // SAFETY: as above, the borrow returned is tied to `&self`, which
+        // owns the arena.
+        unsafe {
+            self.records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .place(key, &bytes, limit)
+        }
+        .map_err(store_err)
     }
 }
 
