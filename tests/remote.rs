@@ -809,3 +809,303 @@ fn a_body_cut_mid_download_is_fetched_again() {
         shards + 1
     );
 }
+
+/// `opts` with a reader bound of `bytes`.
+fn bounded(opts: &RemoteOptions, bytes: u64) -> RemoteOptions {
+    RemoteOptions {
+        reader_memory: bytes,
+        ..opts.clone()
+    }
+}
+
+/// A reader's bound on records fetched by ranged GETs (issue: one
+/// anonymous map per record, kept until the reader dropped, grew without
+/// bound and hit vm.max_map_count): past it a read is a clear error, and a
+/// fresh reader starts from nothing.
+#[test]
+fn a_reader_past_its_bound_of_ranged_records_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 120, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = options(&server, &tmp.path().join("cache"), 1 << 30);
+    remote::publish(&local, &url("b"), false, &opts).unwrap();
+    let bound = 16 << 10;
+    let store =
+        Store::open_remote(&url("b"), &bounded(&opts, bound), &StoreOptions::default()).unwrap();
+    let tenstore::store::Reader::Shard(r) = store.reader().unwrap() else {
+        panic!("a remote store is a shard store");
+    };
+    assert_eq!(r.held_bytes(), 0);
+    assert!(!r.needs_renewal());
+    // Backwards: never a front-to-back pass, so every record is ranged.
+    let keys: Vec<&Vec<u8>> = want.keys().rev().collect();
+    let g0 = server.faults.range_gets.load(Ordering::SeqCst);
+    let mut read = 0;
+    let err = loop {
+        let k = keys[read];
+        match r.get(k) {
+            Ok(s) => {
+                assert_eq!(s.unwrap().as_bytes(), &want[k][..]);
+                read += 1;
+                assert!(
+                    read < keys.len(),
+                    "every record read under a {bound}-byte bound"
+                );
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        server.faults.range_gets.load(Ordering::SeqCst) - g0,
+        read as u64,
+        "one ranged GET per record read, none for the refused one"
+    );
+    let held = r.held_bytes();
+    assert!(held <= bound && held > bound / 2, "held {held}");
+    assert!(r.needs_renewal());
+    match &err {
+        StoreError::Remote(e) => match &**e {
+            RemoteError::ReaderFull {
+                held: h,
+                need,
+                limit,
+            } => {
+                assert_eq!((*h, *limit), (held, bound));
+                assert!(h + need > bound);
+            }
+            other => panic!("{other}"),
+        },
+        other => panic!("{other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("fresh reader") && msg.contains("--reader-memory"),
+        "{msg}"
+    );
+    // Records read before stay readable (samples borrow them), without
+    // another GET.
+    let g1 = server.faults.range_gets.load(Ordering::SeqCst);
+    assert_eq!(
+        r.get(keys[0]).unwrap().unwrap().as_bytes(),
+        &want[keys[0]][..]
+    );
+    assert_eq!(server.faults.range_gets.load(Ordering::SeqCst), g1);
+    // A fresh reader holds nothing and reads the refused record.
+    let tenstore::store::Reader::Shard(fresh) = store.reader().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(fresh.held_bytes(), 0);
+    let k = keys[read];
+    assert_eq!(fresh.get(k).unwrap().unwrap().as_bytes(), &want[k][..]);
+    assert!(fresh.held_bytes() >= want[k].len() as u64);
+
+    // A local store holds nothing and never asks for renewal.
+    let local_store = Store::open(
+        &local,
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tenstore::store::Reader::Shard(lr) = local_store.reader().unwrap() else {
+        unreachable!()
+    };
+    for k in &keys {
+        lr.get(k).unwrap().unwrap();
+    }
+    assert_eq!(lr.held_bytes(), 0);
+    assert!(!lr.needs_renewal());
+}
+
+/// A `tenstore` process started by a test, killed when dropped.
+struct Child {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Child {
+    /// Starts `tenstore ARGS` and returns it with the endpoint of its first
+    /// line, which starts with `prefix`.
+    fn start(server: &s3server::Server, args: &[&str], prefix: &str) -> (Child, String) {
+        use std::io::BufRead;
+        let mut c = tenstore_cmd(Some(server));
+        c.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = c.spawn().expect("starting tenstore");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let endpoint = line
+            .strip_prefix(prefix)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("first line {line:?}"))
+            .to_owned();
+        (Child { child, stdout }, endpoint)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tenstore push` of a remote store read by ranged GETs under a small
+/// reader bound takes fresh readers as it goes and sends every sample
+/// exactly once, in the plan's order.
+#[test]
+fn push_of_a_remote_store_renews_its_reader_and_sends_each_sample_once() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let n = 150;
+    let want = make_store(&local, n, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("p"), false, &opts).unwrap();
+    let bound: u64 = 16 << 10;
+    let total: u64 = want.values().map(|v| v.len() as u64).sum();
+    assert!(total > 4 * bound, "the test needs several renewals");
+    let g0 = server.faults.range_gets.load(Ordering::SeqCst);
+    let (mut push, endpoint) = Child::start(
+        &server,
+        &[
+            "push",
+            &url("p"),
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--shuffle",
+            "--seed",
+            "3",
+            "--key-tensor",
+            "__key__",
+            "--cache",
+            cache.to_str().unwrap(),
+            // Whole shards (about 30 KB) do not fit: records are ranged.
+            "--cache-size",
+            "96K",
+            "--reader-memory",
+            &bound.to_string(),
+        ],
+        "tenstore push: pushing on ",
+    );
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_rcvtimeo(60_000).unwrap();
+    pull.set_linger(0).unwrap();
+    pull.connect(&endpoint).unwrap();
+    let local_store = Store::open(
+        &local,
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let lr = local_store.reader().unwrap();
+    let plan = lr
+        .plan(tenstore::PlanConfig {
+            seed: 3,
+            shuffle: tenstore::plan::Shuffle::Full,
+            ..Default::default()
+        })
+        .unwrap();
+    let order: Vec<Vec<u8>> = lr
+        .plan_samples(&plan)
+        .unwrap()
+        .map(|s| s.unwrap().key().to_vec())
+        .collect();
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let frames = tenstore::net::zrecv_multipart(&pull, 0).unwrap();
+        let tensors: Vec<_> = frames.iter().collect();
+        let key = tensors
+            .iter()
+            .find(|t| t.name() == "__key__")
+            .expect("the key tensor")
+            .data()
+            .to_vec();
+        let sample = lr.require(&key).unwrap();
+        let expected: Vec<(&str, &[u8])> = sample
+            .tensors()
+            .iter()
+            .map(|t| (t.name(), t.data()))
+            .collect();
+        let sent: Vec<(&str, &[u8])> = tensors
+            .iter()
+            .filter(|t| t.name() != "__key__")
+            .map(|t| (t.name(), t.data()))
+            .collect();
+        assert_eq!(sent, expected, "sample {}", key.escape_ascii());
+        got.push(key);
+    }
+    assert_eq!(got, order, "every sample once, in the plan's order");
+    let status = push.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut last = String::new();
+    push.stdout.read_line(&mut last).unwrap();
+    assert_eq!(last.trim(), format!("tenstore push: sent {n} samples"));
+    // Every record came by a ranged GET (some more than once: a renewal
+    // drops what the old reader held), more than one reader may hold.
+    let ranged = server.faults.range_gets.load(Ordering::SeqCst) - g0;
+    assert!(ranged >= n as u64, "{ranged} ranged GETs");
+}
+
+/// `tenstore serve` on a remote store answers more `get`s, each fetched
+/// by a ranged GET, than one reader may hold records for.
+#[test]
+fn serve_of_a_remote_store_answers_past_one_readers_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 150, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("v"), false, &opts).unwrap();
+    let bound: u64 = 16 << 10;
+    let total: u64 = want.values().map(|v| v.len() as u64).sum();
+    assert!(total > 4 * bound, "the test needs several renewals");
+    let (_serve, endpoint) = Child::start(
+        &server,
+        &[
+            "serve",
+            &url("v"),
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--reader-memory",
+            &bound.to_string(),
+        ],
+        "tenstore serve: listening on ",
+    );
+    let ctx = zmq::Context::new();
+    let req = ctx.socket(zmq::REQ).unwrap();
+    req.set_rcvtimeo(60_000).unwrap();
+    req.set_linger(0).unwrap();
+    req.connect(&endpoint).unwrap();
+    let g0 = server.faults.range_gets.load(Ordering::SeqCst);
+    // Backwards, one key a request: every record by a ranged GET.
+    for (k, v) in want.iter().rev() {
+        req.send_multipart([&b"get"[..], &k[..]], 0).unwrap();
+        let reply = req.recv_multipart(0).unwrap();
+        assert_eq!(
+            reply[0],
+            b"ok",
+            "get {}: {:?}",
+            k.escape_ascii(),
+            reply
+                .get(1)
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+        );
+        assert_eq!(reply.len(), 2);
+        assert_eq!(&reply[1], v);
+    }
+    let ranged = server.faults.range_gets.load(Ordering::SeqCst) - g0;
+    assert!(ranged >= want.len() as u64, "{ranged} ranged GETs");
+}

@@ -102,6 +102,18 @@ pub enum RemoteError {
         pinned: u64,
     },
 
+    /// A reader already holds as many bytes of records fetched by ranged
+    /// GETs as it may (its samples borrow them until it is dropped).
+    #[error("this reader holds {held} bytes of records fetched by ranged reads, and {need} more would pass its bound of {limit} bytes; take a fresh reader (dropping this one frees them) or raise the bound (--reader-memory)")]
+    ReaderFull {
+        /// Bytes the reader holds.
+        held: u64,
+        /// Bytes the next record needs.
+        need: u64,
+        /// The bound.
+        limit: u64,
+    },
+
     /// A local file operation of the cache or the publisher failed.
     #[error("{context}: {source}")]
     Io {

@@ -42,6 +42,9 @@ use crate::store::shard::{ShardOptions, ShardStore};
 /// The default cache cap: 10 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
+/// The default bound of ranged records one reader holds: 256 MiB.
+pub const DEFAULT_READER_MEMORY: u64 = 256 << 20;
+
 /// How to reach object storage and where to cache.
 #[derive(Clone, Debug)]
 pub struct RemoteOptions {
@@ -57,6 +60,13 @@ pub struct RemoteOptions {
     pub request_timeout: Duration,
     /// Whole shards fetched ahead of a sequential reader (default 4).
     pub prefetch: usize,
+    /// Bytes of records fetched by ranged GETs that one reader may hold
+    /// (default 256 MiB). Its samples borrow them, so they stay in memory
+    /// until the reader is dropped; a read past this bound fails with
+    /// [`RemoteError::ReaderFull`] instead of exhausting memory. A
+    /// long-lived reader renews itself before the bound
+    /// ([`ShardReader::needs_renewal`](crate::store::shard::ShardReader::needs_renewal)).
+    pub reader_memory: u64,
     /// S3 settings applied over the environment's, as object_store
     /// configuration keys (`aws_endpoint`, `aws_allow_http`, ...).
     pub s3_config: Vec<(String, String)>,
@@ -70,6 +80,7 @@ impl Default for RemoteOptions {
             retries: 8,
             request_timeout: Duration::from_secs(600),
             prefetch: 4,
+            reader_memory: DEFAULT_READER_MEMORY,
             s3_config: Vec::new(),
         }
     }
@@ -193,7 +204,7 @@ pub fn open(
         dir.clone(),
         shards,
         manifest.shards,
-        options.prefetch,
+        options,
         held,
     ));
     Ok(ShardStore::open_with_source(

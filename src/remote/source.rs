@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub order: Vec<u32>,
     /// Whole shards fetched ahead of a sequential reader.
     pub prefetch: usize,
+    /// Bytes of ranged records one reader may hold (see [`Arena`]).
+    pub reader_memory: u64,
     /// Shards being prefetched.
     inflight: Mutex<HashSet<u32>>,
     /// Keeps the store's metadata in the cache while it is open.
@@ -49,7 +51,7 @@ impl Shared {
         dir: PathBuf,
         shards: HashMap<u32, (u64, u32)>,
         order: Vec<u32>,
-        prefetch: usize,
+        options: &super::RemoteOptions,
         held: std::fs::File,
     ) -> Shared {
         let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, bytes::Bytes)>();
@@ -73,7 +75,8 @@ impl Shared {
             dir,
             shards,
             order,
-            prefetch,
+            prefetch: options.prefetch,
+            reader_memory: options.reader_memory,
             inflight: Mutex::default(),
             _held: held,
             writes: Mutex::new(tx),
@@ -181,22 +184,157 @@ struct Seq {
 /// fetched, kept (and the shards locked against eviction) until the
 /// reader is dropped, since its samples borrow them. A reader maps whole
 /// shards up to half the cache's cap; past that it reads records by
-/// ranged GETs (kept in memory), so a long pass never starves other
-/// readers of cache room.
+/// ranged GETs into its [`Arena`] (in memory, bounded by
+/// `Shared::reader_memory`), so a long pass never starves other readers
+/// of cache room.
 pub(crate) struct ReaderSource {
     shared: Arc<Shared>,
     shards: Mutex<HashMap<u32, Box<Pinned>>>,
-    records: Mutex<HashMap<(u32, u64, u64), Mmap>>,
+    records: Mutex<Arena>,
     seq: Mutex<Seq>,
 }
 
-/// Extends a borrow of bytes held by a [`ReaderSource`] to the source's
-/// own lifetime.
+/// Size of the arena's chunks (a record larger than this gets a chunk of
+/// its own size).
+const CHUNK: usize = 16 << 20;
+
+/// A ranged record is placed at an arena address congruent to its shard
+/// offset modulo this. Chunks start on page boundaries, so every tensor
+/// keeps the alignment it has within its shard up to 64 bytes: payloads
+/// are 16-byte aligned in shards (`ShardReader`'s zero-copy views need
+/// no more), and 64 covers any cache-line alignment a writer chose, while
+/// wasting at most 63 bytes per record (page-aligning would waste up to
+/// 4 KiB per small record).
+const ALIGN: u64 = 64;
+
+/// One page-aligned anonymous chunk of an [`Arena`].
+struct Chunk {
+    /// Owns the pages. Never read or written through again after `base`
+    /// is taken (every access goes through `base`), and never dropped
+    /// before its reader source.
+    _map: MmapMut,
+    /// The chunk's first byte.
+    base: *mut u8,
+    /// The chunk's length.
+    len: usize,
+    /// Bytes from `base` on that are handed out; the rest is unwritten
+    /// and unborrowed.
+    used: usize,
+}
+
+// SAFETY: `base` points into the anonymous map `_map` owns, which is not
+// tied to any thread; the chunk is only reached through the reader
+// source's `Mutex<Arena>`, so moving it to another thread shares nothing
+// unsynchronized.
+unsafe impl Send for Chunk {}
+
+/// The records a reader has fetched by ranged GETs, copied into larger
+/// anonymous chunks (one map per record would exhaust the process's map
+/// count after ~65,000 records). Append-only: a chunk is never removed,
+/// and bytes below a chunk's `used` mark are never written again, so a
+/// record's bytes stay valid and unchanged as long as the source lives.
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Chunk>,
+    /// Record `(shard, offset, len)` -> (chunk, start within it).
+    records: HashMap<(u32, u64, u64), (usize, usize)>,
+    /// Bytes taken in the chunks (records and their alignment padding).
+    held: u64,
+}
+
+impl Arena {
+    /// The bytes of record `key` if this arena holds them.
+    ///
+    /// # Safety
+    /// The returned borrow must not outlive the arena (callers tie it to
+    /// their `ReaderSource`, which owns the arena).
+    unsafe fn get<'a>(&self, key: (u32, u64, u64)) -> Option<&'a [u8]> {
+        let &(c, start) = self.records.get(&key)?;
+        let chunk = &self.chunks[c];
+        // SAFETY: `place` wrote `key.2` bytes at `start` of chunk `c`,
+        // below its `used` mark, so they lie in the chunk's map, which
+        // lives (its pages unmoved when the `Chunk` value moves in the
+        // vector, chunks never removed) as long as the arena: the caller
+        // keeps the borrow within that. Those bytes are never written
+        // again, so no mutable access aliases the borrow.
+        Some(unsafe { std::slice::from_raw_parts(chunk.base.add(start), key.2 as usize) })
+    }
+
+    /// Copies record `key` (`bytes`) into the arena unless that would
+    /// make it hold more than `limit` bytes.
+    ///
+    /// # Safety
+    /// As for [`get`](Self::get): the returned borrow must not outlive
+    /// the arena.
+    unsafe fn place<'a>(
+        &mut self,
+        key: (u32, u64, u64),
+        bytes: &[u8],
+        limit: u64,
+    ) -> Result<&'a [u8], RemoteError> {
+        // SAFETY: the caller keeps the borrow within the arena's life.
+        if let Some(b) = unsafe { self.get(key) } {
+            return Ok(b);
+        }
+        let len = bytes.len();
+        let want = (key.1 % ALIGN) as usize;
+        // Padding so that the start is congruent to `want` modulo ALIGN.
+        let pad_at = |used: usize| (want + ALIGN as usize - used % ALIGN as usize) % ALIGN as usize;
+        let fits = self.chunks.last().and_then(|c| {
+            let start = c.used.checked_add(pad_at(c.used))?;
+            (start.checked_add(len)? <= c.len).then_some(start)
+        });
+        let (pad, new_chunk) = match (fits, self.chunks.last()) {
+            (Some(start), Some(c)) => (start - c.used, false),
+            _ => (want, true),
+        };
+        let need = (pad + len) as u64;
+        if self.held.saturating_add(need) > limit {
+            return Err(RemoteError::ReaderFull {
+                held: self.held,
+                need,
+                limit,
+            });
+        }
+        if new_chunk {
+            let size = CHUNK
+                .min(usize::try_from(limit).unwrap_or(usize::MAX))
+                .max(want + len)
+                .max(1);
+            let mut map = MmapMut::map_anon(size)
+                .map_err(|e| RemoteError::io("allocating a record buffer", e))?;
+            let base = map.as_mut_ptr();
+            self.chunks.push(Chunk {
+                _map: map,
+                base,
+                len: size,
+                used: 0,
+            });
+        }
+        let c = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[c];
+        let start = chunk.used + pad;
+        // SAFETY: `start + len <= chunk.len` (checked above for the last
+        // chunk; a new chunk has room for `want + len`), so the bytes lie
+        // in the chunk's writable map; they are at or above its `used`
+        // mark, so no borrow handed out covers them; `bytes` is another
+        // allocation, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), chunk.base.add(start), len) };
+        chunk.used = start + len;
+        self.held += need;
+        self.records.insert(key, (c, start));
+        // SAFETY: the caller keeps the borrow within the arena's life.
+        Ok(unsafe { self.get(key) }.unwrap_or_default())
+    }
+}
+
+/// Extends a borrow of bytes of a shard mapped by a [`ReaderSource`] to
+/// the source's own lifetime.
 ///
 /// # Safety
 /// `bytes` must point into a memory map owned by a value in
-/// `ReaderSource::shards` or `ReaderSource::records`, which are only ever
-/// inserted into, never removed from or replaced, until the source drops.
+/// `ReaderSource::shards`, which is only ever inserted into, never removed
+/// from or replaced, until the source drops.
 unsafe fn extend<'a>(bytes: &[u8]) -> &'a [u8] {
     // SAFETY: by the contract above the map, whose pages do not move when
     // the map value is moved inside its hash table, lives as long as the
@@ -233,8 +371,8 @@ impl ReaderSource {
         let end = start.and_then(|s| s.checked_add(usize::try_from(len).ok()?));
         match (start, end) {
             (Some(s), Some(e)) if e <= map.len() => {
-                // SAFETY: `map` is a value of `self.shards` or
-                // `self.records` (see `extend`).
+                // SAFETY: `map` is a value of `self.shards` (see
+                // `extend`).
                 Ok(unsafe { extend(&map[s..e]) })
             }
             _ => Err(StoreError::Corrupt {
@@ -278,15 +416,35 @@ impl ReaderSource {
         pinned + size <= self.shared.cache.cap() / 2
     }
 
-    fn range(&self, no: u32, offset: u64, len: u64, crc: u32) -> Result<&[u8]> {
-        let key = (no, offset, len);
-        if let Some(m) = self
-            .records
+    /// Bytes of ranged records this reader holds.
+    fn held(&self) -> u64 {
+        self.records
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return self.slice_of(m, no, 0, len);
+            .held
+    }
+
+    fn range(&self, no: u32, offset: u64, len: u64, crc: u32) -> Result<&[u8]> {
+        let key = (no, offset, len);
+        // SAFETY: the arena is `self.records`, owned by this source, and
+        // the borrow returned is tied to `&self`.
+        if let Some(b) = unsafe {
+            self.records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+        } {
+            return Ok(b);
+        }
+        let limit = self.shared.reader_memory;
+        let held = self.held();
+        if held.saturating_add(len) > limit {
+            // Refused before anything is fetched.
+            return Err(store_err(RemoteError::ReaderFull {
+                held,
+                need: len,
+                limit,
+            }));
         }
         let name = shard_name(no);
         let path = self
@@ -295,7 +453,7 @@ impl ReaderSource {
             .join(RANGES)
             .join(format!("{name}.{offset}.{len}"));
         let bytes = match read_checked(&path, len, crc) {
-            Some(b) => b,
+            Some(b) => bytes::Bytes::from(b),
             None => {
                 let b = self
                     .shared
@@ -306,20 +464,18 @@ impl ReaderSource {
                 let _ = (self.shared.writes.lock())
                     .unwrap_or_else(PoisonError::into_inner)
                     .send((path, b.clone()));
-                b.to_vec()
+                b
             }
         };
-        // Page-aligned, so the record's tensors keep the alignment they
-        // have in the shard.
-        let mut anon = MmapMut::map_anon(bytes.len().max(1))
-            .map_err(|e| StoreError::io("allocating a record buffer", e))?;
-        anon[..bytes.len()].copy_from_slice(&bytes);
-        let map = anon
-            .make_read_only()
-            .map_err(|e| StoreError::io("sealing a record buffer", e))?;
-        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        let m = records.entry(key).or_insert(map);
-        self.slice_of(m, no, 0, len)
+        // SAFETY: as above, the borrow returned is tied to `&self`, which
+        // owns the arena.
+        unsafe {
+            self.records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .place(key, &bytes, limit)
+        }
+        .map_err(store_err)
     }
 }
 
@@ -334,6 +490,14 @@ fn read_checked(path: &Path, len: u64, crc: u32) -> Option<Vec<u8>> {
 }
 
 impl ShardSource for ReaderSource {
+    fn held_bytes(&self) -> u64 {
+        self.held()
+    }
+
+    fn needs_renewal(&self) -> bool {
+        self.held() > self.shared.reader_memory / 2
+    }
+
     fn shard_len(&self, no: u32) -> Result<u64> {
         Ok(self.shared.info(no).map_err(store_err)?.0)
     }

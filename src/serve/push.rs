@@ -482,53 +482,80 @@ pub fn push(
         Ok(r)
     };
     for e in 0..config.epochs {
-        let reader = store.reader()?;
         let epoch_config = PlanConfig {
             epoch: config.plan.epoch.saturating_add(e),
             ..config.plan.clone()
         };
-        let mut plan = reader.plan(epoch_config)?;
-        if e == 0 {
-            plan = plan.resume_from(config.resume);
-        }
-        for sample in reader.plan_samples(&plan)? {
-            if stop.load(Ordering::Acquire) {
-                return stopped(&socket);
+        // Where this pass over the epoch's plan starts (`resume_from`).
+        let mut from = (e == 0).then_some(config.resume);
+        loop {
+            let reader = store.reader()?;
+            let mut plan = reader.plan(epoch_config.clone())?;
+            if let Some(consumed) = from {
+                plan = plan.resume_from(consumed);
             }
-            let sample = sample?;
-            let key = sample.key();
-            let mut tensors: Vec<TensorView<'_>> = sample.tensors().to_vec();
-            if let Some(name) = &config.key_tensor {
-                if tensors.iter().any(|t| t.name() == name) {
-                    let _ = socket.set_linger(0);
-                    return Err(ServeError::KeyTensorTaken {
-                        key: key.escape_ascii().to_string(),
-                        name: name.clone(),
-                    });
-                }
-            }
-            if config.batch > 1 {
-                if let Err(e) = stack.add(key, &tensors) {
-                    let _ = socket.set_linger(0);
-                    return Err(e);
-                }
-                if stack.len() == config.batch {
-                    if let Sent::Stopped = send_stack(&mut stack, &mut check)? {
-                        return stopped(&socket);
+            let n = reader.len()?;
+            let c = plan.config();
+            // A partition's `i`-th item is the first of the plan resumed
+            // after `start + W·K·i` positions (see `crate::plan`).
+            let step = c.world_size.saturating_mul(c.num_workers);
+            let mut renew_at = None;
+            for (i, sample) in reader.plan_samples(&plan)?.enumerate() {
+                // A remote store's reader holding many fetched records
+                // is replaced by a fresh one that continues at this
+                // position (what it holds is freed; nothing borrows it:
+                // batches copy their samples). Not in the padding past
+                // `n`, which a resumed plan would not repeat; and only
+                // after progress, so that one big record cannot loop.
+                if i > 0 && reader.needs_renewal() {
+                    let at = plan.start().saturating_add(step.saturating_mul(i as u64));
+                    if at <= n {
+                        renew_at = Some(at);
+                        break;
                     }
                 }
-                continue;
-            }
-            let key_shape = [key.len()];
-            if let Some(name) = &config.key_tensor {
-                tensors.push(view(name, DType::U8, &key_shape, key)?);
-            }
-            check(key, &tensors)?;
-            match deliver(&tensors)? {
-                Sent::Ok => {
-                    sent.fetch_add(1, Ordering::Relaxed);
+                if stop.load(Ordering::Acquire) {
+                    return stopped(&socket);
                 }
-                Sent::Stopped => return stopped(&socket),
+                let sample = sample?;
+                let key = sample.key();
+                let mut tensors: Vec<TensorView<'_>> = sample.tensors().to_vec();
+                if let Some(name) = &config.key_tensor {
+                    if tensors.iter().any(|t| t.name() == name) {
+                        let _ = socket.set_linger(0);
+                        return Err(ServeError::KeyTensorTaken {
+                            key: key.escape_ascii().to_string(),
+                            name: name.clone(),
+                        });
+                    }
+                }
+                if config.batch > 1 {
+                    if let Err(e) = stack.add(key, &tensors) {
+                        let _ = socket.set_linger(0);
+                        return Err(e);
+                    }
+                    if stack.len() == config.batch {
+                        if let Sent::Stopped = send_stack(&mut stack, &mut check)? {
+                            return stopped(&socket);
+                        }
+                    }
+                    continue;
+                }
+                let key_shape = [key.len()];
+                if let Some(name) = &config.key_tensor {
+                    tensors.push(view(name, DType::U8, &key_shape, key)?);
+                }
+                check(key, &tensors)?;
+                match deliver(&tensors)? {
+                    Sent::Ok => {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Sent::Stopped => return stopped(&socket),
+                }
+            }
+            match renew_at {
+                Some(at) => from = Some(at),
+                None => break,
             }
         }
     }

@@ -666,10 +666,12 @@ impl<'s> Views<'s> {
     /// `None` when the store cannot be read.
     fn fresh(&self, held: &mut Option<Held<'s>>) {
         let newest = self.answered.load(Ordering::Acquire);
-        if held
-            .as_ref()
-            .is_some_and(|h| h.taken.elapsed() <= self.refresh && h.version >= newest)
-        {
+        // A remote store's reader holding many fetched records is
+        // replaced: a request's reply is copied out before the next one,
+        // so nothing borrows them then.
+        if held.as_ref().is_some_and(|h| {
+            h.taken.elapsed() <= self.refresh && h.version >= newest && !h.reader.needs_renewal()
+        }) {
             return;
         }
         // The old snapshot ends before the new one begins (LMDB may need
@@ -691,14 +693,15 @@ impl<'s> Views<'s> {
             Store::Shard(s) => {
                 let mut shared = self.lock_shards();
                 let current = match shared.current.take() {
-                    Some((r, t)) if t.elapsed() <= self.refresh => (r, t),
+                    Some((r, t)) if t.elapsed() <= self.refresh && !r.needs_renewal() => (r, t),
                     old => {
                         let reader = match old {
-                            Some((mut r, _)) => {
+                            // A refresh keeps the records it holds.
+                            Some((mut r, _)) if !r.needs_renewal() => {
                                 r.refresh()?;
                                 r
                             }
-                            None => s.reader()?,
+                            _ => s.reader()?,
                         };
                         shared.generation += 1;
                         (reader, Instant::now())

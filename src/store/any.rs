@@ -292,6 +292,15 @@ impl<'s> Reader<'s> {
         })
     }
 
+    /// Whether a long-lived reader should be replaced by a fresh one
+    /// ([`ShardReader::needs_renewal`]); never for LMDB or local stores.
+    pub fn needs_renewal(&self) -> bool {
+        match self {
+            Reader::Lmdb(_) => false,
+            Reader::Shard(r) => r.needs_renewal(),
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> Result<u64> {
         match self {

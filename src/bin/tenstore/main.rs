@@ -58,6 +58,12 @@ struct Cli {
     #[cfg(feature = "s3")]
     #[arg(long, global = true, value_name = "BYTES", value_parser = tenstore::remote::parse_size)]
     cache_size: Option<u64>,
+    /// Bytes of records fetched one by one (ranged GETs) that one reader
+    /// of a remote store holds in memory (suffixes K, M, G, T); default
+    /// 256M. `serve` and `push` take a fresh reader before reaching it.
+    #[cfg(feature = "s3")]
+    #[arg(long, global = true, value_name = "BYTES", value_parser = tenstore::remote::parse_size)]
+    reader_memory: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     stores::set_adopt(cli.adopt);
     #[cfg(feature = "s3")]
-    stores::set_remote(cli.cache, cli.cache_size);
+    stores::set_remote(cli.cache, cli.cache_size, cli.reader_memory);
     let result = match cli.command {
         Command::Put(args) => put::run(args),
         Command::Get(args) => get::run(args),

@@ -13,17 +13,24 @@ pub fn set_adopt(adopt: bool) {
     ADOPT.store(adopt, Ordering::Relaxed);
 }
 
-/// `--cache` and `--cache-size`: where and how much remote stores cache.
+/// `--cache`, `--cache-size` and `--reader-memory`: where and how much
+/// remote stores cache.
 #[cfg(feature = "s3")]
 static REMOTE: std::sync::OnceLock<tenstore::remote::RemoteOptions> = std::sync::OnceLock::new();
 
-/// Sets `--cache` and `--cache-size`, before any store is opened.
+/// Sets `--cache`, `--cache-size` and `--reader-memory`, before any store
+/// is opened.
 #[cfg(feature = "s3")]
-pub fn set_remote(cache: Option<std::path::PathBuf>, cache_size: Option<u64>) {
+pub fn set_remote(
+    cache: Option<std::path::PathBuf>,
+    cache_size: Option<u64>,
+    reader_memory: Option<u64>,
+) {
     let defaults = tenstore::remote::RemoteOptions::default();
     let _ = REMOTE.set(tenstore::remote::RemoteOptions {
         cache_dir: cache,
         cache_size: cache_size.unwrap_or(defaults.cache_size),
+        reader_memory: reader_memory.unwrap_or(defaults.reader_memory),
         ..defaults
     });
 }

@@ -42,6 +42,24 @@ impl ShardReader {
         Ok(self.len()? == 0)
     }
 
+    /// Bytes of records this reader holds in memory: those of a remote
+    /// store fetched one by one by ranged GETs, which its samples may
+    /// borrow and which are freed only when the reader (and every clone
+    /// and refresh of it) is dropped. Always 0 for a local store.
+    pub fn held_bytes(&self) -> u64 {
+        self.snap.held_bytes()
+    }
+
+    /// Whether a long-lived reader should be replaced by a fresh one from
+    /// [`ShardStore::reader`](super::ShardStore::reader) (not a
+    /// [`refresh`](Self::refresh), which keeps what it holds): it holds
+    /// more than half the record bytes a reader may hold
+    /// ([`RemoteOptions::reader_memory`](crate::remote::RemoteOptions)),
+    /// past which reads fail. Never for a local store.
+    pub fn needs_renewal(&self) -> bool {
+        self.snap.needs_renewal()
+    }
+
     /// Counts and sizes as of this snapshot (the shard files' sizes as
     /// they are now). Takes no lock; never fails.
     pub fn stats(&self) -> Result<super::ShardStats> {

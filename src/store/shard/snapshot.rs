@@ -728,6 +728,18 @@ impl Snapshot {
         map.get(start..end)
     }
 
+    /// Bytes of records the snapshot's source holds in memory (0 for a
+    /// local store).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.source.as_ref().map_or(0, |s| s.held_bytes())
+    }
+
+    /// Whether the snapshot's source asks to be replaced by a fresh one
+    /// (never for a local store).
+    pub(crate) fn needs_renewal(&self) -> bool {
+        self.source.as_ref().is_some_and(|s| s.needs_renewal())
+    }
+
     /// The record bytes at `loc`, from the shard's map or the source.
     fn fetch_record(&self, loc: &Loc) -> std::result::Result<&[u8], RecordFault> {
         match &self.source {

@@ -17,6 +17,19 @@ pub(crate) trait ShardSource: Send + Sync {
     /// `crc` (the sidecar's). The bytes stay valid and unchanged as long
     /// as the source lives.
     fn record(&self, no: u32, offset: u64, len: u64, crc: u32) -> Result<&[u8]>;
+
+    /// Bytes of records this source holds in memory for its reader
+    /// (records fetched one by one), freed only when it is dropped.
+    fn held_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Whether a long-lived reader should be replaced by a fresh one
+    /// (with a fresh source) before it next reads: it holds more than
+    /// half the record bytes it may hold.
+    fn needs_renewal(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a [`ShardSource`] for each new reader of a store, so that what a
