@@ -295,7 +295,10 @@ impl Cache {
             let _ = reset(&temp);
             return Err(e);
         }
-        if let Err(e) = temp.flush() {
+        // Synced before the rename: after a power loss an entry that is in
+        // place holds its checked bytes, never a hole the rename outran
+        // (a cached whole shard is later trusted by its size).
+        if let Err(e) = temp.flush().and_then(|()| temp.sync_data()) {
             let _ = reset(&temp);
             return Err(RemoteError::io(
                 format!("writing {}", temp_path.display()),
