@@ -149,9 +149,31 @@ impl LiveKeys {
             s.live_bytes += new.len;
             s.keys_len += r.key.len() as u64;
         }
+        self.grow_delta();
         // An existing entry keeps its key allocation.
         self.delta.insert(r.key, after);
         self.since += 1;
+    }
+
+    /// Before an insert into a full delta of some size: makes room at
+    /// once for the records the default policy ([`table::due`]) takes
+    /// before the table is next written, instead of growing by
+    /// doublings, each of which re-hashes every key (a cache miss per
+    /// key once the delta holds millions). A small delta grows as usual,
+    /// so a writer of a few records holds a small map.
+    fn grow_delta(&mut self) {
+        let len = self.delta.len();
+        if len < 4096 || len < self.delta.capacity() {
+            return;
+        }
+        // Every record adds at most one key; the table is due when
+        // `since` reaches max(65 536, live / 8), live growing with it.
+        let older = self.sizes.count.saturating_sub(self.since);
+        let due_at = 65_536u64.max(older / 7 + 1);
+        let more = usize::try_from(due_at.saturating_sub(self.since)).unwrap_or(usize::MAX);
+        // Past the due point (a table write failed, or a compaction's
+        // keys wait): the usual doubling.
+        self.delta.reserve(more.clamp(1, len.max(1 << 20)));
     }
 
     /// Writes the table of these keys (the old table merged with the
@@ -202,5 +224,48 @@ impl LiveKeys {
         };
         *self = LiveKeys::from_table(t);
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::shard::layout::DEL;
+
+    fn record(i: u64, kind: [u8; 4]) -> IdxRecord {
+        IdxRecord {
+            kind,
+            key: format!("k{i:08}").into_bytes().into(),
+            offset: i * 100,
+            len: 100,
+            crc: i as u32,
+        }
+    }
+
+    #[test]
+    fn a_growing_delta_makes_room_once_up_to_the_due_point() {
+        let mut keys = LiveKeys::empty();
+        let n = 8000u64;
+        for i in 0..n {
+            keys.apply(0, record(i, PUT));
+        }
+        // Full past 4096 keys (at 7168), the delta grew to what the table's due point
+        // (65 536 records for a small store) needs, not by a doubling.
+        assert!(
+            keys.delta.capacity() >= 65_536,
+            "capacity {}",
+            keys.delta.capacity()
+        );
+        keys.apply(0, record(7, DEL));
+        assert_eq!(keys.len(), n - 1);
+        assert_eq!(keys.since, n + 1);
+        for i in 0..n {
+            let got = keys.get(format!("k{i:08}").as_bytes()).unwrap();
+            assert_eq!(
+                got.map(|l| l.offset),
+                (i != 7).then_some(i * 100),
+                "key {i}"
+            );
+        }
     }
 }

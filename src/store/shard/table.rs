@@ -479,20 +479,23 @@ struct Body<W> {
 }
 
 impl<W: Write> Body<W> {
-    fn put(&mut self, mut b: &[u8]) -> std::io::Result<()> {
-        while !b.is_empty() {
-            let n = (BLOCK - self.in_block).min(b.len());
-            self.crc = crc32c::crc32c_append(self.crc, &b[..n]);
-            self.out.write_all(&b[..n])?;
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        let mut rest = b;
+        while !rest.is_empty() {
+            let n = (BLOCK - self.in_block).min(rest.len());
+            self.crc = crc32c::crc32c_append(self.crc, &rest[..n]);
             self.in_block += n;
-            self.len += n as u64;
             if self.in_block == BLOCK {
                 self.crcs.extend_from_slice(&self.crc.to_le_bytes());
                 self.crc = 0;
                 self.in_block = 0;
             }
-            b = &b[n..];
+            rest = &rest[n..];
         }
+        // One write: a slice larger than the buffer (a run of old keys)
+        // goes to the file without passing through it.
+        self.out.write_all(b)?;
+        self.len += b.len() as u64;
         Ok(())
     }
 

@@ -367,8 +367,11 @@ impl Writer {
                     len: 0,
                     faults: &mut self.faults,
                 };
+                // The message is formatted only on an error: this runs
+                // once per record.
+                let no = self.cur.no;
                 item.write_to(&mut w)
-                    .map_err(io_err(format!("appending to {}", shard_name(self.cur.no))))?;
+                    .map_err(|e| StoreError::io(format!("appending to {}", shard_name(no)), e))?;
                 let (crc, written) = (w.crc, w.len);
                 self.cur.shard_len += written;
                 if written != len {
