@@ -106,52 +106,51 @@ impl LiveKeys {
 
     /// The record of `key`, if it is live: the delta, then the table.
     pub(super) fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
-        if let Some(change) = self.delta.get(key) {
-            return Ok(change.clone());
-        }
-        match &self.table {
-            Some(t) => {
-                if let Some([first, last]) = &self.bounds {
-                    if key < &**first || key > &**last {
-                        return Ok(None);
-                    }
-                }
-                t.get(key)
-            }
-            None => Ok(None),
+        match self.delta.get(key) {
+            Some(change) => Ok(change.clone()),
+            None => in_table(self.table.as_ref(), self.bounds.as_ref(), key),
         }
     }
 
     /// Applies a committed sidecar record of shard position `shard`.
     pub(super) fn apply(&mut self, shard: usize, r: IdxRecord) {
-        let before = match self.get(&r.key) {
-            Ok(loc) => loc,
-            Err(Damaged(why)) => {
-                // Totals are rebuilt with the table.
-                self.damaged.get_or_insert(why);
-                None
-            }
-        };
-        let s = &mut self.sizes;
-        if let Some(old) = before {
-            s.count -= 1;
-            s.live_bytes -= old.len;
-            s.keys_len -= r.key.len() as u64;
-        }
+        use std::collections::hash_map::Entry;
         let after = (r.kind == PUT).then_some(Loc {
             shard,
             offset: r.offset,
             len: r.len,
             crc: r.crc,
         });
+        let key_len = r.key.len() as u64;
+        self.grow_delta();
+        // One hash lookup: the key's entry, then the table only for a key
+        // not in the delta. An existing entry keeps its key allocation.
+        let before = match self.delta.entry(r.key) {
+            Entry::Occupied(mut e) => e.insert(after.clone()),
+            Entry::Vacant(e) => {
+                let before = match in_table(self.table.as_ref(), self.bounds.as_ref(), e.key()) {
+                    Ok(loc) => loc,
+                    Err(Damaged(why)) => {
+                        // Totals are rebuilt with the table.
+                        self.damaged.get_or_insert(why);
+                        None
+                    }
+                };
+                e.insert(after.clone());
+                before
+            }
+        };
+        let s = &mut self.sizes;
+        if let Some(old) = before {
+            s.count -= 1;
+            s.live_bytes -= old.len;
+            s.keys_len -= key_len;
+        }
         if let Some(new) = &after {
             s.count += 1;
             s.live_bytes += new.len;
-            s.keys_len += r.key.len() as u64;
+            s.keys_len += key_len;
         }
-        self.grow_delta();
-        // An existing entry keeps its key allocation.
-        self.delta.insert(r.key, after);
         self.since += 1;
     }
 
@@ -227,6 +226,22 @@ impl LiveKeys {
     }
 }
 
+/// The record of `key` in `table` (`None`: an empty one), whose first
+/// and last keys are `bounds`: a key outside them needs no search.
+fn in_table(
+    table: Option<&Table>,
+    bounds: Option<&[Box<[u8]>; 2]>,
+    key: &[u8],
+) -> std::result::Result<Option<Loc>, Damaged> {
+    let Some(t) = table else { return Ok(None) };
+    if let Some([first, last]) = bounds {
+        if key < &**first || key > &**last {
+            return Ok(None);
+        }
+    }
+    t.get(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn a_growing_delta_makes_room_once_up_to_the_due_point() {
+    fn a_growing_delta_makes_room_once_and_keeps_its_totals() {
         let mut keys = LiveKeys::empty();
         let n = 8000u64;
         for i in 0..n {
@@ -257,15 +272,22 @@ mod tests {
             keys.delta.capacity()
         );
         keys.apply(0, record(7, DEL));
+        let mut again = record(9, PUT);
+        again.offset = 1;
+        again.len = 40;
+        keys.apply(1, again);
         assert_eq!(keys.len(), n - 1);
-        assert_eq!(keys.since, n + 1);
+        assert_eq!(keys.since, n + 2);
+        assert_eq!(keys.sizes.live_bytes, (n - 2) * 100 + 40);
+        assert_eq!(keys.sizes.keys_len, (n - 1) * 9);
         for i in 0..n {
             let got = keys.get(format!("k{i:08}").as_bytes()).unwrap();
-            assert_eq!(
-                got.map(|l| l.offset),
-                (i != 7).then_some(i * 100),
-                "key {i}"
-            );
+            let want = match i {
+                7 => None,
+                9 => Some((1, 1)),
+                _ => Some((0, i * 100)),
+            };
+            assert_eq!(got.map(|l| (l.shard, l.offset)), want, "key {i}");
         }
     }
 }
