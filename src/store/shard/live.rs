@@ -106,52 +106,73 @@ impl LiveKeys {
 
     /// The record of `key`, if it is live: the delta, then the table.
     pub(super) fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
-        if let Some(change) = self.delta.get(key) {
-            return Ok(change.clone());
-        }
-        match &self.table {
-            Some(t) => {
-                if let Some([first, last]) = &self.bounds {
-                    if key < &**first || key > &**last {
-                        return Ok(None);
-                    }
-                }
-                t.get(key)
-            }
-            None => Ok(None),
+        match self.delta.get(key) {
+            Some(change) => Ok(change.clone()),
+            None => in_table(self.table.as_ref(), self.bounds.as_ref(), key),
         }
     }
 
     /// Applies a committed sidecar record of shard position `shard`.
     pub(super) fn apply(&mut self, shard: usize, r: IdxRecord) {
-        let before = match self.get(&r.key) {
-            Ok(loc) => loc,
-            Err(Damaged(why)) => {
-                // Totals are rebuilt with the table.
-                self.damaged.get_or_insert(why);
-                None
-            }
-        };
-        let s = &mut self.sizes;
-        if let Some(old) = before {
-            s.count -= 1;
-            s.live_bytes -= old.len;
-            s.keys_len -= r.key.len() as u64;
-        }
+        use std::collections::hash_map::Entry;
         let after = (r.kind == PUT).then_some(Loc {
             shard,
             offset: r.offset,
             len: r.len,
             crc: r.crc,
         });
+        let key_len = r.key.len() as u64;
+        self.grow_delta();
+        // One hash lookup: the key's entry, then the table only for a key
+        // not in the delta. An existing entry keeps its key allocation.
+        let before = match self.delta.entry(r.key) {
+            Entry::Occupied(mut e) => e.insert(after.clone()),
+            Entry::Vacant(e) => {
+                let before = match in_table(self.table.as_ref(), self.bounds.as_ref(), e.key()) {
+                    Ok(loc) => loc,
+                    Err(Damaged(why)) => {
+                        // Totals are rebuilt with the table.
+                        self.damaged.get_or_insert(why);
+                        None
+                    }
+                };
+                e.insert(after.clone());
+                before
+            }
+        };
+        let s = &mut self.sizes;
+        if let Some(old) = before {
+            s.count -= 1;
+            s.live_bytes -= old.len;
+            s.keys_len -= key_len;
+        }
         if let Some(new) = &after {
             s.count += 1;
             s.live_bytes += new.len;
-            s.keys_len += r.key.len() as u64;
+            s.keys_len += key_len;
         }
-        // An existing entry keeps its key allocation.
-        self.delta.insert(r.key, after);
         self.since += 1;
+    }
+
+    /// Before an insert into a full delta of some size: makes room at
+    /// once for the records the default policy ([`table::due`]) takes
+    /// before the table is next written, instead of growing by
+    /// doublings, each of which re-hashes every key (a cache miss per
+    /// key once the delta holds millions). A small delta grows as usual,
+    /// so a writer of a few records holds a small map.
+    fn grow_delta(&mut self) {
+        let len = self.delta.len();
+        if len < 4096 || len < self.delta.capacity() {
+            return;
+        }
+        // Every record adds at most one key; the table is due when
+        // `since` reaches max(65 536, live / 8), live growing with it.
+        let older = self.sizes.count.saturating_sub(self.since);
+        let due_at = 65_536u64.max(older / 7 + 1);
+        let more = usize::try_from(due_at.saturating_sub(self.since)).unwrap_or(usize::MAX);
+        // Past the due point (a table write failed, or a compaction's
+        // keys wait): the usual doubling.
+        self.delta.reserve(more.clamp(1, len.max(1 << 20)));
     }
 
     /// Writes the table of these keys (the old table merged with the
@@ -202,5 +223,71 @@ impl LiveKeys {
         };
         *self = LiveKeys::from_table(t);
         Ok(Ok(()))
+    }
+}
+
+/// The record of `key` in `table` (`None`: an empty one), whose first
+/// and last keys are `bounds`: a key outside them needs no search.
+fn in_table(
+    table: Option<&Table>,
+    bounds: Option<&[Box<[u8]>; 2]>,
+    key: &[u8],
+) -> std::result::Result<Option<Loc>, Damaged> {
+    let Some(t) = table else { return Ok(None) };
+    if let Some([first, last]) = bounds {
+        if key < &**first || key > &**last {
+            return Ok(None);
+        }
+    }
+    t.get(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::shard::layout::DEL;
+
+    fn record(i: u64, kind: [u8; 4]) -> IdxRecord {
+        IdxRecord {
+            kind,
+            key: format!("k{i:08}").into_bytes().into(),
+            offset: i * 100,
+            len: 100,
+            crc: i as u32,
+        }
+    }
+
+    #[test]
+    fn a_growing_delta_makes_room_once_and_keeps_its_totals() {
+        let mut keys = LiveKeys::empty();
+        let n = 8000u64;
+        for i in 0..n {
+            keys.apply(0, record(i, PUT));
+        }
+        // Full past 4096 keys (at 7168), the delta grew to what the table's due point
+        // (65 536 records for a small store) needs, not by a doubling.
+        assert!(
+            keys.delta.capacity() >= 65_536,
+            "capacity {}",
+            keys.delta.capacity()
+        );
+        keys.apply(0, record(7, DEL));
+        let mut again = record(9, PUT);
+        again.offset = 1;
+        again.len = 40;
+        keys.apply(1, again);
+        assert_eq!(keys.len(), n - 1);
+        assert_eq!(keys.since, n + 2);
+        assert_eq!(keys.sizes.live_bytes, (n - 2) * 100 + 40);
+        assert_eq!(keys.sizes.keys_len, (n - 1) * 9);
+        for i in 0..n {
+            let got = keys.get(format!("k{i:08}").as_bytes()).unwrap();
+            let want = match i {
+                7 => None,
+                9 => Some((1, 1)),
+                _ => Some((0, i * 100)),
+            };
+            assert_eq!(got.map(|l| (l.shard, l.offset)), want, "key {i}");
+        }
     }
 }

@@ -479,20 +479,34 @@ struct Body<W> {
 }
 
 impl<W: Write> Body<W> {
-    fn put(&mut self, mut b: &[u8]) -> std::io::Result<()> {
-        while !b.is_empty() {
-            let n = (BLOCK - self.in_block).min(b.len());
-            self.crc = crc32c::crc32c_append(self.crc, &b[..n]);
-            self.out.write_all(&b[..n])?;
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        let mut rest = b;
+        while !rest.is_empty() {
+            let n = (BLOCK - self.in_block).min(rest.len());
+            self.crc = crc32c::crc32c_append(self.crc, &rest[..n]);
             self.in_block += n;
-            self.len += n as u64;
             if self.in_block == BLOCK {
                 self.crcs.extend_from_slice(&self.crc.to_le_bytes());
                 self.crc = 0;
                 self.in_block = 0;
             }
-            b = &b[n..];
+            rest = &rest[n..];
         }
+        // One write: a slice larger than the buffer (a run of old keys)
+        // goes to the file without passing through it.
+        self.out.write_all(b)?;
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    /// Appends whole blocks whose checksums are known (`crcs`, 4 bytes
+    /// per block, of bytes already checked against them), at a block
+    /// boundary: written as they are, not checksummed again.
+    fn put_blocks(&mut self, b: &[u8], crcs: &[u8]) -> std::io::Result<()> {
+        debug_assert!(self.in_block == 0 && b.len() == crcs.len() / 4 * BLOCK);
+        self.out.write_all(b)?;
+        self.crcs.extend_from_slice(crcs);
+        self.len += b.len() as u64;
         Ok(())
     }
 
@@ -593,6 +607,9 @@ pub(crate) fn write_merged(
     if let Some(Err(d)) = base.map(Table::check_all) {
         return Ok(Err(d));
     }
+    if let Some(t) = base.filter(|t| appends(t, changes, sizes)) {
+        return write_appended(dir, manifest, cover, sizes, t, changes, finish);
+    }
     let count = base.map_or(0, |t| t.count);
     let damaged = |what: &str| Damaged(format!("{TABLE}: {what}"));
     // Where each change goes among the old rows.
@@ -685,6 +702,68 @@ pub(crate) fn write_merged(
                     }
                 }
             }
+        }
+        Ok(Ok(()))
+    })
+}
+
+/// Whether `changes` only add keys that sort after every key of `t` (an
+/// import in key order), and `sizes` are `t`'s totals plus theirs: then
+/// the new table is the old one's entries and keys with the new ones
+/// after each ([`write_appended`]).
+fn appends(t: &Table, changes: &[Change<'_>], sizes: &Sizes) -> bool {
+    let (Some(first), Some(n)) = (changes.first(), t.count.checked_sub(1)) else {
+        return false;
+    };
+    let after = t.raw_entry(n).is_some_and(|(last, _)| first.0 > last);
+    let (mut count, mut live_bytes, mut keys_len) = (t.count, t.live_bytes, t.keys_len);
+    for &(key, loc) in changes {
+        let Some(loc) = loc else { return false };
+        count += 1;
+        live_bytes += loc.len;
+        keys_len += key.len() as u64;
+    }
+    after && (count, live_bytes, keys_len) == (sizes.count, sizes.live_bytes, sizes.keys_len)
+}
+
+/// Writes the table of `t` (checked whole) with `changes` appended (see
+/// [`appends`]): the old entries' whole blocks are written as they are,
+/// with their checksums (same bytes at the same body offsets: their key
+/// offsets do not move), the rest checksummed as written; the old keys
+/// are copied as one slice.
+fn write_appended(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    sizes: &Sizes,
+    t: &Table,
+    changes: &[Change<'_>],
+    finish: Finish<'_>,
+) -> Result<std::result::Result<(), Damaged>> {
+    let entries_len = t.count as usize * ENTRY;
+    let whole = entries_len / BLOCK;
+    write_file(dir, manifest, cover, sizes, finish, |body| {
+        let old = &t.map[t.body_at..];
+        body.put_blocks(
+            &old[..whole * BLOCK],
+            &t.map[t.crcs_at..t.crcs_at + whole * 4],
+        )?;
+        body.put(&old[whole * BLOCK..entries_len])?;
+        let mut key_off = t.keys_len;
+        let mut buf = Vec::with_capacity(64 << 10);
+        for &(key, loc) in changes {
+            let loc = loc.expect("appends() admits puts only");
+            if buf.len() + ENTRY > buf.capacity() {
+                body.put(&buf)?;
+                buf.clear();
+            }
+            buf.extend_from_slice(&entry_bytes(key_off, key.len(), loc));
+            key_off += key.len() as u64;
+        }
+        body.put(&buf)?;
+        body.put(&old[entries_len..])?;
+        for &(key, _) in changes {
+            body.put(key)?;
         }
         Ok(Ok(()))
     })

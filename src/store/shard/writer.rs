@@ -160,6 +160,10 @@ impl<W: Write> Write for CrcWriter<'_, W> {
     }
 }
 
+/// Records up to this many bytes are encoded into memory before they are
+/// written (and checksummed) in one piece.
+const SMALL_RECORD: u64 = 64 << 10;
+
 /// One record to append.
 pub(super) enum Append<'a, T> {
     /// A sample: its key array, then its tensors, `len` bytes in all.
@@ -353,6 +357,7 @@ impl Writer {
         let per_sample = options.durability == Durability::Sample;
         let mut pending: Vec<u8> = Vec::new();
         let mut applied: Vec<IdxRecord> = Vec::new();
+        let mut scratch: Vec<u8> = Vec::new();
         let result = (|| -> Result<()> {
             for item in items {
                 let (kind, key, len) = (item.kind(), item.key(), item.len());
@@ -367,8 +372,22 @@ impl Writer {
                     len: 0,
                     faults: &mut self.faults,
                 };
-                item.write_to(&mut w)
-                    .map_err(io_err(format!("appending to {}", shard_name(self.cur.no))))?;
+                // A small record is encoded whole first, so it passes
+                // through the checksum in one call, not one per tensor
+                // header and array (the checksum's cost per call
+                // dominated appending tiny samples).
+                let encoded = if len <= SMALL_RECORD {
+                    scratch.clear();
+                    item.write_to(&mut scratch)
+                        .and_then(|()| w.write_all(&scratch))
+                } else {
+                    item.write_to(&mut w)
+                };
+                // The message is formatted only on an error: this runs
+                // once per record.
+                let no = self.cur.no;
+                encoded
+                    .map_err(|e| StoreError::io(format!("appending to {}", shard_name(no)), e))?;
                 let (crc, written) = (w.crc, w.len);
                 self.cur.shard_len += written;
                 if written != len {
