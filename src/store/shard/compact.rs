@@ -42,12 +42,15 @@ impl ShardStore {
             shards: vec![first],
         };
         create_shard(dir, first)?;
+        // Opened before the writer's state changes: a failure here leaves
+        // the writer exactly as it was.
+        let new_cur = open_current(dir, first)?;
         // The writer writes the new shards as it appends (rolling at the
         // shard limit, committing through their sidecars), but publishes
         // nothing until they are complete.
         let staged = Staged {
             manifest: std::mem::replace(&mut w.manifest, manifest),
-            cur: std::mem::replace(&mut w.cur, open_current(dir, first)?),
+            cur: std::mem::replace(&mut w.cur, new_cur),
             keys: std::mem::replace(&mut w.keys, LiveKeys::empty()),
         };
         w.published = false;
@@ -98,7 +101,27 @@ impl ShardStore {
             w.failed = None;
             return Err(e);
         }
-        write_manifest(dir, &w.manifest)?;
+        let published = if w.faults.compact_publish {
+            if let Some(f) = &w.faults.on_fault {
+                f();
+            }
+            Err(StoreError::io(
+                "writing the compacted store's manifest",
+                std::io::Error::other("injected fault"),
+            ))
+        } else {
+            write_manifest(dir, &w.manifest)
+        };
+        if let Err(e) = published {
+            // The new manifest may or may not be in place (the rename can
+            // precede a failed directory sync). Either names a complete
+            // store: the old shards are still there, the new ones are
+            // synced. The next open takes whichever is on disk, but this
+            // handle cannot know which, so it takes no more writes (a write
+            // to either set of shards could be dropped as an orphan).
+            w.failed = Some(format!("publishing the compacted shards failed: {e}"));
+            return Err(e);
+        }
         w.published = true;
         for &old in &staged.manifest.shards {
             let _ = fs::remove_file(dir.join(shard_name(old)));

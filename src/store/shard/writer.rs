@@ -76,6 +76,9 @@ pub struct Faults {
     /// it, at the end of a write call, instead of the default policy
     /// ([`table::due`]): tests reach the merge points with few records.
     pub table_due: Option<u64>,
+    /// Compaction's manifest publish fails with EIO (after `on_fault`), as
+    /// a failed write or directory sync of the new manifest does.
+    pub compact_publish: bool,
 }
 
 impl Faults {
