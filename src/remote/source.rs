@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use memmap2::{Mmap, MmapMut};
@@ -41,8 +42,18 @@ pub(crate) struct Shared {
     /// Keeps the store's metadata in the cache while it is open.
     _held: std::fs::File,
     /// Ranged records to write to the cache, off the reader's path.
-    writes: Mutex<std::sync::mpsc::Sender<(PathBuf, bytes::Bytes)>>,
+    writes: Mutex<std::sync::mpsc::SyncSender<(PathBuf, bytes::Bytes)>>,
+    /// Bytes of ranged records queued for the writer thread.
+    queued: Arc<AtomicU64>,
 }
+
+/// At most this many bytes of ranged records wait to be written to the
+/// cache; past it a record is not cached (the queue must not grow while
+/// the writer waits on the cache lock or a slow disk).
+const WRITE_QUEUE_BYTES: u64 = 64 << 20;
+
+/// At most this many ranged records wait to be written to the cache.
+const WRITE_QUEUE_RECORDS: usize = 1024;
 
 impl Shared {
     pub fn new(
@@ -54,7 +65,10 @@ impl Shared {
         options: &super::RemoteOptions,
         held: std::fs::File,
     ) -> Shared {
-        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, bytes::Bytes)>();
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(PathBuf, bytes::Bytes)>(WRITE_QUEUE_RECORDS);
+        let queued = Arc::new(AtomicU64::new(0));
+        let writer_queued = queued.clone();
         let writer_cache = cache.clone();
         // Ends when the store (the sender) is dropped. Caching a record is
         // best effort: a full cache still served it.
@@ -67,6 +81,7 @@ impl Shared {
                         f.write_all(&b)
                             .map_err(|e| RemoteError::io(format!("writing {}", path.display()), e))
                     });
+                    writer_queued.fetch_sub(b.len() as u64, Ordering::Relaxed);
                 }
             });
         Shared {
@@ -80,6 +95,7 @@ impl Shared {
             inflight: Mutex::default(),
             _held: held,
             writes: Mutex::new(tx),
+            queued,
         }
     }
 
@@ -460,10 +476,20 @@ impl ReaderSource {
                     .fetch
                     .get_range(&name, offset, len, crc)
                     .map_err(store_err)?;
-                // Cached by the writer thread, off this reader's path.
-                let _ = (self.shared.writes.lock())
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .send((path, b.clone()));
+                // Cached by the writer thread, off this reader's path; not
+                // cached when the queue is full (best effort: it was served).
+                let queued = &self.shared.queued;
+                let size = b.len() as u64;
+                if queued.fetch_add(size, Ordering::Relaxed) + size <= WRITE_QUEUE_BYTES {
+                    let sent = (self.shared.writes.lock())
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .try_send((path, b.clone()));
+                    if sent.is_err() {
+                        queued.fetch_sub(size, Ordering::Relaxed);
+                    }
+                } else {
+                    queued.fetch_sub(size, Ordering::Relaxed);
+                }
                 b
             }
         };
