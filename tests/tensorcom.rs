@@ -881,6 +881,57 @@ fn garbage_and_truncated_messages_are_counted_and_skipped() {
     assert_eq!(check_numbered(&store), [0, 1, 2, 3]);
 }
 
+/// --max-frame bounds a whole message, not only each frame: a message
+/// whose frames each fit but whose tensors together do not is refused and
+/// counted, and the stream goes on.
+#[test]
+fn a_message_larger_than_max_frame_in_all_is_refused_and_the_stream_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("pulled");
+    let mut pull = Proc::tenstore(&[
+        "pull",
+        store.to_str().unwrap(),
+        "--create",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--max",
+        "2",
+        "--max-frame",
+        "4096",
+    ]);
+    let endpoint = pull.expect("tenstore pull: receiving on ");
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.set_linger(5000).unwrap();
+    push.connect(&endpoint).unwrap();
+    send_numbered(&push, 0).unwrap();
+    // Two tensors of 3,000 bytes: each frame fits in 4,096, the message not.
+    let big = Array1::from(vec![7u8; 3000]);
+    tenstore::net::zsend_multipart(
+        &push,
+        &[
+            TensorRef::from_array("a", &big).unwrap(),
+            TensorRef::from_array("b", &big).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    send_numbered(&push, 1).unwrap();
+    let rest = pull.success();
+    assert_eq!(
+        rest.last().unwrap(),
+        "tenstore pull: stored 2 samples from 3 messages; skipped 0 malformed and 1 refused messages"
+    );
+    let err = pull.stderr();
+    assert!(
+        err.contains(
+            "skipped message 2: refused: its tensors hold 6000 bytes, more than --max-frame (4096)"
+        ),
+        "{err}"
+    );
+    assert_eq!(check_numbered(&store), [0, 1]);
+}
+
 #[test]
 fn kill_9_of_pull_keeps_every_committed_sample_whole() {
     for backend in ["lmdb", "ten"] {

@@ -12,7 +12,7 @@ use crate::dtype::DType;
 use crate::net::{Frames, NetError, ZmqBytes};
 use crate::serve::error::{Result, ServeError};
 use crate::store::key::check_key;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::tensor::TensorView;
 
 /// How [`pull`] names the samples it stores.
@@ -156,8 +156,10 @@ pub struct PullConfig {
     /// keep a key's last message). Without it such messages are skipped
     /// and counted.
     pub overwrite: bool,
-    /// The largest frame accepted; ZeroMQ disconnects a peer that sends a
-    /// larger one. Default 1 GiB.
+    /// The largest frame accepted (ZeroMQ disconnects a peer that sends a
+    /// larger one), and the most tensor bytes one message may hold (a
+    /// larger message is refused and counted). Default 1 GiB. A batch is
+    /// committed early once it holds 256 MiB.
     pub max_frame: i64,
     /// The receive high-water mark (messages queued). Default 64.
     pub hwm: i32,
@@ -336,17 +338,21 @@ pub fn pull(
     let mut stats = PullStats::default();
     let mut counter = 0u64;
     let mut pending: Vec<Pending> = Vec::new();
+    let mut pending_bytes = 0u64;
     let mut first_at = Instant::now();
     let max = config.max.unwrap_or(u64::MAX);
     let commit_every = config.commit_every.max(1);
     loop {
         let room = max.saturating_sub(stats.stored);
-        let full = pending.len() >= commit_every || pending.len() as u64 >= room;
+        let full = pending.len() >= commit_every
+            || pending.len() as u64 >= room
+            || pending_bytes >= PENDING_BYTES;
         let stopping = stop.load(Ordering::Acquire);
         let due = !pending.is_empty() && first_at.elapsed() >= config.commit_after;
         if full || stopping || due {
             if !pending.is_empty() {
                 commit(store, config, &mut pending, &mut stats, &mut on)?;
+                pending_bytes = 0;
             }
             if stopping || stats.stored >= max {
                 return Ok(stats);
@@ -448,6 +454,18 @@ pub fn pull(
             refuse(&mut stats, &mut on, "no tensors to store".into());
             continue;
         }
+        let bytes: u64 = tensors.iter().map(|t| t.data().len() as u64).sum();
+        if bytes > config.max_frame.max(0) as u64 {
+            refuse(
+                &mut stats,
+                &mut on,
+                format!(
+                    "its tensors hold {bytes} bytes, more than --max-frame ({}) for a whole message",
+                    config.max_frame
+                ),
+            );
+            continue;
+        }
         if let Some(t) = tensors
             .iter()
             .enumerate()
@@ -470,6 +488,7 @@ pub fn pull(
         if pending.is_empty() {
             first_at = Instant::now();
         }
+        pending_bytes += bytes;
         pending.push(Pending {
             message,
             key,
@@ -516,11 +535,15 @@ fn commit(
             }
         }
     }
-    let batch: Vec<(&[u8], Vec<TensorView<'_>>)> = pending
+    let kept: Vec<&Pending> = pending
         .iter()
         .zip(&keep)
         .filter(|(_, k)| **k)
-        .map(|(p, _)| {
+        .map(|(p, _)| p)
+        .collect();
+    let batch: Vec<(&[u8], Vec<TensorView<'_>>)> = kept
+        .iter()
+        .map(|p| {
             let mut tensors = p.msg.tensors();
             if let Some(i) = p.key_index {
                 tensors.remove(i);
@@ -528,12 +551,35 @@ fn commit(
             (p.key.as_slice(), tensors)
         })
         .collect();
-    let n = batch.len() as u64;
+    let mut n = batch.len() as u64;
     if n > 0 {
-        store.put_batch(&batch)?;
+        match store.put_batch(&batch) {
+            Ok(()) => {}
+            // A batch is all or nothing: when the store refuses one of its
+            // samples, the others are stored one by one and the refused
+            // ones counted, so one message cannot stop the stream.
+            Err(e) if refuses_the_sample(&e) => {
+                n = 0;
+                for (p, sample) in kept.iter().zip(&batch) {
+                    match store.put_batch(std::slice::from_ref(sample)) {
+                        Ok(()) => n += 1,
+                        Err(e) if refuses_the_sample(&e) => {
+                            stats.refused += 1;
+                            on(PullEvent::Skipped {
+                                message: p.message,
+                                why: Skip::Refused(e.to_string()),
+                            });
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         store.flush()?;
     }
     drop(batch);
+    drop(kept);
     pending.clear();
     stats.stored += n;
     if n > 0 {
@@ -543,6 +589,19 @@ fn commit(
     }
     Ok(())
 }
+
+/// Whether a store error is about one sample (which is refused and
+/// counted) rather than the store (which ends the pull).
+fn refuses_the_sample(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::TooLarge { .. } | StoreError::BadKey { .. } | StoreError::ReservedName { .. }
+    )
+}
+
+/// Bytes of tensors a batch holds at most before it is committed early:
+/// memory stays bounded whatever `commit_every` and the message sizes.
+const PENDING_BYTES: u64 = 256 << 20;
 
 #[cfg(test)]
 mod tests {

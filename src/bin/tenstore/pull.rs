@@ -71,8 +71,9 @@ pub struct Args {
     /// repeated key's last message) instead of skipping them.
     #[arg(long)]
     overwrite: bool,
-    /// The largest frame accepted, in bytes; ZeroMQ disconnects a sender
-    /// of a larger one.
+    /// The largest frame accepted, in bytes (ZeroMQ disconnects a sender
+    /// of a larger one), and the most tensor bytes one message may hold
+    /// (a larger one is refused and counted).
     #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(1..))]
     max_frame: i64,
 }
