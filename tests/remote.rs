@@ -1109,3 +1109,41 @@ fn serve_of_a_remote_store_answers_past_one_readers_bound() {
     let ranged = server.faults.range_gets.load(Ordering::SeqCst) - g0;
     assert!(ranged >= want.len() as u64, "{ranged} ranged GETs");
 }
+
+/// A pass that has mapped its share of the cache (half the cap) in whole
+/// shards asks to be renewed: a fresh reader maps the next shards instead
+/// of reading them record by record while holding the old ones.
+#[test]
+fn a_pass_past_its_share_of_the_cache_asks_for_a_fresh_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 600, 30_000);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let opts = options(&server, &tmp.path().join("cache"), 256 << 10);
+    remote::publish(&local, &url("p"), false, &opts).unwrap();
+    let store = Store::open_remote(&url("p"), &opts, &StoreOptions::default()).unwrap();
+    let tenstore::store::Reader::Shard(r) = store.reader().unwrap() else {
+        panic!("a remote store is a shard store");
+    };
+    let mut renew_at = None;
+    let mut seen = 0;
+    for (i, s) in r.iter().unwrap().enumerate() {
+        let s = s.unwrap();
+        assert_eq!(s.as_bytes(), &want[s.key()][..]);
+        seen += 1;
+        if renew_at.is_none() && r.needs_renewal() {
+            renew_at = Some(i);
+        }
+    }
+    assert_eq!(seen, want.len());
+    let at =
+        renew_at.expect("a pass over more than twice the cache's share never asked for renewal");
+    assert!(
+        at > 0 && at < want.len() - 1,
+        "renewal asked at sample {at}"
+    );
+    let tenstore::store::Reader::Shard(fresh) = store.reader().unwrap() else {
+        unreachable!()
+    };
+    assert!(!fresh.needs_renewal());
+}

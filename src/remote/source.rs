@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use memmap2::{Mmap, MmapMut};
@@ -186,6 +186,7 @@ impl SourceFactory for Factory {
             shards: Mutex::default(),
             records: Mutex::default(),
             seq: Mutex::default(),
+            pins_full: AtomicBool::new(false),
         })
     }
 }
@@ -208,6 +209,9 @@ pub(crate) struct ReaderSource {
     shards: Mutex<HashMap<u32, Box<Pinned>>>,
     records: Mutex<Arena>,
     seq: Mutex<Seq>,
+    /// A pass wanted a whole shard past this reader's share of the cache:
+    /// a fresh reader would map it instead of reading record by record.
+    pins_full: AtomicBool,
 }
 
 /// Size of the arena's chunks (a record larger than this gets a chunk of
@@ -521,7 +525,7 @@ impl ShardSource for ReaderSource {
     }
 
     fn needs_renewal(&self) -> bool {
-        self.held() > self.shared.reader_memory / 2
+        self.held() > self.shared.reader_memory / 2 || self.pins_full.load(Ordering::Relaxed)
     }
 
     fn shard_len(&self, no: u32) -> Result<u64> {
@@ -541,7 +545,10 @@ impl ShardSource for ReaderSource {
                 .pinned_shard(no, offset, len)
                 .map(Option::unwrap_or_default);
         }
-        if self.sequential(no, offset, len) && self.shared.whole_fits(size) && self.may_pin(size) {
+        let whole = self.sequential(no, offset, len) && self.shared.whole_fits(size);
+        if whole && !self.may_pin(size) {
+            self.pins_full.store(true, Ordering::Relaxed);
+        } else if whole {
             self.shared.prefetch_after(no);
             match self.shared.ensure_shard(no) {
                 Ok(()) => {
