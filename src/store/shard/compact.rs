@@ -30,12 +30,7 @@ impl ShardStore {
         w.sync()?;
         let dir = &self.inner.dir;
         let snap = Snapshot::load(dir, false)?;
-        let before: u64 = w
-            .manifest
-            .shards
-            .iter()
-            .map(|&n| fs::metadata(dir.join(shard_name(n))).map_or(0, |m| m.len()))
-            .sum();
+        let before = shard_bytes(dir, &w.manifest.shards);
         let first = w.manifest.shards.iter().max().copied().unwrap_or(0) + 1;
         let manifest = Manifest {
             generation: w.manifest.generation + 1,
@@ -102,12 +97,9 @@ impl ShardStore {
             return Err(e);
         }
         let published = if w.faults.compact_publish {
-            if let Some(f) = &w.faults.on_fault {
-                f();
-            }
             Err(StoreError::io(
                 "writing the compacted store's manifest",
-                std::io::Error::other("injected fault"),
+                w.faults.eio(),
             ))
         } else {
             write_manifest(dir, &w.manifest)
@@ -127,12 +119,7 @@ impl ShardStore {
             let _ = fs::remove_file(dir.join(shard_name(old)));
             let _ = fs::remove_file(dir.join(idx_name(old)));
         }
-        let after: u64 = w
-            .manifest
-            .shards
-            .iter()
-            .map(|&n| fs::metadata(dir.join(shard_name(n))).map_or(0, |m| m.len()))
-            .sum();
+        let after = shard_bytes(dir, &w.manifest.shards);
         Ok((before, after))
     }
 
@@ -295,4 +282,12 @@ pub(super) fn merge_records(old: &[u8], shard: &[u8]) -> (Vec<IdxRecord>, u64) {
         }
     }
     (out, rebuilt)
+}
+
+/// Bytes of the shard files `shards` in `dir` (a missing one counts 0).
+fn shard_bytes(dir: &Path, shards: &[u32]) -> u64 {
+    shards
+        .iter()
+        .map(|&n| fs::metadata(dir.join(shard_name(n))).map_or(0, |m| m.len()))
+        .sum()
 }

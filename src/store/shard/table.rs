@@ -109,6 +109,16 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The location an entry's row holds.
+fn loc_of(e: &[u8]) -> Loc {
+    Loc {
+        offset: u64_at(e, 8),
+        len: u64_at(e, 16),
+        shard: u32_at(e, 28) as usize,
+        crc: u32_at(e, 32),
+    }
+}
+
 /// crc32c of the last (up to) `TAIL` bytes of the first `len` bytes of a
 /// file.
 fn tail_crc(path: &Path, len: u64) -> std::io::Result<u32> {
@@ -291,15 +301,7 @@ impl Table {
             .and_then(|o| self.keys_at.checked_add(o))
             .ok_or_else(|| Damaged(format!("entry {i} names a key outside it")))?;
         let key = self.body(key, key_len)?;
-        Ok((
-            key,
-            Loc {
-                offset: u64_at(e, 8),
-                len: u64_at(e, 16),
-                shard: u32_at(e, 28) as usize,
-                crc: u32_at(e, 32),
-            },
-        ))
+        Ok((key, loc_of(e)))
     }
 
     /// Key and location of entry `i` without checking its blocks (the
@@ -314,15 +316,7 @@ impl Table {
         let key = self
             .map
             .get(key_at..key_at.checked_add(u32_at(e, 24) as usize)?)?;
-        Some((
-            key,
-            Loc {
-                offset: u64_at(e, 8),
-                len: u64_at(e, 16),
-                shard: u32_at(e, 28) as usize,
-                crc: u32_at(e, 32),
-            },
-        ))
+        Some((key, loc_of(e)))
     }
 
     /// The location of `key`, by binary search (O(log n) entries and

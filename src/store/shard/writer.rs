@@ -104,37 +104,40 @@ impl Faults {
 
     /// The error of a failing sync, once the syncs that succeed are used.
     pub(super) fn sync(&mut self) -> io::Result<()> {
-        match &mut self.syncs {
-            None => return Ok(()),
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                return Ok(());
-            }
-            Some(_) => {}
+        if spend(&mut self.syncs) {
+            return Ok(());
         }
-        if let Some(f) = &self.on_fault {
-            f();
-        }
-        Err(io::Error::from_raw_os_error(5)) // EIO
+        Err(self.eio())
     }
-}
 
-impl Faults {
     /// The fault of a key table write before its rename, once the writes
     /// that complete are used.
     fn table_write(&mut self) -> io::Result<()> {
-        match &mut self.table_writes {
-            None => return Ok(()),
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                return Ok(());
-            }
-            Some(_) => {}
+        if spend(&mut self.table_writes) {
+            return Ok(());
         }
+        Err(self.eio())
+    }
+
+    /// The error of a failing device, after telling the test.
+    pub(super) fn eio(&self) -> io::Error {
         if let Some(f) = &self.on_fault {
             f();
         }
-        Err(io::Error::from_raw_os_error(5)) // EIO
+        io::Error::from_raw_os_error(5) // EIO
+    }
+}
+
+/// Whether one more call succeeds under `budget` (`None`: no limit), and
+/// counts it.
+fn spend(budget: &mut Option<u64>) -> bool {
+    match budget {
+        None => true,
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        Some(_) => false,
     }
 }
 
