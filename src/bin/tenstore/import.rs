@@ -1,9 +1,11 @@
 //! `tenstore import STORE PATH...`: bulk loading.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::hash::BuildHasher;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -85,12 +87,141 @@ struct Rules {
     allow_empty: bool,
 }
 
-/// The first pass's view of the samples: per key, the tensors and data
-/// bytes of its last sample.
-#[derive(Default)]
-struct Plan {
-    keys: HashMap<Vec<u8>, (u64, u64)>,
-    repeats: u64,
+/// Which keys the inputs hold, in about 16 bytes per sample: a set of
+/// keyed 64-bit hashes, not the keys. A hash seen twice makes a *suspect*
+/// (a repeated key, or two keys whose hashes collide); `confirm` then
+/// reads the inputs again and compares the suspects' keys themselves.
+/// So an import of many millions of samples does not hold its keys in
+/// memory, and no collision is ever taken for a repeat.
+struct Census<S: BuildHasher = RandomState> {
+    hasher: S,
+    seen: HashSet<u64>,
+    suspects: HashSet<u64>,
+}
+
+impl Census {
+    fn new() -> Self {
+        Census::with_hasher(RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> Census<S> {
+    fn with_hasher(hasher: S) -> Self {
+        Census {
+            hasher,
+            seen: HashSet::new(),
+            suspects: HashSet::new(),
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Records one sample's key; returns its hash.
+    fn add(&mut self, key: &[u8]) -> u64 {
+        let h = self.hash(key);
+        if !self.seen.insert(h) {
+            self.suspects.insert(h);
+        }
+        h
+    }
+
+    /// Among the suspects, the keys that really come back: with
+    /// `overwrite`, every occurrence's (tensors, bytes) but the last one's
+    /// (what the store will not keep); without it, the first repeat is an
+    /// error. `each` replays the samples in input order.
+    fn confirm(
+        &self,
+        overwrite: bool,
+        each: impl FnOnce(&mut Sink) -> CliResult,
+    ) -> Result<Vec<(u64, u64)>, Box<dyn std::error::Error>> {
+        let mut replaced = Vec::new();
+        if self.suspects.is_empty() {
+            return Ok(replaced);
+        }
+        let mut last: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+        each(&mut |key, tensors, what| {
+            if !self.suspects.contains(&self.hash(&key)) {
+                return Ok(());
+            }
+            if last.contains_key(&key) && !overwrite {
+                return Err(format!(
+                    "{what}: key {:?} comes back after other samples (give --overwrite to keep its last sample); nothing was written",
+                    keys::escape(&key)
+                )
+                .into());
+            }
+            if let Some(earlier) = last.insert(key, sizes(&tensors)) {
+                replaced.push(earlier);
+            }
+            Ok(())
+        })?;
+        Ok(replaced)
+    }
+}
+
+/// A sample's tensor count and data bytes.
+fn sizes(tensors: &[Tensor]) -> (u64, u64) {
+    (
+        tensors.len() as u64,
+        tensors.iter().map(|t| t.view().nbytes() as u64).sum(),
+    )
+}
+
+/// The keys an import has sent to the store, in order, kept in an
+/// unnamed temporary file rather than in memory: they are read back only
+/// if the import fails and must be undone.
+struct Sent {
+    file: BufWriter<File>,
+    count: u64,
+}
+
+impl Sent {
+    fn new() -> Result<Self, String> {
+        let file = tempfile::tempfile()
+            .map_err(|e| format!("cannot make a temporary file for the import's key list: {e}"))?;
+        Ok(Sent {
+            file: BufWriter::new(file),
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, key: &[u8]) -> std::io::Result<()> {
+        // Keys are at most 511 bytes (checked before they get here).
+        self.file.write_all(&(key.len() as u16).to_le_bytes())?;
+        self.file.write_all(key)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Calls `each` with chunks of up to `chunk` keys, in the order sent.
+    fn replay(
+        &mut self,
+        chunk: usize,
+        mut each: impl FnMut(&[Vec<u8>]) -> Result<(), Box<dyn std::error::Error>>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        self.file.flush()?;
+        let file = self.file.get_mut();
+        file.seek(SeekFrom::Start(0))?;
+        let mut read = BufReader::new(&*file);
+        let mut keys = Vec::with_capacity(chunk);
+        for _ in 0..self.count {
+            let mut len = [0u8; 2];
+            read.read_exact(&mut len)?;
+            let mut key = vec![0u8; usize::from(u16::from_le_bytes(len))];
+            read.read_exact(&mut key)?;
+            keys.push(key);
+            if keys.len() == chunk {
+                each(&keys)?;
+                keys.clear();
+            }
+        }
+        if !keys.is_empty() {
+            each(&keys)?;
+        }
+        Ok(())
+    }
 }
 
 /// A sink for samples: key, tensors, and where the sample came from.
@@ -114,38 +245,43 @@ pub fn run(args: Args) -> CliResult {
         allow_empty: args.allow_empty,
     };
 
-    // Pass 1: read and check everything; nothing is written.
+    // Pass 1: read and check everything; nothing is written. Keys the
+    // store already holds are noted (by hash): their samples are replaced,
+    // not added, and a failed import must not remove them.
     let mut check = Tally::default();
-    let mut plan = Plan::default();
-    each_sample(&sources, &rules, &mut check, &mut |key, tensors, what| {
-        let size = (
-            tensors.len() as u64,
-            tensors.iter().map(|t| t.view().nbytes() as u64).sum(),
-        );
-        if plan.keys.insert(key.clone(), size).is_some() {
-            if !args.overwrite {
-                return Err(format!(
-                    "{what}: key {:?} comes back after other samples (give --overwrite to keep its last sample); nothing was written",
-                    keys::escape(&key)
-                )
-                .into());
-            }
-            plan.repeats += 1;
-        }
-        Ok(())
-    })?;
-
-    // Keys the store already holds: their samples are replaced, not added.
+    let mut census = Census::new();
     let mut held = HashSet::new();
-    if existing.is_some() {
-        let store = stores::open_read(&args.store)?;
-        let reader = store.reader()?;
-        for key in plan.keys.keys() {
-            if !matches!(reader.get(key), Ok(None)) {
-                held.insert(key.clone());
+    let (mut tensors, mut bytes) = (0u64, 0u64);
+    {
+        let target_store = match existing {
+            Some(_) => Some(stores::open_read(&args.store)?),
+            None => None,
+        };
+        let target_reader = target_store.as_ref().map(Store::reader).transpose()?;
+        each_sample(&sources, &rules, &mut check, &mut |key, sample, _| {
+            let (t, b) = sizes(&sample);
+            tensors += t;
+            bytes += b;
+            let h = census.add(&key);
+            if let Some(reader) = &target_reader {
+                if !matches!(reader.get(&key), Ok(None)) {
+                    held.insert(h);
+                }
             }
-        }
+            Ok(())
+        })?;
     }
+    // Keys whose hash came back: repeats (refused without --overwrite) or
+    // collisions, told apart by a second read of the inputs.
+    let replaced = census.confirm(args.overwrite, |sink| {
+        each_sample(&sources, &rules, &mut Tally::default(), sink)
+    })?;
+    for (t, b) in &replaced {
+        tensors -= t;
+        bytes -= b;
+    }
+    let distinct = check.samples - replaced.len() as u64;
+
     // What the directory held before, to remove only what --create adds.
     let before: Option<HashSet<OsString>> = match existing {
         Some(_) => None,
@@ -159,6 +295,7 @@ pub fn run(args: Args) -> CliResult {
     };
     let dir_existed = args.store.exists();
 
+    let mut sent = Sent::new()?;
     let store = match stores::open_bulk(&args.store, args.create, args.backend) {
         Ok(store) => store,
         Err(e) => {
@@ -170,27 +307,30 @@ pub fn run(args: Args) -> CliResult {
     };
     let mut progress = Progress::new();
     let mut batch: Vec<(Vec<u8>, Vec<Tensor>)> = Vec::new();
-    let mut written: Vec<Vec<u8>> = Vec::new();
     let mut pass = Tally::default();
-    let mut sent_bytes = 0u64;
+    let (mut queued, mut sent_bytes) = (0u64, 0u64);
     let batch_size = args.batch.max(1);
+    let mut send = |batch: &mut Vec<(Vec<u8>, Vec<Tensor>)>| -> CliResult {
+        for (key, _) in batch.iter() {
+            sent.push(key)
+                .map_err(|e| format!("cannot write the import's key list: {e}"))?;
+        }
+        store.put_batch(batch)?;
+        batch.clear();
+        Ok(())
+    };
     let result = each_sample(&sources, &rules, &mut pass, &mut |key, tensors, _| {
-        sent_bytes += tensors
-            .iter()
-            .map(|t| t.view().nbytes() as u64)
-            .sum::<u64>();
+        queued += 1;
+        sent_bytes += sizes(&tensors).1;
         batch.push((key, tensors));
         if batch.len() >= batch_size {
-            written.extend(batch.iter().map(|(k, _)| k.clone()));
-            store.put_batch(&batch)?;
-            batch.clear();
-            progress.update(written.len() as u64, sent_bytes);
+            send(&mut batch)?;
+            progress.update(queued, sent_bytes);
         }
         Ok(())
     })
     .and_then(|()| {
-        written.extend(batch.iter().map(|(k, _)| k.clone()));
-        store.put_batch(&batch)?;
+        send(&mut batch)?;
         Ok(store.flush()?)
     });
     progress.finish();
@@ -201,23 +341,17 @@ pub fn run(args: Args) -> CliResult {
                 drop(store);
                 remove_created(&args.store, dir_existed, before)
             }
-            None => undo(&store, &written, &held),
+            None => undo(&store, &mut sent, &held, &census),
         };
         return Err(format!(
             "import stopped while writing ({} of {} samples sent to the store): {e}; {undone}",
-            written.len(),
-            check.samples
+            sent.count, check.samples
         )
         .into());
     }
 
-    let (tensors, bytes) = plan
-        .keys
-        .values()
-        .fold((0, 0), |(t, b), &(nt, nb)| (t + nt, b + nb));
     let mut summary = format!(
-        "imported {} samples ({tensors} tensors, {:.1} MB of data) from {} inputs into {}",
-        plan.keys.len(),
+        "imported {distinct} samples ({tensors} tensors, {:.1} MB of data) from {} inputs into {}",
         bytes as f64 / 1e6,
         sources.len(),
         args.store.display(),
@@ -234,27 +368,33 @@ pub fn run(args: Args) -> CliResult {
             check.special
         );
     }
-    if plan.repeats > 0 {
+    if !replaced.is_empty() {
         summary += &format!(
             "; {} samples were replaced by a later one with the same key (--overwrite)",
-            plan.repeats
+            replaced.len()
         );
     }
     println!("{summary}");
     Ok(())
 }
 
-/// Removes the samples a failed import added (keys it wrote that the store
-/// did not hold before and holds now); says what it did.
-fn undo(store: &Store, written: &[Vec<u8>], held: &HashSet<Vec<u8>>) -> String {
-    let replaced: HashSet<&Vec<u8>> = written.iter().filter(|k| held.contains(*k)).collect();
-    let outcome = (|| -> Result<usize, Box<dyn std::error::Error>> {
+/// Removes the samples a failed import added (keys it sent that the store
+/// did not hold before, by `held`'s hashes, and holds now); says what it
+/// did. A key whose hash collides with a held key's is kept: undo never
+/// removes a sample the store held before.
+fn undo(store: &Store, sent: &mut Sent, held: &HashSet<u64>, census: &Census) -> String {
+    let mut replaced = HashSet::new();
+    let mut removed = 0usize;
+    let outcome = sent.replay(4096, |keys| {
         let added: Vec<&[u8]> = {
             let reader = store.reader()?;
-            let mut seen = HashSet::new();
+            let mut chunk = HashSet::new();
             let mut added = Vec::new();
-            for key in written {
-                if !held.contains(key) && seen.insert(key) && !matches!(reader.get(key), Ok(None)) {
+            for key in keys {
+                let h = census.hash(key);
+                if held.contains(&h) {
+                    replaced.insert(h);
+                } else if chunk.insert(key) && !matches!(reader.get(key), Ok(None)) {
                     added.push(key.as_slice());
                 }
             }
@@ -262,10 +402,11 @@ fn undo(store: &Store, written: &[Vec<u8>], held: &HashSet<Vec<u8>>) -> String {
         };
         if !added.is_empty() {
             store.delete_exact(&added)?;
+            removed += added.len();
         }
-        store.flush()?;
-        Ok(added.len())
-    })();
+        Ok(())
+    });
+    let outcome = outcome.and_then(|()| Ok(store.flush()?));
     let kept = if replaced.is_empty() {
         String::new()
     } else {
@@ -275,12 +416,12 @@ fn undo(store: &Store, written: &[Vec<u8>], held: &HashSet<Vec<u8>>) -> String {
         )
     };
     match outcome {
-        Ok(n) => format!(
-            "removed the {n} samples it had added, so the store holds the keys it held before{kept}"
+        Ok(()) => format!(
+            "removed the {removed} samples it had added, so the store holds the keys it held before{kept}"
         ),
         Err(e) => format!(
             "removing the samples it had added failed too ({e}): up to {} samples of this import remain in the store",
-            written.len()
+            sent.count - removed as u64
         ),
     }
 }
@@ -572,7 +713,95 @@ fn each_sample(sources: &[Source], rules: &Rules, tally: &mut Tally, sink: &mut 
 
 #[cfg(test)]
 mod tests {
-    use super::split_name;
+    use super::{split_name, Census, Sent, Sink};
+    use crate::CliResult;
+    use std::hash::{BuildHasherDefault, Hasher};
+    use tenstore::Tensor;
+
+    /// A hasher under which every key collides.
+    #[derive(Default)]
+    struct Constant;
+
+    impl Hasher for Constant {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    fn sample(n: usize) -> Vec<Tensor> {
+        vec![Tensor::new("x", ndarray::ArrayD::<u8>::zeros(vec![n])).unwrap()]
+    }
+
+    /// Replays `keys` (with `n` bytes of data each) into a sink.
+    fn replay<'k>(keys: &'k [(&'k str, usize)]) -> impl FnOnce(&mut Sink) -> CliResult + 'k {
+        move |sink| {
+            for (key, n) in keys {
+                sink(key.as_bytes().to_vec(), sample(*n), key)?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn colliding_hashes_are_not_taken_for_repeats() {
+        let mut census = Census::with_hasher(BuildHasherDefault::<Constant>::default());
+        let keys = [("a", 1), ("b", 2), ("c", 3)];
+        for (k, _) in &keys {
+            census.add(k.as_bytes());
+        }
+        assert_eq!(census.suspects.len(), 1, "every key collides");
+        let replaced = census.confirm(false, replay(&keys)).unwrap();
+        assert!(replaced.is_empty(), "{replaced:?}");
+    }
+
+    #[test]
+    fn a_real_repeat_is_refused_or_counted_with_the_sizes_it_replaces() {
+        let mut census = Census::with_hasher(BuildHasherDefault::<Constant>::default());
+        let keys = [("a", 1), ("b", 2), ("a", 5), ("a", 9)];
+        for (k, _) in &keys {
+            census.add(k.as_bytes());
+        }
+        let err = census.confirm(false, replay(&keys)).unwrap_err();
+        assert!(err.to_string().contains("key \"a\" comes back"), "{err}");
+        // With --overwrite the store keeps the last "a": the first two
+        // occurrences' sizes are what the totals must not count.
+        let replaced = census.confirm(true, replay(&keys)).unwrap();
+        assert_eq!(replaced, vec![(1, 1), (1, 5)]);
+    }
+
+    #[test]
+    fn distinct_keys_leave_no_suspects_under_the_keyed_hash() {
+        let mut census = Census::new();
+        for i in 0..10_000u32 {
+            census.add(format!("k{i:06}").as_bytes());
+        }
+        assert_eq!(census.seen.len(), 10_000);
+        assert!(census.suspects.is_empty());
+        census.add(b"k000042");
+        assert_eq!(census.suspects.len(), 1, "a repeat is a suspect");
+    }
+
+    #[test]
+    fn sent_keys_come_back_in_order_in_chunks() {
+        let mut sent = Sent::new().unwrap();
+        let keys: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![i; 1 + 50 * usize::from(i)])
+            .collect();
+        for k in &keys {
+            sent.push(k).unwrap();
+        }
+        let mut back = Vec::new();
+        let mut chunks = Vec::new();
+        sent.replay(4, |chunk| {
+            chunks.push(chunk.len());
+            back.extend_from_slice(chunk);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, keys);
+        assert_eq!(chunks, vec![4, 4, 2]);
+    }
 
     #[test]
     fn names_split_like_webdataset_keys() {
