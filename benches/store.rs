@@ -552,6 +552,34 @@ fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, i
         );
     }
     if kind == Kind::Med {
+        // The floor of any get that checks the value: it must read the
+        // first header, at the value's start (a line, and a page, that the
+        // raw peer never touches), besides the bytes the peer reads.
+        let floor = |v: &[u8]| u64::from(v[0]).wrapping_add(touch_raw(&pool.touched, v));
+        let (ours, peer) = paired(cfg.rounds, work, ours_get, || {
+            timed(|| {
+                let mut acc = 0u64;
+                for k in &keys {
+                    acc = acc.wrapping_add(floor(db.get(&rtxn, k).unwrap().unwrap()));
+                }
+                black_box(acc);
+            })
+        });
+        push(
+            rows,
+            Row {
+                id: "",
+                what: "  the same".into(),
+                unit,
+                ours,
+                peer_name: "raw get + byte 0 + same bytes".into(),
+                peer,
+                paired: true,
+                target: None,
+            },
+        );
+    }
+    if kind == Kind::Med {
         let (ours, peer) = paired(
             cfg.rounds,
             work,
