@@ -48,7 +48,7 @@ use std::time::Instant;
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
-use ndarray::{Array1, Array3};
+use ndarray::{Array1, Array3, Ix1, Ix3};
 use serde_json::Value;
 use tenstore::store::{
     Durability, LmdbOptions, LmdbStore, Sample, ShardOptions, ShardReader, ShardStore,
@@ -573,6 +573,45 @@ fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, i
                 unit,
                 ours,
                 peer_name: "raw get + byte 0 + same bytes".into(),
+                peer,
+                paired: true,
+                target: None,
+            },
+        );
+    }
+    if kind == Kind::Med {
+        // The same views at a rank the caller knows (`array_d`): no
+        // dynamic shape is built, and indexing is fixed-rank too.
+        let (ours, peer) = paired(
+            cfg.rounds,
+            work,
+            || {
+                timed(|| {
+                    let mut acc = 0u64;
+                    for k in &keys {
+                        let s = reader.get(k).unwrap().unwrap();
+                        let image = s.get(0).unwrap().array_d::<u8, Ix3>().unwrap();
+                        let logits = s.get(1).unwrap().array_d::<f32, Ix1>().unwrap();
+                        let label = s.get(2).unwrap().array_d::<i64, Ix1>().unwrap();
+                        acc = acc.wrapping_add(
+                            u64::from(image[[2, 63, 63]])
+                                + logits[9].to_bits() as u64
+                                + label[0] as u64,
+                        );
+                    }
+                    black_box(acc);
+                })
+            },
+            raw_get,
+        );
+        push(
+            rows,
+            Row {
+                id: "",
+                what: "  get + 3 fixed-rank views (array_d)".into(),
+                unit,
+                ours,
+                peer_name: "raw heed get + same bytes".into(),
                 peer,
                 paired: true,
                 target: None,
