@@ -15,8 +15,11 @@
 //! - A1 LMDB random `get` + an `array::<T>()` view of every tensor, one
 //!   element of each read, beside a raw heed `get` of the same keys on an
 //!   identical copy of the environment reading the same bytes; then the
-//!   same get without the prefetch of the value's ends (`get_raw` +
-//!   `Tensors::parse`), to show what it is worth.
+//!   same get without the layout cache and the prefetch of the value's
+//!   ends (`get_raw` + `Tensors::parse`), to show what they are worth;
+//!   the same get beside a raw get that also reads the value's first byte
+//!   (the line a check cannot skip); and the views at a fixed rank
+//!   (`array_d`).
 //! - A2 the same beside Python `lmdb` + `webdataset.tenbin.decode_buffer`
 //!   on the same store and keys (`benches/py/lmdb_get.py`).
 //! - A3 LMDB `put_batch` (no_sync, into a fresh store) beside raw heed
