@@ -15,8 +15,11 @@
 //! - A1 LMDB random `get` + an `array::<T>()` view of every tensor, one
 //!   element of each read, beside a raw heed `get` of the same keys on an
 //!   identical copy of the environment reading the same bytes; then the
-//!   same get without the prefetch of the value's ends (`get_raw` +
-//!   `Tensors::parse`), to show what it is worth.
+//!   same get without the layout cache and the prefetch of the value's
+//!   ends (`get_raw` + `Tensors::parse`), to show what they are worth;
+//!   the same get beside a raw get that also reads the value's first byte
+//!   (the line a check cannot skip); and the views at a fixed rank
+//!   (`array_d`).
 //! - A2 the same beside Python `lmdb` + `webdataset.tenbin.decode_buffer`
 //!   on the same store and keys (`benches/py/lmdb_get.py`).
 //! - A3 LMDB `put_batch` (no_sync, into a fresh store) beside raw heed
@@ -48,7 +51,7 @@ use std::time::Instant;
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
-use ndarray::{Array1, Array3};
+use ndarray::{Array1, Array3, Ix1, Ix3};
 use serde_json::Value;
 use tenstore::store::{
     Durability, LmdbOptions, LmdbStore, Sample, ShardOptions, ShardReader, ShardStore,
@@ -542,6 +545,73 @@ fn lmdb_get(cfg: &Config, pool: &Pool, store: &LmdbStore, rows: &mut Vec<Row>, i
             Row {
                 id: "",
                 what: "  get_raw + parse, no prefetch, 3 views".into(),
+                unit,
+                ours,
+                peer_name: "raw heed get + same bytes".into(),
+                peer,
+                paired: true,
+                target: None,
+            },
+        );
+    }
+    if kind == Kind::Med {
+        // The floor of any get that checks the value: it must read the
+        // first header, at the value's start (a line, and a page, that the
+        // raw peer never touches), besides the bytes the peer reads.
+        let floor = |v: &[u8]| u64::from(v[0]).wrapping_add(touch_raw(&pool.touched, v));
+        let (ours, peer) = paired(cfg.rounds, work, ours_get, || {
+            timed(|| {
+                let mut acc = 0u64;
+                for k in &keys {
+                    acc = acc.wrapping_add(floor(db.get(&rtxn, k).unwrap().unwrap()));
+                }
+                black_box(acc);
+            })
+        });
+        push(
+            rows,
+            Row {
+                id: "",
+                what: "  the same".into(),
+                unit,
+                ours,
+                peer_name: "raw get + byte 0 + same bytes".into(),
+                peer,
+                paired: true,
+                target: None,
+            },
+        );
+    }
+    if kind == Kind::Med {
+        // The same views at a rank the caller knows (`array_d`): no
+        // dynamic shape is built, and indexing is fixed-rank too.
+        let (ours, peer) = paired(
+            cfg.rounds,
+            work,
+            || {
+                timed(|| {
+                    let mut acc = 0u64;
+                    for k in &keys {
+                        let s = reader.get(k).unwrap().unwrap();
+                        let image = s.get(0).unwrap().array_d::<u8, Ix3>().unwrap();
+                        let logits = s.get(1).unwrap().array_d::<f32, Ix1>().unwrap();
+                        let label = s.get(2).unwrap().array_d::<i64, Ix1>().unwrap();
+                        acc = acc.wrapping_add(
+                            u64::from(image[[2, 63, 63]])
+                                + logits[9].to_bits() as u64
+                                + label[0] as u64,
+                        );
+                    }
+                    black_box(acc);
+                })
+            },
+            raw_get,
+        );
+        push(
+            rows,
+            Row {
+                id: "",
+                what: "  get + 3 fixed-rank views (array_d)".into(),
                 unit,
                 ours,
                 peer_name: "raw heed get + same bytes".into(),

@@ -186,26 +186,34 @@ fn a_store_get_with_all_three_views_allocates_nothing() {
     let image = Array3::<u8>::from_elem((3, 64, 64), 9);
     let logits = Array1::<f32>::from_elem(10, 0.5);
     let label = Array1::<i64>::from_elem(1, 3);
-    store
-        .put(
-            b"k",
-            &[
-                TensorRef::from_array("image", &image).unwrap(),
-                TensorRef::from_array("logits", &logits).unwrap(),
-                TensorRef::from_array("label", &label).unwrap(),
-            ],
-        )
-        .unwrap();
+    // Two samples of one layout: the second get (and the third) reuses
+    // the layout the first one learned.
+    for key in [b"k", b"j"] {
+        store
+            .put(
+                key,
+                &[
+                    TensorRef::from_array("image", &image).unwrap(),
+                    TensorRef::from_array("logits", &logits).unwrap(),
+                    TensorRef::from_array("label", &label).unwrap(),
+                ],
+            )
+            .unwrap();
+    }
     let reader = store.reader().unwrap();
-    let key = b"k".to_vec();
+    let keys = [b"k".to_vec(), b"j".to_vec(), b"k".to_vec()];
     let (sum, allocs, _) = measure(|| {
-        let s = reader.get(&key).unwrap().unwrap();
-        let image = s.get_by_name("image").unwrap().array::<u8>().unwrap();
-        let logits = s.get_by_name("logits").unwrap().array::<f32>().unwrap();
-        let label = s.get_by_name("label").unwrap().array::<i64>().unwrap();
-        image[[0, 0, 0]] as f64 + logits.sum() as f64 + label[[0]] as f64
+        let mut sum = 0.0;
+        for key in &keys {
+            let s = reader.get(key).unwrap().unwrap();
+            let image = s.get_by_name("image").unwrap().array::<u8>().unwrap();
+            let logits = s.get_by_name("logits").unwrap().array::<f32>().unwrap();
+            let label = s.get_by_name("label").unwrap().array::<i64>().unwrap();
+            sum += image[[0, 0, 0]] as f64 + logits.sum() as f64 + label[[0]] as f64;
+        }
+        sum
     });
-    assert_eq!(sum, 9.0 + 5.0 + 3.0);
+    assert_eq!(sum, 3.0 * (9.0 + 5.0 + 3.0));
     assert_eq!(
         allocs, 0,
         "get plus three zero-copy views must not allocate"

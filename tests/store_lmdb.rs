@@ -516,3 +516,68 @@ fn no_lock_reads_only() {
     assert!(!ro.is_lock_free());
     check(&ro.reader().unwrap(), 0);
 }
+
+/// A reader that recognised one layout still checks every value: one of
+/// the same length whose header, length or padding bytes differ is checked
+/// in full, and accepted or refused exactly as a fresh parse would.
+#[test]
+fn a_value_like_the_last_one_but_for_one_checked_byte_is_checked_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = tenstore::encode_buffer(&sample(0)).unwrap();
+    let name_at = {
+        let t = tenstore::Tensors::parse(&good).unwrap();
+        assert_eq!(t.get(0).unwrap().name(), "image");
+        // The first header's name word: after its chunk prefix and dtype.
+        16 + 8
+    };
+    let mut renamed = good.clone();
+    renamed[name_at + 4] = b'f';
+    let mut bad_padding = good.clone();
+    *bad_padding.last_mut().unwrap() = 1;
+    let mut bad_length = good.clone();
+    bad_length[8] ^= 0x40;
+    let mut bad_dtype = good.clone();
+    bad_dtype[16] = b'#';
+    let values: [(&[u8], &[u8]); 6] = [
+        (b"a", &good),
+        (b"b", &renamed),
+        (b"c", &bad_padding),
+        (b"d", &bad_length),
+        (b"e", &bad_dtype),
+        (b"f", &tenstore::encode_buffer(&sample(1)).unwrap()),
+    ];
+    // Written with plain heed: the store's own writes refuse bad values.
+    // SAFETY: a fresh directory of this test; nothing else maps it.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .map_size(1 << 20)
+            .open(dir.path())
+            .unwrap()
+    };
+    let mut txn = env.write_txn().unwrap();
+    let db: heed::Database<heed::types::Bytes, heed::types::Bytes> =
+        env.create_database(&mut txn, None).unwrap();
+    for (k, v) in values {
+        db.put(&mut txn, k, v).unwrap();
+    }
+    txn.commit().unwrap();
+    env.prepare_for_closing().wait();
+
+    let store = common::store::open_lmdb_read_only(dir.path());
+    let r = store.reader().unwrap();
+    for _ in 0..2 {
+        for (k, v) in values {
+            let fresh = tenstore::Tensors::parse(v).map(|t| t.to_vec());
+            match (r.get(k), fresh) {
+                (Ok(Some(s)), Ok(views)) => assert_eq!(s.iter().collect::<Vec<_>>(), views),
+                (Err(e), Err(fresh)) => assert!(e.to_string().contains(&fresh.to_string()), "{e}"),
+                (got, fresh) => panic!("{:?}: got {got:?}, a parse says {fresh:?}", k),
+            }
+        }
+    }
+    assert_eq!(
+        r.get(b"b").unwrap().unwrap().get(0).unwrap().name(),
+        "imagf"
+    );
+    assert!(r.get(b"c").is_err() && r.get(b"d").is_err() && r.get(b"e").is_err());
+}

@@ -11,6 +11,7 @@ mod header;
 mod prefetch;
 
 pub use chunk::{decode_chunks, encode_chunks, MAGIC};
+pub(crate) use decode::Layout;
 pub use decode::{decode_buffer, Iter, TensorBuf, Tensors};
 pub(crate) use encode::encode_to;
 pub use encode::{encode_buffer, encode_into, encoded_len};

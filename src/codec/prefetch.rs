@@ -58,6 +58,13 @@ pub(crate) fn ends(buf: &[u8]) {
     }
 }
 
+/// Prefetches the lines of `buf[start..end]`: a run of bytes whose
+/// position is known before it is read.
+#[inline]
+pub(crate) fn span(buf: &[u8], start: usize, end: usize) {
+    range(buf, start, end);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn line(b: &u8) {

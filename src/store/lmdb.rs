@@ -1,6 +1,7 @@
 //! The LMDB backend: each sample is one value in LMDB's main database, the
 //! tenbin buffer of its tensors, under its key.
 
+use std::cell::RefCell;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
-use crate::codec::{encode_to, encoded_len, Tensors};
+use crate::codec::{encode_to, encoded_len, Layout, Tensors};
 use crate::store::error::{Result, StoreError};
 use crate::store::gate::{Blocked, Gate, Pass};
 use crate::store::key::{check_key, distinct, shuffle};
@@ -509,6 +510,7 @@ impl LmdbStore {
         Ok(LmdbReader {
             open: Some(open),
             store: self,
+            layout: RefCell::default(),
         })
     }
 
@@ -657,6 +659,11 @@ pub struct LmdbReader<'s> {
     /// pass (field order).
     open: Option<(RoTxn<'s, WithoutTls>, Pass<'s>)>,
     store: &'s LmdbStore,
+    /// The layout of the last sample `get` checked, to recognise the next
+    /// one of the same layout without walking its chunks again (see
+    /// `codec::Layout`: it accepts exactly what a full check does).
+    /// Boxed: it is over a kilobyte, and readers are moved around.
+    layout: RefCell<Box<Layout>>,
 }
 
 impl<'s> LmdbReader<'s> {
@@ -681,10 +688,18 @@ impl<'s> LmdbReader<'s> {
     pub fn get<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
         match self.get_raw(key)? {
             None => Ok(None),
-            Some(value) => Ok(Some(Sample::new(
-                key,
-                Tensors::parse_cold(value).map_err(|e| StoreError::codec(key, e))?,
-            ))),
+            Some(value) => {
+                let tensors = match self.layout.try_borrow_mut() {
+                    Ok(mut layout) => Tensors::parse_cached(value, &mut layout),
+                    // Not reached (the borrow ends here), but never worth
+                    // a panic: check in full.
+                    Err(_) => Tensors::parse_cold(value),
+                };
+                Ok(Some(Sample::new(
+                    key,
+                    tensors.map_err(|e| StoreError::codec(key, e))?,
+                )))
+            }
         }
     }
 

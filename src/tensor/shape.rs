@@ -119,11 +119,23 @@ const SHORT: usize = 8;
 
 impl Shape<'_> {
     /// Writes the dimensions into `buf` (as many as fit); returns how many.
-    fn fill(&self, buf: &mut [usize]) -> usize {
+    pub(crate) fn fill(&self, buf: &mut [usize]) -> usize {
         let mut n = 0;
-        for (slot, d) in buf.iter_mut().zip(self.iter()) {
-            *slot = d;
-            n += 1;
+        match self.0 {
+            // A word at a time, without the bounds checks of `get`: what
+            // every decoded view's construction runs.
+            Repr::Le(b) => {
+                for (slot, w) in buf.iter_mut().zip(b.chunks_exact(8)) {
+                    *slot = le_word(w) as usize;
+                    n += 1;
+                }
+            }
+            Repr::Native(d) => {
+                for (slot, &dim) in buf.iter_mut().zip(d) {
+                    *slot = dim;
+                    n += 1;
+                }
+            }
         }
         n
     }

@@ -260,9 +260,7 @@ impl<'a> TensorView<'a> {
             });
         }
         let mut dim = D::zeros(self.ndim());
-        for (d, s) in dim.slice_mut().iter_mut().zip(self.shape.iter()) {
-            *d = s;
-        }
+        self.shape.fill(dim.slice_mut());
         ArrayView::from_shape(dim, slice).map_err(|_| self.length_error())
     }
 
