@@ -104,8 +104,8 @@
 //! - **Rewriting** bytes in place changes what views already handed out
 //!   show, under a snapshot that promised they would not change (and for
 //!   LMDB may make it follow damaged pages). The shard store's crc32c
-//!   checks (`verify`, `verify_reads`) catch such damage only when the
-//!   bytes are checked, not after.
+//!   checks (scans, `verify`, `verify_reads`) catch such damage only when
+//!   the bytes are checked, not after.
 //! - Renaming, replacing by rename, or deleting a file is harmless to a
 //!   store already open: its maps keep the old file alive.
 //!

@@ -7,6 +7,7 @@ use std::fs;
 use std::ops::Bound;
 use std::path::Path;
 
+use tenstore::plan::{EpochPlan, PlanConfig, Shuffle};
 use tenstore::store::{Durability, Problem, ShardOptions, ShardStore, StoreError};
 use tenstore::{Tensor, TensorRef};
 
@@ -655,4 +656,102 @@ fn an_uncommitted_last_record_is_cut_saved_and_reported() {
     let r = store.reader().unwrap();
     assert_eq!(r.len().unwrap(), 9);
     assert!(r.verify().unwrap().is_empty());
+}
+
+#[test]
+fn scans_check_every_records_crc32c_without_verify_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shard, _) = ten_samples(dir.path());
+    // Flip one byte of sample 3's logits: its tenbin structure stays valid,
+    // so only the record's crc32c can tell.
+    let logits = sample(3)[1].any().as_bytes().to_vec();
+    let mut bytes = fs::read(&shard).unwrap();
+    let at = bytes
+        .windows(logits.len())
+        .position(|w| w == &logits[..])
+        .expect("sample 3's logits are in the shard");
+    bytes[at + 5] ^= 0x10;
+    fs::write(&shard, &bytes).unwrap();
+    let shard_name = shard.file_name().unwrap().to_str().unwrap().to_owned();
+
+    let r = read_only(dir.path());
+    let refused = |what: &str, got: Vec<Result<Vec<u8>, StoreError>>, expect_keys: Vec<String>| {
+        assert_eq!(got.len(), expect_keys.len(), "{what}");
+        for (got, k) in got.iter().zip(&expect_keys) {
+            match got {
+                Ok(seen) => {
+                    assert_ne!(k, &key(3), "{what}: the damaged sample was handed out");
+                    assert_eq!(seen, k.as_bytes(), "{what}");
+                }
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    assert_eq!(k, &key(3), "{what}: {e}");
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&key(3))
+                            && msg.contains("checksum")
+                            && msg.contains(&shard_name),
+                        "{what}: {msg}"
+                    );
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    };
+    let keys = |order: &[usize]| order.iter().map(|&i| key(i)).collect::<Vec<_>>();
+    fn collect<'a>(
+        it: impl Iterator<Item = tenstore::store::Result<tenstore::store::Sample<'a>>>,
+    ) -> Vec<Result<Vec<u8>, StoreError>> {
+        it.map(|s| s.map(|s| s.key().to_vec())).collect()
+    }
+    // Write order, key order and a prefix scan: every other sample comes
+    // through, the damaged one is refused.
+    refused(
+        "iter",
+        collect(r.iter().unwrap()),
+        keys(&(0..10).collect::<Vec<_>>()),
+    );
+    refused(
+        "iter_from",
+        collect(r.iter_from(Bound::Unbounded).unwrap()),
+        keys(&(0..10).collect::<Vec<_>>()),
+    );
+    refused(
+        "iter_prefix",
+        collect(r.iter_prefix(b"k0000").unwrap()),
+        keys(&(0..10).collect::<Vec<_>>()),
+    );
+    // Epoch plans, in storage order and shuffled.
+    for shuffle in [Shuffle::None, Shuffle::Full] {
+        let plan = EpochPlan::new(
+            10,
+            PlanConfig {
+                shuffle,
+                ..PlanConfig::default()
+            },
+        )
+        .unwrap();
+        let order: Vec<usize> = plan.iter().map(|i| i as usize).collect();
+        refused(
+            &format!("{shuffle:?}"),
+            collect(r.iter_plan(&plan).unwrap()),
+            keys(&order),
+        );
+    }
+    // A random get without verify_reads reads the record unchecked (the
+    // flipped bit shows); with it, the get is refused too.
+    let got = r.require(key(3).as_bytes()).unwrap();
+    assert_ne!(got.get(1).unwrap().data(), &logits[..]);
+    let store = ShardStore::open(
+        dir.path(),
+        &ShardOptions {
+            read_only: true,
+            verify_reads: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        store.reader().unwrap().get(key(3).as_bytes()),
+        Err(StoreError::Corrupt { .. })
+    ));
 }

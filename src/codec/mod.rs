@@ -8,7 +8,7 @@ mod decode;
 mod encode;
 mod frames;
 mod header;
-mod prefetch;
+pub(crate) mod prefetch;
 
 pub use chunk::{decode_chunks, encode_chunks, MAGIC};
 pub(crate) use decode::Layout;

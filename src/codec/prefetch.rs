@@ -31,7 +31,7 @@ fn prefetch(buf: &[u8], at: usize) {
 
 /// Prefetches the lines of `buf[start..end]` (clamped to `buf`).
 #[inline(always)]
-fn range(buf: &[u8], start: usize, end: usize) {
+pub(crate) fn range(buf: &[u8], start: usize, end: usize) {
     let end = end.min(buf.len());
     let mut at = start;
     while at < end {

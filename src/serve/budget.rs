@@ -7,7 +7,8 @@
 //! libzmq without another copy (`zmq_msg_init_data`). libzmq calls back
 //! when it lets go of a frame (written to the kernel, dropped at a full
 //! queue, or dropped because its peer left); when the last frame of a
-//! block is let go, the block is freed and its bytes are given back.
+//! block is let go, its bytes are given back and the block is freed (or,
+//! if small, kept for a later reply: at most 4 MiB of such spares).
 
 use std::collections::HashMap;
 use std::os::raw::c_void;
@@ -32,7 +33,17 @@ struct State {
     total: usize,
     /// Bytes charged per routing identity; a peer with none has no entry.
     peers: HashMap<Vec<u8>, usize>,
+    /// Heap blocks given back, kept for the next replies (at most
+    /// [`SPARE_BLOCKS`], each smaller than [`MAP_THRESHOLD`]): a reply of
+    /// a sample then costs no allocation of its size, and no free of it
+    /// on libzmq's I/O thread (a free of another thread's memory, which
+    /// the allocator does not cache). Not charged: they hold no reply.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Heap blocks kept for reuse, at most: `SPARE_BLOCKS * MAP_THRESHOLD`
+/// bytes (4 MiB) in all.
+const SPARE_BLOCKS: usize = 64;
 
 /// Why a reply was not charged.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +116,27 @@ impl ReplyBudget {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// An empty heap block with room for `bytes` (under
+    /// [`MAP_THRESHOLD`]): a spare one when there is one.
+    fn heap_block(&self, bytes: usize) -> Vec<u8> {
+        let mut v = self.lock().spare.pop().unwrap_or_default();
+        v.reserve(bytes);
+        v
+    }
+
+    /// Keeps an emptied heap block for [`heap_block`](Self::heap_block),
+    /// unless enough are kept or it is large.
+    fn give_back(&self, mut v: Vec<u8>) {
+        if v.capacity() >= MAP_THRESHOLD {
+            return;
+        }
+        v.clear();
+        let mut st = self.lock();
+        if st.spare.len() < SPARE_BLOCKS {
+            st.spare.push(v);
+        }
+    }
+
     /// Charges `bytes` for a reply to `peer`, or says why not.
     fn charge(self: &Arc<Self>, peer: &[u8], bytes: usize) -> Result<Charge, Refusal> {
         if bytes > self.max {
@@ -169,7 +201,7 @@ impl Drop for Charge {
 
 /// The memory of a block.
 enum Storage {
-    Heap(Box<[u8]>),
+    Heap(Vec<u8>),
     Map(memmap2::MmapMut),
 }
 
@@ -178,6 +210,15 @@ enum Storage {
 struct Block {
     storage: Storage,
     _charge: Charge,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // The charge is given back after this, when the field drops.
+        if let Storage::Heap(v) = &mut self.storage {
+            self._charge.budget.give_back(std::mem::take(v));
+        }
+    }
 }
 
 impl Block {
@@ -269,12 +310,13 @@ pub(crate) fn frames<P: AsRef<[u8]>>(
             Storage::Map(m)
         }
         None => {
-            // Written once, not zeroed first.
-            let mut v = Vec::with_capacity(total);
+            // Written once, not zeroed first, into a spare block when
+            // there is one.
+            let mut v = budget.heap_block(total);
             for p in parts {
                 v.extend_from_slice(p.as_ref());
             }
-            Storage::Heap(v.into_boxed_slice())
+            Storage::Heap(v)
         }
     };
     let block = Arc::new(Block {
@@ -359,6 +401,53 @@ mod tests {
         drop((b1, c1, d1));
         assert_eq!(b.queued(), 0);
         assert!(b.lock().peers.is_empty());
+    }
+
+    #[test]
+    fn heap_blocks_are_reused_and_the_spares_are_bounded() {
+        let b = ReplyBudget::new(1 << 30, 1 << 30);
+        // Sent one at a time: the second reply reuses the first's block.
+        let f = frames(&b, b"p", &[&[1u8; 5000][..]]).unwrap();
+        drop(f);
+        assert_eq!(b.lock().spare.len(), 1);
+        let f = frames(&b, b"p", &[&[2u8; 4000][..]]).unwrap();
+        assert_eq!(b.lock().spare.len(), 0);
+        drop(f);
+        // Many replies at once: at most SPARE_BLOCKS are kept afterwards,
+        // and no mapped (large) block is.
+        let many: Vec<_> = (0..SPARE_BLOCKS + 10)
+            .map(|i| frames(&b, b"p", &[&vec![i as u8; 3000][..]]).unwrap())
+            .collect();
+        let large = frames(&b, b"q", &[&vec![9u8; MAP_THRESHOLD][..]]).unwrap();
+        drop(many);
+        drop(large);
+        let st = b.lock();
+        assert_eq!(st.spare.len(), SPARE_BLOCKS);
+        assert!(st
+            .spare
+            .iter()
+            .all(|v| v.is_empty() && v.capacity() < MAP_THRESHOLD));
+        assert_eq!(st.total, 0);
+    }
+
+    #[test]
+    fn a_reused_block_holds_the_new_reply_only() {
+        let b = ReplyBudget::new(1 << 20, 1 << 20);
+        drop(frames(&b, b"p", &[&[7u8; 6000][..]]).unwrap());
+        let ctx = zmq::Context::new();
+        let mut tx = ctx.socket(zmq::PAIR).unwrap();
+        let rx = ctx.socket(zmq::PAIR).unwrap();
+        rx.bind("inproc://budget-reuse").unwrap();
+        tx.connect("inproc://budget-reuse").unwrap();
+        let mut f = frames(&b, b"p", &[&b"ab"[..], &[3u8; 100][..]]).unwrap();
+        let last = f.pop().unwrap();
+        f.pop().unwrap().send(&mut tx, zmq::SNDMORE).unwrap();
+        last.send(&mut tx, 0).unwrap();
+        assert_eq!(
+            rx.recv_multipart(0).unwrap(),
+            [b"ab".to_vec(), vec![3u8; 100]]
+        );
+        assert_eq!(b.lock().spare.len(), 1);
     }
 
     #[test]

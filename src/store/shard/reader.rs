@@ -75,11 +75,14 @@ impl ShardReader {
     /// are read front to back, and the kernel is told so: each shard is
     /// advised `MADV_SEQUENTIAL` while the scan is in it, and the next
     /// few MiB `MADV_WILLNEED` ahead of it). Never fails; samples are
-    /// checked as they come.
+    /// checked as they come, each record's crc32c included (whatever
+    /// [`verify_reads`](super::ShardOptions::verify_reads) says), and a
+    /// damaged one is an error naming its key and shard.
     pub fn iter(&self) -> Result<ShardEntries<'_>> {
         Ok(ShardEntries {
             snap: &self.snap,
             inner: Box::new(ReadAhead::new(&self.snap, self.snap.entries())),
+            in_order: true,
         })
     }
 
@@ -88,6 +91,7 @@ impl ShardReader {
         Ok(ShardEntries {
             snap: &self.snap,
             inner: Box::new(self.snap.sorted_from(start)),
+            in_order: false,
         })
     }
 
@@ -100,6 +104,7 @@ impl ShardReader {
                     .sorted_from(Bound::Included(prefix))
                     .take_while(move |e| e.key.starts_with(prefix)),
             ),
+            in_order: false,
         })
     }
 
@@ -111,6 +116,7 @@ impl ShardReader {
         Ok(ShardEntries {
             snap: &self.snap,
             inner: Box::new(order.into_iter()),
+            in_order: false,
         })
     }
 
@@ -140,6 +146,7 @@ impl ShardReader {
         Ok(ShardEntries {
             snap: &self.snap,
             inner,
+            in_order: plan.config().shuffle == Shuffle::None,
         })
     }
 
@@ -397,6 +404,9 @@ impl<'r> Iterator for Windows<'r> {
 pub struct ShardEntries<'r> {
     snap: &'r Snapshot,
     inner: Box<dyn Iterator<Item = &'r Entry> + 'r>,
+    /// Whether the entries come in storage order (records one after
+    /// another in each shard): what follows a record is prefetched.
+    in_order: bool,
 }
 
 impl<'r> ShardEntries<'r> {
@@ -411,7 +421,12 @@ impl<'r> Iterator for ShardEntries<'r> {
 
     fn next(&mut self) -> Option<Result<Sample<'r>>> {
         let e = self.inner.next()?;
-        Some(self.snap.sample_of(e))
+        // Every record's crc32c is checked, whatever `verify_reads` says.
+        Some(if self.in_order {
+            self.snap.sample_in_order(e)
+        } else {
+            self.snap.sample_of(e)
+        })
     }
 }
 

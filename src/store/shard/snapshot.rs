@@ -679,6 +679,13 @@ impl Snapshot {
         &self.manifest
     }
 
+    /// The file name of the shard at position `pos`, for messages.
+    fn shard_file(&self, pos: usize) -> String {
+        self.shards
+            .get(pos)
+            .map_or_else(|| format!("shard #{pos}"), |v| shard_name(v.no))
+    }
+
     /// Length of the map of the shard at position `pos` (0 if unmapped).
     pub fn shard_len(&self, pos: usize) -> u64 {
         self.shards
@@ -754,11 +761,31 @@ impl Snapshot {
     }
 
     /// The bytes of an entry's record, checked against the crc32c
-    /// committed with it: the shard store's one checksum check (reads with
-    /// `verify_reads`, `verify`, compaction).
+    /// committed with it: the shard store's one checksum check (scans,
+    /// gets with `verify_reads`, `verify`, compaction).
     pub(crate) fn checked_record(&self, loc: &Loc) -> std::result::Result<&[u8], RecordFault> {
+        self.checked_record_ahead(loc, false)
+    }
+
+    /// [`checked_record`](Self::checked_record); with `ahead` (a scan in
+    /// storage order) the bytes after the record are asked into the cache
+    /// too, so that the next record's pass finds them there.
+    fn checked_record_ahead(
+        &self,
+        loc: &Loc,
+        ahead: bool,
+    ) -> std::result::Result<&[u8], RecordFault> {
         let bytes = self.fetch_record(loc)?;
-        let found = crc32c::crc32c(bytes);
+        let map = match (
+            &self.source,
+            self.shards.get(loc.shard).and_then(|v| v.map.as_deref()),
+        ) {
+            (None, Some(map)) if ahead => &map[..],
+            _ => bytes,
+        };
+        // `bytes` lies within `map` (it was cut from it, or is it).
+        let start = bytes.as_ptr() as usize - map.as_ptr() as usize;
+        let found = crc_streaming(map, start, start + bytes.len());
         if found != loc.crc {
             return Err(RecordFault::Checksum {
                 found,
@@ -768,21 +795,37 @@ impl Snapshot {
         Ok(bytes)
     }
 
-    /// The sample of an index entry.
+    /// The sample of an index entry, as a scan reads it: its record's
+    /// crc32c is always checked, whatever `verify_reads` says.
     pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
-        self.sample_at(&e.key, &e.loc)
+        self.sample_at(&e.key, &e.loc, true, false)
     }
 
-    /// The sample under `key`, whose record is at `loc`.
-    fn sample_at(&self, key: &[u8], loc: &Loc) -> Result<Sample<'_>> {
-        let corrupt = |what: String| StoreError::Corrupt {
-            key: crate::error::escape(key),
-            what,
-        };
-        let bytes = if self.verify {
-            self.checked_record(loc)
+    /// [`sample_of`](Self::sample_of) for a scan in storage order: the
+    /// bytes after the record are prefetched as it is checked.
+    pub(crate) fn sample_in_order<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
+        self.sample_at(&e.key, &e.loc, true, true)
+    }
+
+    /// The sample under `key`, whose record is at `loc`; its crc32c is
+    /// checked when `check` is set, prefetching what follows the record
+    /// when `ahead` is too.
+    fn sample_at(&self, key: &[u8], loc: &Loc, check: bool, ahead: bool) -> Result<Sample<'_>> {
+        // The checksum pass comes first: it reads the record front to back
+        // and leaves it in the cache for the structure checks and for the
+        // caller, who reads it next.
+        let bytes = if check {
+            self.checked_record_ahead(loc, ahead)
         } else {
             self.fetch_record(loc)
+        };
+        let corrupt = |what: String| StoreError::Corrupt {
+            key: crate::error::escape(key),
+            what: format!(
+                "{what} (record at offset {} of {})",
+                loc.offset,
+                self.shard_file(loc.shard)
+            ),
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
@@ -816,7 +859,7 @@ impl Snapshot {
     pub fn get(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
         match self.locate(key) {
             None => Ok(None),
-            Some(loc) => self.sample_at(key, &loc).map(Some),
+            Some(loc) => self.sample_at(key, &loc, self.verify, false).map(Some),
         }
     }
 
@@ -846,6 +889,35 @@ impl Snapshot {
         order[first..].iter().map(|&i| &full.entries[i as usize])
     }
 }
+
+/// The crc32c of `map[start..end]`, taken in blocks with the lines
+/// [`CRC_AHEAD`] bytes further on (within `map`) asked into the cache
+/// before each block: a record read from memory then streams at the memory
+/// bus's pace instead of the pace the checksum loop alone finds its misses
+/// at. The result is that of one `crc32c` call over the range (the crc of
+/// a range is the crc of its blocks, appended in order).
+fn crc_streaming(map: &[u8], start: usize, end: usize) -> u32 {
+    let mut crc = 0;
+    let mut at = start;
+    while at < end {
+        let next = at.saturating_add(CRC_BLOCK).min(end);
+        crate::codec::prefetch::range(
+            map,
+            at.saturating_add(CRC_AHEAD),
+            next.saturating_add(CRC_AHEAD),
+        );
+        crc = crc32c::crc32c_append(crc, &map[at..next]);
+        at = next;
+    }
+    crc
+}
+
+/// Bytes checksummed per call of [`crc_streaming`]: two runs of the
+/// crc32c crate's three-way loop (3 x 256 bytes each).
+const CRC_BLOCK: usize = 1536;
+
+/// How far ahead of the checksum pass [`crc_streaming`] prefetches.
+const CRC_AHEAD: usize = 4096;
 
 /// Splits a record into its key array and its tensors, checking that the
 /// key array is there and holds `key`.

@@ -55,8 +55,11 @@ pub struct ShardOptions {
     pub durability: Durability,
     /// Open without the writer lock, for reading only.
     pub read_only: bool,
-    /// Check every sample's crc32c when it is read (costs a pass over its
-    /// bytes). Default `false`; `verify` always checks.
+    /// Check the crc32c of every sample a random `get` reads (costs a pass
+    /// over its bytes, which for a small read of a large sample is most of
+    /// the read). Default `false`. Scans check every record's crc32c
+    /// whatever this says: the reader's iterators (write order, key order,
+    /// shuffled, epoch plans), and so `export`, `push` and `verify`.
     pub verify_reads: bool,
 }
 
