@@ -180,7 +180,7 @@ pub fn open(
             .is_ok_and(|b| b.len() as u64 == o.size && crc32c::crc32c(&b) == o.crc32c);
         if !fresh {
             let _ = std::fs::remove_file(&path);
-            cache.ensure(&path, o.size, |f| {
+            cache.ensure(&path, o.size, false, |f| {
                 fetch.download(&o.name, o.size, o.crc32c, f)
             })?;
         }
