@@ -170,8 +170,10 @@ fn main() {
         }
         Arc::new(b.build().unwrap())
     };
+    // The same shape as the runtime tenstore's remote reads run on (4
+    // workers), so the two differ only in what they do per request.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .enable_all()
         .build()
         .unwrap();
