@@ -181,12 +181,107 @@ type ReaderSlot = Mutex<Option<Arc<Snap>>>;
 static STORE_SLOTS: Mutex<Vec<Weak<Mutex<Option<Owned>>>>> = Mutex::new(Vec::new());
 static READER_SLOTS: Mutex<Vec<Weak<ReaderSlot>>> = Mutex::new(Vec::new());
 
+/// Where a published store's bytes are cached (`cache_dir=`,
+/// `cache_size=`); only for URLs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CacheOptions {
+    dir: Option<PathBuf>,
+    size: Option<u64>,
+}
+
+impl CacheOptions {
+    /// From the keyword arguments: `cache_size` is a byte count or a
+    /// string such as `"10G"`.
+    fn new(dir: Option<PathBuf>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let size = match size {
+            None => None,
+            Some(s) if s.is_none() => None,
+            Some(s) => Some(if let Ok(n) = s.extract::<u64>() {
+                n
+            } else if let Ok(text) = s.extract::<String>() {
+                tenstore::remote::parse_size(&text).map_err(PyValueError::new_err)?
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "cache_size is a byte count (int) or a string such as \"10G\", not {}",
+                    s.get_type()
+                )));
+            }),
+        };
+        Ok(CacheOptions { dir, size })
+    }
+
+    fn is_set(&self) -> bool {
+        self.dir.is_some() || self.size.is_some()
+    }
+
+    fn remote(&self) -> tenstore::remote::RemoteOptions {
+        let mut o = tenstore::remote::RemoteOptions {
+            cache_dir: self.dir.clone(),
+            ..Default::default()
+        };
+        if let Some(size) = self.size {
+            o.cache_size = size;
+        }
+        o
+    }
+
+    /// `(cache_dir, cache_size)`, for pickling.
+    fn args(&self) -> (Option<PathBuf>, Option<u64>) {
+        (self.dir.clone(), self.size)
+    }
+}
+
+/// The URL `path` is (`s3://...`, `file://...`), if it is one.
+fn url_of(path: &Path) -> Option<&str> {
+    path.to_str().filter(|p| tenstore::remote::is_url(p))
+}
+
+/// Checks what `Store(path, ...)` was given: a URL opens read-only (no
+/// create, no LMDB); cache options are for URLs only.
+fn check_target(
+    path: &Path,
+    create: bool,
+    backend: Option<&str>,
+    cache: &CacheOptions,
+) -> PyResult<()> {
+    match url_of(path) {
+        Some(url) if create => Err(PyValueError::new_err(format!(
+            "{url}: a published store opens read-only; publish a local store there \
+             with `tenstore publish STORE {url}`"
+        ))),
+        Some(url) if backend.is_some_and(|b| b != "ten") => Err(PyValueError::new_err(format!(
+            "{url}: published stores are shard stores (backend \"ten\")"
+        ))),
+        None if cache.is_set() => Err(PyValueError::new_err(format!(
+            "{}: cache_dir and cache_size are for store URLs (s3://, file://), \
+             not local directories",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `path` as Python sees it: a `str` for a URL (a `pathlib.Path` would
+/// fold its `//`), else a path.
+fn path_obj<'py>(py: Python<'py>, path: &Path) -> PyResult<Bound<'py, PyAny>> {
+    match url_of(path) {
+        Some(url) => Ok(PyString::new(py, url).into_any()),
+        None => Ok(path.to_owned().into_pyobject(py)?.into_any()),
+    }
+}
+
 fn open_shared(
     path: &Path,
     create: bool,
     backend: Option<Backend>,
     readonly: bool,
+    cache: &CacheOptions,
 ) -> Result<Arc<Store>, tenstore::store::StoreError> {
+    if let Some(url) = url_of(path) {
+        // Never shared: each open fetches the published manifest afresh
+        // (a refresh sees a re-publish), and options may differ.
+        return Store::open_remote(url, &cache.remote(), &StoreOptions::default()).map(Arc::new);
+    }
     let mut open = lock(&OPEN);
     let map = open.get_or_insert_with(HashMap::new);
     if let Ok(canon) = path.canonicalize() {
@@ -280,6 +375,7 @@ pub(crate) struct PyStore {
     create: bool,
     backend: Option<String>,
     readonly: bool,
+    cache: CacheOptions,
     closed: Mutex<bool>,
 }
 
@@ -300,8 +396,9 @@ impl PyStore {
         *slot = None;
         let backend = parse_backend(self.backend.as_deref())?;
         let (path, create, readonly) = (self.path.clone(), self.create, self.readonly);
+        let cache = self.cache.clone();
         let store = py
-            .detach(|| open_shared(&path, create, backend, readonly))
+            .detach(|| open_shared(&path, create, backend, readonly, &cache))
             .map_err(store_err)?;
         *slot = Some(Owned::new(Arc::clone(&store)));
         Ok(store)
@@ -321,15 +418,21 @@ fn prepare<'py>(
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, create=false, backend=None, readonly=false))]
+    #[pyo3(signature = (path, create=false, backend=None, readonly=false, cache_dir=None, cache_size=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         create: bool,
         backend: Option<String>,
         readonly: bool,
+        cache_dir: Option<PathBuf>,
+        cache_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         parse_backend(backend.as_deref())?;
+        let cache = CacheOptions::new(cache_dir, cache_size)?;
+        check_target(&path, create, backend.as_deref(), &cache)?;
+        // A published store is read-only, whatever was asked.
+        let readonly = readonly || url_of(&path).is_some();
         let slot = Arc::new(Mutex::new(None));
         lock(&STORE_SLOTS).push(Arc::downgrade(&slot));
         let s = PyStore {
@@ -338,16 +441,17 @@ impl PyStore {
             create,
             backend,
             readonly,
+            cache,
             closed: Mutex::new(false),
         };
         s.store(py)?;
         Ok(s)
     }
 
-    /// The store's directory.
+    /// The store's directory, or its URL (a `str`).
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        path_obj(py, &self.path)
     }
 
     /// `"lmdb"` or `"ten"`.
@@ -422,7 +526,13 @@ impl PyStore {
     /// A read snapshot.
     fn reader(&self, py: Python<'_>) -> PyResult<PyReader> {
         let store = self.store(py)?;
-        PyReader::from_store(py, store, self.path.clone(), self.readonly)
+        PyReader::from_store(
+            py,
+            store,
+            self.path.clone(),
+            self.readonly,
+            self.cache.clone(),
+        )
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -481,11 +591,14 @@ impl PyStore {
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let cls = py.get_type::<PyStore>();
+        let (cache_dir, cache_size) = self.cache.args();
         let args = (
-            self.path.clone(),
+            path_obj(py, &self.path)?,
             false,
             self.backend.clone(),
             self.readonly,
+            cache_dir,
+            cache_size,
         );
         PyTuple::new(py, [cls.into_any(), args.into_pyobject(py)?.into_any()])
     }
@@ -504,6 +617,7 @@ pub(crate) struct PyReader {
     slot: Arc<Mutex<Option<Arc<Snap>>>>,
     path: PathBuf,
     readonly: bool,
+    cache: CacheOptions,
 }
 
 impl PyReader {
@@ -512,6 +626,7 @@ impl PyReader {
         store: Arc<Store>,
         path: PathBuf,
         readonly: bool,
+        cache: CacheOptions,
     ) -> PyResult<Self> {
         let snap = py.detach(|| Snap::new(store)).map_err(store_err)?;
         let slot = Arc::new(Mutex::new(Some(Arc::new(snap))));
@@ -520,6 +635,7 @@ impl PyReader {
             slot,
             path,
             readonly,
+            cache,
         })
     }
 
@@ -531,9 +647,9 @@ impl PyReader {
             }
         }
         *slot = None;
-        let (path, readonly) = (self.path.clone(), self.readonly);
+        let (path, readonly, cache) = (self.path.clone(), self.readonly, self.cache.clone());
         let snap = py
-            .detach(|| Snap::new(open_shared(&path, false, None, readonly)?))
+            .detach(|| Snap::new(open_shared(&path, false, None, readonly, &cache)?))
             .map_err(store_err)?;
         let snap = Arc::new(snap);
         *slot = Some(Arc::clone(&snap));
@@ -740,37 +856,55 @@ impl PyReader {
 
     /// Moves to a snapshot that sees every commit so far.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        let (path, readonly) = (self.path.clone(), self.readonly);
+        let (path, readonly, cache) = (self.path.clone(), self.readonly, self.cache.clone());
         // The old snapshot is released first (LMDB cannot adopt a map that
         // another process grew while this process has one open).
         lock_attached(py, &self.slot).take();
         let snap = py
-            .detach(|| Snap::new(open_shared(&path, false, None, readonly)?))
+            .detach(|| Snap::new(open_shared(&path, false, None, readonly, &cache)?))
             .map_err(store_err)?;
         *lock_attached(py, &self.slot) = Some(Arc::new(snap));
         Ok(())
     }
 
-    /// The store's directory.
+    /// The store's directory, or its URL (a `str`).
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        path_obj(py, &self.path)
     }
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let f = py.import("tenstore._native")?.getattr("_open_reader")?;
-        let args = (self.path.clone(), self.readonly);
+        let (cache_dir, cache_size) = self.cache.args();
+        let args = (
+            path_obj(py, &self.path)?,
+            self.readonly,
+            cache_dir,
+            cache_size,
+        );
         PyTuple::new(py, [f, args.into_pyobject(py)?.into_any()])
     }
 }
 
-/// Opens a reader by path (what unpickling a `Reader` does).
+/// Opens a reader by path or URL (what unpickling a `Reader` does).
 #[pyfunction]
-fn _open_reader(py: Python<'_>, path: PathBuf, readonly: bool) -> PyResult<PyReader> {
+#[pyo3(signature = (path, readonly, cache_dir=None, cache_size=None))]
+fn _open_reader(
+    py: Python<'_>,
+    path: PathBuf,
+    readonly: bool,
+    cache_dir: Option<PathBuf>,
+    cache_size: Option<u64>,
+) -> PyResult<PyReader> {
+    let cache = CacheOptions {
+        dir: cache_dir,
+        size: cache_size,
+    };
+    check_target(&path, false, None, &cache)?;
     let store = py
-        .detach(|| open_shared(&path, false, None, readonly))
+        .detach(|| open_shared(&path, false, None, readonly, &cache))
         .map_err(store_err)?;
-    PyReader::from_store(py, store, path, readonly)
+    PyReader::from_store(py, store, path, readonly, cache)
 }
 
 /// Samples of one snapshot in a fixed order.

@@ -1,7 +1,9 @@
 //! The local cache: a directory shared by every process that reads remote
 //! stores, whose files never add up to more than its cap.
 //!
-//! Layout: `ROOT/.lock` (taken while space is counted and reserved);
+//! Layout: `ROOT/.lock` (taken while space is counted and reserved; it
+//! holds the running total of the bytes the cache's files take, see
+//! [`Cache::reserve`]);
 //! `ROOT/ID/` per published store (ID: the URL's hash and the published
 //! manifest's checksum) laid out as a shard store: its manifest, sidecars,
 //! key table and `tenstore.json` (fetched at open, never evicted), and
@@ -23,8 +25,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use memmap2::Mmap;
@@ -50,11 +54,86 @@ pub fn disk_size(len: u64) -> u64 {
     len.div_ceil(BLOCK) * BLOCK
 }
 
+/// The lock file's name in the cache root.
+const LOCK: &str = ".lock";
+
+/// Length of the state record kept in the lock file (see [`State`]).
+const STATE_LEN: usize = 80;
+
+/// First word of the state record.
+const STATE_MAGIC: &str = "tenstore-cache-total-v1";
+
 /// The cache: its root and cap.
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
     root: PathBuf,
     cap: u64,
+    /// Walks of the whole cache this handle made (recounts).
+    walks: Arc<AtomicU64>,
+}
+
+/// This boot's id (Linux), or an empty string: a running total written
+/// before a reboot is not trusted (a power loss may have kept a file's new
+/// length but not the total counting it).
+fn boot_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// The cache lock, held; it reads and writes the running total kept in
+/// the lock file.
+///
+/// The total is the bytes the cache's files take as counted against the
+/// cap, or more, never less: every reservation adds its size to it before
+/// the file grows, under this lock, and evictions subtract what they
+/// removed. Files only shrink or disappear outside the lock (a reset
+/// download, stale metadata removed at open), which makes it overcount,
+/// never undercount. A process killed between updating the total and
+/// growing the file leaves an overcount too. An overcount costs at most a
+/// recount: a reservation that would pass the cap counts the files again
+/// before evicting. A total that is missing, unreadable or written in
+/// another boot is not trusted: it is counted again.
+struct State {
+    file: File,
+    path: PathBuf,
+}
+
+impl State {
+    /// The running total, if it is there and trusted.
+    fn total(&self) -> Option<u64> {
+        let mut buf = [0u8; STATE_LEN];
+        let n = self.file.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        if words.next()? != STATE_MAGIC {
+            return None;
+        }
+        let boot = words.next()?;
+        if boot != format!("boot={}", boot_id()) {
+            return None;
+        }
+        words.next()?.strip_prefix("total=")?.parse().ok()
+    }
+
+    /// Records `total` as the running total (one fixed-length write, so
+    /// the lock file's length never changes once written).
+    fn set_total(&self, total: u64) -> Result<(), RemoteError> {
+        let mut line = format!("{STATE_MAGIC} boot={} total={total}", boot_id());
+        if line.len() >= STATE_LEN {
+            // A boot id longer than Linux's: kept out, so never trusted.
+            line = format!("{STATE_MAGIC} boot=? total={total}");
+        }
+        let mut buf = [b' '; STATE_LEN];
+        buf[..line.len()].copy_from_slice(line.as_bytes());
+        buf[STATE_LEN - 1] = b'\n';
+        self.file
+            .write_all_at(&buf, 0)
+            .map_err(io(format!("writing {}", self.path.display())))
+    }
 }
 
 /// What a file in the cache is, for eviction.
@@ -119,7 +198,14 @@ impl Cache {
         Ok(Cache {
             root: root.to_owned(),
             cap,
+            walks: Arc::default(),
         })
+    }
+
+    /// How many times this handle counted the whole cache.
+    #[cfg(test)]
+    fn walks(&self) -> u64 {
+        self.walks.load(Ordering::Relaxed)
     }
 
     /// The cap in bytes.
@@ -127,30 +213,36 @@ impl Cache {
         self.cap
     }
 
-    /// Bytes the cache's files take, as counted against the cap (under
-    /// the cache lock, so no entry is half renamed).
+    /// Bytes the cache's files take, as counted against the cap (counted
+    /// under the cache lock, so no entry is half renamed; the running
+    /// total is set to the count).
     pub fn usage(&self) -> Result<u64, RemoteError> {
-        let _lock = self.lock()?;
-        Ok(self.walk()?.iter().map(|f| f.disk).sum())
+        let lock = self.lock()?;
+        let total = self.walk()?.iter().map(|f| f.disk).sum();
+        lock.set_total(total)?;
+        Ok(total)
     }
 
     /// Takes the cache lock: held while space is counted and reserved,
     /// entries evicted, and downloads renamed into place, so every count
     /// sees each file once.
-    fn lock(&self) -> Result<File, RemoteError> {
-        let lock_path = self.root.join(".lock");
-        let lock = OpenOptions::new()
+    fn lock(&self) -> Result<State, RemoteError> {
+        let path = self.root.join(LOCK);
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&lock_path)
-            .map_err(io(format!("opening {}", lock_path.display())))?;
-        lock.lock()
-            .map_err(io(format!("locking {}", lock_path.display())))?;
-        Ok(lock)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        file.lock()
+            .map_err(io(format!("locking {}", path.display())))?;
+        Ok(State { file, path })
     }
 
+    /// Every file in the cache (the cache lock held).
     fn walk(&self) -> Result<Vec<Found>, RemoteError> {
+        self.walks.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         self.walk_dir(&self.root, 0, false, &mut out)?;
         Ok(out)
@@ -192,9 +284,16 @@ impl Cache {
                 1 if unused && name != IN_USE => Kind::Data,
                 _ => Kind::Meta,
             };
+            // The lock file is counted at the length its state record
+            // gives it, whether or not that is written yet.
+            let len = if depth == 0 && name == LOCK {
+                meta.len().max(STATE_LEN as u64)
+            } else {
+                meta.len()
+            };
             out.push(Found {
                 path,
-                disk: disk_size(meta.len()),
+                disk: disk_size(len),
                 used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 kind,
             });
@@ -204,32 +303,24 @@ impl Cache {
 
     /// Makes room for `size` more bytes and sets `temp` (an open temporary
     /// file this process holds locked) to that length, under the cache
-    /// lock, evicting least recently used entries that no process holds.
+    /// lock.
+    ///
+    /// When the running total (see [`State`]) leaves room, that is all:
+    /// the total grows by the reservation first, then the file. Otherwise
+    /// (or when the total is not trusted) the cache is counted again, and
+    /// least recently used entries that no process holds are evicted until
+    /// the reservation fits with [`headroom`](Self::headroom) to spare (or
+    /// at least fits), so that a full cache is not walked for every
+    /// download.
     fn reserve(&self, temp: &File, size: u64) -> Result<(), RemoteError> {
-        let _lock = self.lock()?;
-        let found = self.walk()?;
-        let mut total: u64 = found.iter().map(|f| f.disk).sum();
+        let lock = self.lock()?;
         let need = disk_size(size);
-        if total + need > self.cap {
-            let mut victims: Vec<&Found> = found.iter().filter(|f| f.kind != Kind::Meta).collect();
-            victims.sort_by_key(|f| f.used);
-            for v in victims {
-                if total + need <= self.cap {
-                    break;
-                }
-                // Locked: mapped by a reader, or being downloaded.
-                let Ok(file) = File::open(&v.path) else {
-                    continue;
-                };
-                if file.try_lock().is_err() || !same_file(&file, &v.path) {
-                    continue;
-                }
-                if fs::remove_file(&v.path).is_ok() {
-                    total = total.saturating_sub(v.disk);
-                }
-            }
-        }
-        if total + need > self.cap {
+        let mut total = match lock.total() {
+            Some(t) if t.saturating_add(need) <= self.cap => t,
+            _ => self.make_room(need)?,
+        };
+        if total.saturating_add(need) > self.cap {
+            lock.set_total(total)?;
             return Err(RemoteError::CacheFull {
                 dir: self.root.clone(),
                 cap: self.cap,
@@ -237,20 +328,70 @@ impl Cache {
                 pinned: total,
             });
         }
-        temp.set_len(size)
-            .map_err(io(format!("reserving {size} bytes in the cache")))?;
+        total += need;
+        // Counted before the file grows: a process killed between the two
+        // leaves an overcount, never an undercount.
+        lock.set_total(total)?;
+        if let Err(e) = temp.set_len(size) {
+            let _ = lock.set_total(total - need);
+            return Err(RemoteError::io(
+                format!("reserving {size} bytes in the cache"),
+                e,
+            ));
+        }
         Ok(())
+    }
+
+    /// Spare room an eviction leaves beyond the reservation that needed
+    /// it: a 16th of the cap, at most 256 MiB.
+    fn headroom(&self) -> u64 {
+        (self.cap / 16).min(256 << 20)
+    }
+
+    /// Counts the cache (the lock held) and evicts least recently used
+    /// entries no process holds until `need` more bytes fit with
+    /// [`headroom`](Self::headroom) to spare, or as close to it as they
+    /// can; returns the bytes left.
+    fn make_room(&self, need: u64) -> Result<u64, RemoteError> {
+        let found = self.walk()?;
+        let mut total: u64 = found.iter().map(|f| f.disk).sum();
+        let goal = self.cap.saturating_sub(self.headroom());
+        if total.saturating_add(need) <= goal {
+            return Ok(total);
+        }
+        let mut victims: Vec<&Found> = found.iter().filter(|f| f.kind != Kind::Meta).collect();
+        victims.sort_by_key(|f| f.used);
+        for v in victims {
+            if total.saturating_add(need) <= goal {
+                break;
+            }
+            // Locked: mapped by a reader, or being downloaded.
+            let Ok(file) = File::open(&v.path) else {
+                continue;
+            };
+            if file.try_lock().is_err() || !same_file(&file, &v.path) {
+                continue;
+            }
+            if fs::remove_file(&v.path).is_ok() {
+                total = total.saturating_sub(v.disk);
+            }
+        }
+        Ok(total)
     }
 
     /// Makes sure `entry` holds an object of `size` bytes: if it is not
     /// there, takes the download lock (waiting for another process's
     /// download of it), reserves room and runs `fill`, which writes the
     /// bytes to the file it is handed and checks them; renames the file
-    /// into place only when `fill` succeeds.
+    /// into place only when `fill` succeeds. With `durable`, the bytes are
+    /// synced before the rename: for entries later trusted by their size
+    /// alone (whole shards); entries checked by their checksum whenever
+    /// they are read (metadata, ranged records) need not wait for the disk.
     pub fn ensure(
         &self,
         entry: &Path,
         size: u64,
+        durable: bool,
         fill: impl FnOnce(&mut File) -> Result<(), RemoteError>,
     ) -> Result<(), RemoteError> {
         if fs::metadata(entry).is_ok_and(|m| m.len() == size) {
@@ -295,10 +436,13 @@ impl Cache {
             let _ = reset(&temp);
             return Err(e);
         }
-        // Synced before the rename: after a power loss an entry that is in
-        // place holds its checked bytes, never a hole the rename outran
-        // (a cached whole shard is later trusted by its size).
-        if let Err(e) = temp.flush().and_then(|()| temp.sync_data()) {
+        // Synced before the rename when durable: after a power loss an
+        // entry that is in place holds its checked bytes, never a hole the
+        // rename outran (a cached whole shard is later trusted by its size).
+        let synced = temp
+            .flush()
+            .and_then(|()| if durable { temp.sync_data() } else { Ok(()) });
+        if let Err(e) = synced {
             let _ = reset(&temp);
             return Err(RemoteError::io(
                 format!("writing {}", temp_path.display()),
@@ -353,5 +497,159 @@ pub(crate) fn pin(path: &Path, size: u64) -> Result<Option<Pinned>, RemoteError>
         // a store's own files (crate docs, "Memory maps").
         let map = unsafe { Mmap::map(&file) }.map_err(io(format!("mapping {}", path.display())))?;
         return Ok(Some(Pinned { _file: file, map }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Puts `bytes` in the cache as `name` of store directory `st`.
+    fn put(cache: &Cache, st: &str, name: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+        let entry = cache.root.join(st).join(name);
+        cache.ensure(&entry, bytes.len() as u64, false, |f| {
+            f.write_all(bytes).map_err(|e| RemoteError::io("test", e))
+        })
+    }
+
+    /// (bytes the files take, the running total), under the cache lock
+    /// (counted by a handle of its own, so `cache.walks()` is unchanged).
+    fn counted(cache: &Cache) -> (u64, Option<u64>) {
+        let cache = Cache::open(&cache.root, cache.cap).unwrap();
+        let lock = cache.lock().unwrap();
+        let disk = cache.walk().unwrap().iter().map(|f| f.disk).sum();
+        (disk, lock.total())
+    }
+
+    #[test]
+    fn a_reservation_with_room_does_not_count_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 20).unwrap();
+        for i in 0..20 {
+            put(&cache, "s", &format!("{i}.ten"), &[i as u8; 5000]).unwrap();
+        }
+        // Only the first reservation, with no total yet, counted.
+        assert_eq!(cache.walks(), 1);
+        let (disk, total) = counted(&cache);
+        assert_eq!(total, Some(disk));
+        assert_eq!(disk, 20 * 8192 + 4096);
+    }
+
+    #[test]
+    fn a_total_that_is_garbage_or_from_another_boot_is_counted_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cap = 64 * 4096;
+        let cache = Cache::open(tmp.path(), cap).unwrap();
+        for i in 0..15 {
+            put(&cache, "s", &format!("{i}.ten"), &[1; 4096]).unwrap();
+        }
+        let forged = |text: &str| {
+            let mut line = text.as_bytes().to_vec();
+            line.resize(STATE_LEN, b' ');
+            fs::write(tmp.path().join(LOCK), line).unwrap();
+        };
+        let boot = boot_id();
+        // A total of 0 trusted would let 60 more blocks in beside the 16.
+        for bad in [
+            format!("{STATE_MAGIC} boot=another-boot total=0"),
+            "garbage".to_owned(),
+            format!("{STATE_MAGIC} boot={boot} total=not-a-number"),
+        ] {
+            forged(&bad);
+            let walks = cache.walks();
+            put(&cache, "s", "big.ten", &[2; 60 * 4096]).unwrap();
+            assert_eq!(cache.walks(), walks + 1, "{bad}");
+            let (disk, total) = counted(&cache);
+            assert!(disk <= cap, "{disk} > {cap} after {bad:?}");
+            assert_eq!(total, Some(disk));
+            fs::remove_file(tmp.path().join("s/big.ten")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_with_headroom_and_is_not_counted_at_every_reservation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cap = 256 * 4096;
+        let cache = Cache::open(tmp.path(), cap).unwrap();
+        for i in 0..600 {
+            put(&cache, "s", &format!("{i}.ten"), &[3; 4096]).unwrap();
+            let (disk, _) = counted(&cache);
+            assert!(disk <= cap);
+        }
+        // Each count evicts a 16th of the cap: about 16 blocks per count,
+        // not one count per reservation.
+        assert!(cache.walks() <= 600 / 8, "{} counts", cache.walks());
+    }
+
+    /// Several handles (as processes would) downloading at once, some
+    /// failing and some dying mid-download (a panic drops the temporary
+    /// file unreset and unlocked, as a kill -9 leaves it): bytes on disk
+    /// never pass the cap and the running total never undercounts them.
+    #[test]
+    fn the_total_never_undercounts_and_the_cap_holds_across_handles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cap = 40 * 4096;
+        let root = tmp.path().to_owned();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checker = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let cache = Cache::open(&root, cap).unwrap();
+                let mut samples = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (disk, total) = counted(&cache);
+                    assert!(disk <= cap, "{disk} bytes on disk, over the cap {cap}");
+                    if let Some(t) = total {
+                        assert!(t >= disk, "the total {t} undercounts {disk} bytes");
+                    }
+                    samples += 1;
+                }
+                samples
+            })
+        };
+        let workers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let cache = Cache::open(&root, cap).unwrap();
+                    let mut rng = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..150 {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let len = 1 + (rng % 20_000) as usize;
+                        let name = format!("{}.ten", rng % 50);
+                        let entry = root.join(format!("st{}", rng % 2)).join(&name);
+                        let fate = (rng >> 20) % 4;
+                        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            cache.ensure(&entry, len as u64, false, |f| match fate {
+                                0 => Err(RemoteError::io("failed", std::io::Error::other("x"))),
+                                1 => panic!("killed mid-download"),
+                                _ => f
+                                    .write_all(&vec![fate as u8; len])
+                                    .map_err(|e| RemoteError::io("test", e)),
+                            })
+                        }));
+                        if let Ok(Err(e)) = got {
+                            assert!(
+                                matches!(e, RemoteError::CacheFull { .. } | RemoteError::Io { .. }),
+                                "{e}"
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(checker.join().unwrap() > 0);
+        let cache = Cache::open(&root, cap).unwrap();
+        let (disk, total) = counted(&cache);
+        assert!(disk <= cap);
+        assert!(total.unwrap() >= disk);
+        assert_eq!(cache.usage().unwrap(), disk);
     }
 }

@@ -42,6 +42,9 @@ use crate::store::shard::{ShardOptions, ShardStore};
 /// The default cache cap: 10 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
+/// Metadata objects fetched at once when a store is opened.
+const METADATA_FETCHES: usize = 8;
+
 /// The default bound of ranged records one reader holds: 256 MiB.
 pub const DEFAULT_READER_MEMORY: u64 = 256 << 20;
 
@@ -67,6 +70,10 @@ pub struct RemoteOptions {
     /// long-lived reader renews itself before the bound
     /// ([`ShardReader::needs_renewal`](crate::store::shard::ShardReader::needs_renewal)).
     pub reader_memory: u64,
+    /// Files larger than this are published by multipart upload, in
+    /// parts of this size (default 16 MiB; at least 1 byte). S3 itself
+    /// wants parts of at least 5 MiB (all but the last).
+    pub part_size: usize,
     /// S3 settings applied over the environment's, as object_store
     /// configuration keys (`aws_endpoint`, `aws_allow_http`, ...).
     pub s3_config: Vec<(String, String)>,
@@ -81,6 +88,7 @@ impl Default for RemoteOptions {
             request_timeout: Duration::from_secs(600),
             prefetch: 4,
             reader_memory: DEFAULT_READER_MEMORY,
+            part_size: publish::PART_SIZE,
             s3_config: Vec::new(),
         }
     }
@@ -166,6 +174,7 @@ pub fn open(
     // Before the metadata is checked: from here on it is not evicted.
     let held = cache::hold(&dir)?;
     let mut shards = HashMap::new();
+    let mut missing = Vec::new();
     for o in &published.objects {
         if let Some(no) = o
             .name
@@ -180,11 +189,39 @@ pub fn open(
             .is_ok_and(|b| b.len() as u64 == o.size && crc32c::crc32c(&b) == o.crc32c);
         if !fresh {
             let _ = std::fs::remove_file(&path);
-            cache.ensure(&path, o.size, |f| {
+            missing.push((o, path));
+        }
+    }
+    // Fetched several at a time (a sidecar per shard: one after the other,
+    // their round trips would add up).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let fetch_missing = || -> Result<(), RemoteError> {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((o, path)) = missing.get(i) else {
+                return Ok(());
+            };
+            cache.ensure(path, o.size, false, |f| {
                 fetch.download(&o.name, o.size, o.crc32c, f)
             })?;
         }
-    }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..missing.len().min(METADATA_FETCHES))
+            .map(|_| scope.spawn(fetch_missing))
+            .collect();
+        let mut result = fetch_missing();
+        for h in helpers {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(RemoteError::io(
+                    "fetching the store's metadata",
+                    std::io::Error::other("a fetching thread panicked"),
+                ))
+            });
+            result = result.and(r);
+        }
+        result
+    })?;
     let manifest = crate::store::shard::snapshot::read_manifest(&dir)?.ok_or_else(|| {
         bad(format!(
             "{MANIFEST} is missing from the cache after fetching it"

@@ -16,7 +16,8 @@ use crate::store::shard::{ShardOptions, ShardStore};
 use crate::store::META_FILE;
 use crate::store::{Backend, StoreError};
 
-/// Objects larger than this are uploaded in parts of this size.
+/// Objects larger than this are uploaded in parts of this size, unless
+/// [`RemoteOptions::part_size`] says otherwise.
 pub const PART_SIZE: usize = 16 << 20;
 
 /// What [`publish`] uploaded.
@@ -113,8 +114,9 @@ pub fn publish(
     plan.push((MANIFEST.to_owned(), len_of(MANIFEST)?));
 
     let mut objects = Vec::with_capacity(plan.len());
+    let part = options.part_size.max(1);
     for (name, len) in plan {
-        let crc = upload(&fetch, &dir.join(&name), &name, len)?;
+        let crc = upload(&fetch, &dir.join(&name), &name, len, part)?;
         objects.push(Object {
             name,
             size: len,
@@ -141,12 +143,18 @@ pub fn publish(
     Ok(PublishReport { published, removed })
 }
 
-/// Uploads the first `len` bytes of `path` as object `name`; returns
-/// their crc32c.
-fn upload(fetch: &Fetcher, path: &Path, name: &str, len: u64) -> Result<u32, RemoteError> {
+/// Uploads the first `len` bytes of `path` as object `name` (in parts of
+/// `part` bytes when longer); returns their crc32c.
+fn upload(
+    fetch: &Fetcher,
+    path: &Path,
+    name: &str,
+    len: u64,
+    part: usize,
+) -> Result<u32, RemoteError> {
     let ctx = |e| RemoteError::io(format!("reading {}", path.display()), e);
     let mut file = File::open(path).map_err(ctx)?.take(len);
-    if len <= PART_SIZE as u64 {
+    if len <= part as u64 {
         let mut bytes = Vec::with_capacity(len as usize);
         file.read_to_end(&mut bytes).map_err(ctx)?;
         if bytes.len() as u64 != len {
@@ -164,10 +172,12 @@ fn upload(fetch: &Fetcher, path: &Path, name: &str, len: u64) -> Result<u32, Rem
             .put_multipart(&object)
             .await
             .map_err(|e| RemoteError::request("PUT (multipart)", what.clone(), e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
         let mut crc = 0u32;
         let mut done = 0u64;
-        let mut buf = vec![0u8; PART_SIZE];
+        // Read in pieces of at most 8 MiB; the writer gathers them into
+        // parts.
+        let mut buf = vec![0u8; part.min(8 << 20)];
         loop {
             let n = match file.read(&mut buf) {
                 Ok(0) => break,

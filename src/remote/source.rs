@@ -76,7 +76,7 @@ impl Shared {
             .name("tenstore-cache-writer".into())
             .spawn(move || {
                 for (path, b) in rx {
-                    let _ = writer_cache.ensure(&path, b.len() as u64, |f| {
+                    let _ = writer_cache.ensure(&path, b.len() as u64, false, |f| {
                         use std::io::Write;
                         f.write_all(&b)
                             .map_err(|e| RemoteError::io(format!("writing {}", path.display()), e))
@@ -124,7 +124,7 @@ impl Shared {
     pub fn ensure_shard(&self, no: u32) -> Result<(), RemoteError> {
         let (size, crc) = self.info(no)?;
         let name = shard_name(no);
-        self.cache.ensure(&self.shard_path(no), size, |file| {
+        self.cache.ensure(&self.shard_path(no), size, true, |file| {
             self.fetch.download(&name, size, crc, file)
         })
     }

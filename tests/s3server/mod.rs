@@ -35,6 +35,8 @@ pub struct Faults {
     pub range_gets: AtomicU64,
     /// GETs of whole objects served.
     pub whole_gets: AtomicU64,
+    /// Parts of multipart uploads received (`PUT ...?partNumber=N`).
+    pub upload_parts: AtomicU64,
     /// Refuse every request by closing the connection.
     pub dead: AtomicBool,
 }
@@ -170,6 +172,11 @@ async fn handle(
         } else {
             f.whole_gets.fetch_add(1, Ordering::SeqCst);
         }
+    }
+    if req.method() == http::Method::PUT
+        && req.uri().query().is_some_and(|q| q.contains("partNumber="))
+    {
+        f.upload_parts.fetch_add(1, Ordering::SeqCst);
     }
     let whole = req.method() == http::Method::GET && !ranged && req.uri().query().is_none();
     let resp = service.call(req.map(s3s::Body::from)).await?;

@@ -8,7 +8,10 @@ explicit) and loader workers with equal counts per rank, resumable
 mid-epoch through ``state_dict``/``load_state_dict`` for any world size.
 
 Both open the store lazily, in the process that reads, and pickle as their
-path and options, so they work with ``fork`` and ``spawn`` workers.
+path and options, so they work with ``fork`` and ``spawn`` workers. The
+path may be a published store's URL (``s3://bucket/prefix``,
+``file:///dir``), read through the local cache that ``cache_dir`` and
+``cache_size`` set (as for ``tenstore.Store``).
 """
 
 import numpy as np
@@ -39,15 +42,17 @@ class Dataset(_MapBase):
     dict name -> array (read-only views unless ``copy=True``; torch's
     default collate copies them into tensors)."""
 
-    def __init__(self, path, copy=False):
+    def __init__(self, path, copy=False, cache_dir=None, cache_size=None):
         self.path = str(path)
         self.copy = copy
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.cache_size = cache_size
         self._reader = None
         self._keys = None
 
     def _open(self):
         if self._reader is None:
-            self._reader = Store(self.path, readonly=True).reader()
+            self._reader = _open_store(self).reader()
             self._keys = self._reader.keys()
         return self._reader
 
@@ -65,10 +70,31 @@ class Dataset(_MapBase):
         return self._keys[i]
 
     def __getstate__(self):
-        return {"path": self.path, "copy": self.copy}
+        return {
+            "path": self.path,
+            "copy": self.copy,
+            "cache_dir": self.cache_dir,
+            "cache_size": self.cache_size,
+        }
 
     def __setstate__(self, state):
-        self.__init__(state["path"], copy=state["copy"])
+        self.__init__(
+            state["path"],
+            copy=state["copy"],
+            cache_dir=state.get("cache_dir"),
+            cache_size=state.get("cache_size"),
+        )
+
+
+def _open_store(ds):
+    """The store a dataset reads, read-only; cache options only for URLs
+    (a local store refuses them)."""
+    cache = {}
+    if ds.cache_dir is not None:
+        cache["cache_dir"] = ds.cache_dir
+    if ds.cache_size is not None:
+        cache["cache_size"] = ds.cache_size
+    return Store(ds.path, readonly=True, **cache)
 
 
 class IterableDataset(_IterBase):
@@ -117,6 +143,8 @@ class IterableDataset(_IterBase):
         with_key=False,
         uneven="drop_last",
         batch_size=1,
+        cache_dir=None,
+        cache_size=None,
     ):
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
@@ -138,6 +166,8 @@ class IterableDataset(_IterBase):
         self.with_key = with_key
         self.uneven = uneven
         self.batch_size = int(batch_size)
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.cache_size = cache_size
         self._resume = None  # a loaded state of self.epoch
         self._plan = None  # the plan being iterated in this process
         self._yielded = 0  # samples it handed out
@@ -180,7 +210,7 @@ class IterableDataset(_IterBase):
         rank, world = self._rank_world()
         if worker is None:
             worker, num_workers = self._worker_split()
-        reader = Store(self.path, readonly=True).reader()
+        reader = _open_store(self).reader()
         return reader.plan(
             seed=self.seed,
             epoch=self.epoch,
