@@ -833,13 +833,6 @@ pub(crate) enum Make<'s> {
     Top { totals: &'s Sizes, base: (u64, u32) },
 }
 
-/// A stretch of a merged table: rows `from..to` of the old table, or a
-/// change.
-enum Seg {
-    Old(u64, u64),
-    New(usize),
-}
-
 /// Writes the level `make` from `old` (checked whole first; a base for a
 /// base, the old second level or none for a second level) with the `n`
 /// changes `change(0..n)` (sorted by key, each key once) merged in; see
@@ -862,138 +855,231 @@ pub(crate) fn write_merged<'a>(
         return Ok(Err(d));
     }
     let keep_deleted = matches!(make, Make::Top { .. });
-    let count = old.map_or(0, |t| t.count);
     let damaged = |what: &str| Damaged(format!("{TABLE}: {what}"));
     let outside = || damaged("an entry names a key outside it");
-    // Where each change goes among the old rows, and the new level's own
-    // totals.
-    let mut segs = Vec::with_capacity(n * 2 + 1);
+    // The new level's own totals, and whether it only appends.
     let mut own = old.map_or_else(Sizes::default, |t| Sizes {
         count: t.count,
         live_bytes: t.live_bytes,
         keys_len: t.keys_len,
     });
-    let mut in_order = true;
-    let mut lo = 0u64;
-    for c in 0..n {
-        let Some((key, loc)) = change(c) else {
-            return Ok(Err(outside()));
-        };
-        let (mut a, mut b) = (lo, count);
-        if let Some(t) = old {
-            while a < b {
-                let mid = a + (b - a) / 2;
-                let Some((k, _)) = t.raw_entry(mid) else {
-                    return Ok(Err(outside()));
-                };
-                match k.cmp(key) {
-                    std::cmp::Ordering::Less => a = mid + 1,
-                    _ => b = mid,
-                }
+    let (mut in_order, mut saw_new) = (true, false);
+    let walked = walk(old, n, change, keep_deleted, |step| {
+        match step {
+            Step::Old(..) => in_order &= !saw_new,
+            Step::Replaced(key, was) => {
+                in_order = false;
+                own.count -= 1;
+                own.keys_len -= key.len() as u64;
+                own.live_bytes -= was.map_or(0, |l| l.len);
             }
-            if a < count {
-                let Some((k, was)) = t.raw_entry(a) else {
-                    return Ok(Err(outside()));
-                };
-                if k == key {
-                    own.count -= 1;
-                    own.keys_len -= key.len() as u64;
-                    own.live_bytes -= was.map_or(0, |l| l.len);
-                    a += 1;
-                    in_order = false;
-                }
-                in_order &= a == count;
+            Step::New(key, loc) => {
+                saw_new = true;
+                in_order &= loc.is_some();
+                own.count += 1;
+                own.keys_len += key.len() as u64;
+                own.live_bytes += loc.map_or(0, |l| l.len);
             }
         }
-        if a > lo {
-            segs.push(Seg::Old(lo, a));
-        }
-        in_order &= loc.is_some();
-        if loc.is_some() || keep_deleted {
-            segs.push(Seg::New(c));
-            own.count += 1;
-            own.keys_len += key.len() as u64;
-            own.live_bytes += loc.as_ref().map_or(0, |l| l.len);
-        }
-        lo = a;
-    }
-    if count > lo {
-        segs.push(Seg::Old(lo, count));
+        Ok::<_, std::convert::Infallible>(())
+    });
+    match walked {
+        Ok(Ok(())) => {}
+        Ok(Err(d)) => return Ok(Err(d)),
+        Err(never) => match never {},
     }
     if let Make::Base(sizes) = make {
         if own != *sizes {
             return Ok(Err(damaged("its rows disagree with its totals")));
         }
     }
-    if let (Some(t), true, true) = (old, in_order, n > 0 && count > 0) {
+    if let (Some(t), true, true) = (old, in_order, n > 0 && old.is_some_and(|t| t.count > 0)) {
         return write_appended(dir, manifest, cover, make, &own, t, n, change, finish);
     }
     write_file(dir, manifest, cover, make, &own, finish, |body| {
         let (mut rows, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
         let mut buf = Vec::with_capacity(64 << 10);
-        for seg in &segs {
-            match *seg {
-                Seg::New(c) => {
-                    let Some((key, loc)) = change(c) else {
-                        return Ok(Err(outside()));
-                    };
-                    body.put(&entry_bytes(key_off, key.len(), loc.as_ref()))?;
-                    key_off += key.len() as u64;
-                    live_bytes += loc.map_or(0, |l| l.len);
-                    rows += 1;
-                }
-                Seg::Old(from, to) => {
-                    let t = old.expect("old rows come from a table");
-                    let entries =
-                        &t.map[t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
-                    let mut at = u64_at(entries, 0);
-                    for e in entries.chunks_exact(ENTRY) {
-                        // The keys of a run lie end to end, so they are
-                        // copied as one slice below.
-                        if u64_at(e, 0) != at {
-                            return Ok(Err(damaged("its keys are not in entry order")));
-                        }
-                        at += u64::from(u32_at(e, 24));
-                        live_bytes += u64_at(e, 16);
+        let mut bad = None;
+        let entries = walk(
+            old,
+            n,
+            change,
+            keep_deleted,
+            |step| -> std::io::Result<()> {
+                match step {
+                    Step::Replaced(..) => {}
+                    Step::New(key, loc) => {
                         if buf.len() + ENTRY > buf.capacity() {
                             body.put(&buf)?;
                             buf.clear();
                         }
-                        let new_off = u64_at(e, 0) - u64_at(entries, 0) + key_off;
-                        buf.extend_from_slice(&new_off.to_le_bytes());
-                        buf.extend_from_slice(&e[8..]);
+                        buf.extend_from_slice(&entry_bytes(key_off, key.len(), loc.as_ref()));
+                        key_off += key.len() as u64;
+                        live_bytes += loc.map_or(0, |l| l.len);
+                        rows += 1;
                     }
-                    body.put(&buf)?;
-                    buf.clear();
-                    key_off += at - u64_at(entries, 0);
-                    rows += to - from;
+                    Step::Old(from, to) => {
+                        let t = old.expect("old rows come from a table");
+                        let entries = &t.map
+                            [t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
+                        let mut at = u64_at(entries, 0);
+                        for e in entries.chunks_exact(ENTRY) {
+                            // The keys of a run lie end to end, so they are
+                            // copied as one slice below.
+                            if u64_at(e, 0) != at {
+                                bad.get_or_insert_with(|| {
+                                    damaged("its keys are not in entry order")
+                                });
+                            }
+                            at += u64::from(u32_at(e, 24));
+                            live_bytes += u64_at(e, 16);
+                            if buf.len() + ENTRY > buf.capacity() {
+                                body.put(&buf)?;
+                                buf.clear();
+                            }
+                            let new_off = u64_at(e, 0).wrapping_sub(u64_at(entries, 0)) + key_off;
+                            buf.extend_from_slice(&new_off.to_le_bytes());
+                            buf.extend_from_slice(&e[8..]);
+                        }
+                        key_off += at - u64_at(entries, 0);
+                        rows += to - from;
+                    }
                 }
-            }
+                Ok(())
+            },
+        )?;
+        body.put(&buf)?;
+        if let Err(d) = entries {
+            return Ok(Err(d));
+        }
+        if let Some(d) = bad {
+            return Ok(Err(d));
         }
         if (rows, live_bytes, key_off) != (own.count, own.live_bytes, own.keys_len) {
             return Ok(Err(damaged("its rows disagree with its totals")));
         }
-        for seg in &segs {
-            match *seg {
-                Seg::New(c) => match change(c) {
-                    Some((key, _)) => body.put(key)?,
-                    None => return Ok(Err(outside())),
-                },
-                Seg::Old(from, to) => {
-                    let t = old.expect("old rows come from a table");
-                    let first = t.body_at + from as usize * ENTRY;
-                    let last = t.body_at + (to as usize - 1) * ENTRY;
-                    let start = u64_at(&t.map, first) as usize;
-                    let end = u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
-                    match t.map.get(t.keys_at + start..t.keys_at + end) {
-                        Some(keys) => body.put(keys)?,
-                        None => return Ok(Err(outside())),
+        let keys = walk(
+            old,
+            n,
+            change,
+            keep_deleted,
+            |step| -> std::io::Result<()> {
+                match step {
+                    Step::Replaced(..) => {}
+                    Step::New(key, _) => body.put(key)?,
+                    Step::Old(from, to) => {
+                        let t = old.expect("old rows come from a table");
+                        let first = t.body_at + from as usize * ENTRY;
+                        let last = t.body_at + (to as usize - 1) * ENTRY;
+                        let start = u64_at(&t.map, first) as usize;
+                        let end =
+                            u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
+                        match t.map.get(t.keys_at + start..t.keys_at + end) {
+                            Some(keys) => body.put(keys)?,
+                            None => {
+                                bad.get_or_insert_with(outside);
+                            }
+                        }
                     }
+                }
+                Ok(())
+            },
+        )?;
+        if let Err(d) = keys {
+            return Ok(Err(d));
+        }
+        Ok(bad.map_or(Ok(()), Err))
+    })
+}
+
+/// A stretch of a merge of a level's rows with changes, in key order.
+enum Step<'a> {
+    /// Rows `from..to` of the old level.
+    Old(u64, u64),
+    /// An old row a change replaces: its key and record (dropped).
+    Replaced(&'a [u8], Option<Loc>),
+    /// A change that becomes a row.
+    New(&'a [u8], Option<Loc>),
+}
+
+/// Calls `f` with each stretch of the merge of `old`'s rows with
+/// `change(0..n)` (sorted by key, each key once), in key order; a
+/// deletion becomes a row only when `keep_deleted`. Each change is
+/// placed by a galloping search from the previous one: O(log gap) rows
+/// looked at, so walking costs O(changes × log(rows / changes)), and
+/// holds nothing: a writer walks a merge once per pass instead of
+/// keeping a plan of it. The caller checked `old` whole.
+/// `Ok(Err(_))`: a row or change names bytes outside its level.
+fn walk<'a, E>(
+    old: Option<&'a Level>,
+    n: usize,
+    change: &dyn Fn(usize) -> Option<Change<'a>>,
+    keep_deleted: bool,
+    mut f: impl FnMut(Step<'a>) -> std::result::Result<(), E>,
+) -> std::result::Result<std::result::Result<(), Damaged>, E> {
+    let outside = || Damaged(format!("{TABLE}: an entry names a key outside it"));
+    let count = old.map_or(0, |t| t.count);
+    let mut lo = 0u64;
+    for c in 0..n {
+        let Some((key, loc)) = change(c) else {
+            return Ok(Err(outside()));
+        };
+        if let Some(t) = old {
+            let Some(a) = lower_bound(t, lo, key) else {
+                return Ok(Err(outside()));
+            };
+            if a > lo {
+                f(Step::Old(lo, a))?;
+            }
+            lo = a;
+            if a < count {
+                let Some((k, was)) = t.raw_entry(a) else {
+                    return Ok(Err(outside()));
+                };
+                if k == key {
+                    f(Step::Replaced(key, was))?;
+                    lo = a + 1;
                 }
             }
         }
-        Ok(Ok(()))
-    })
+        if loc.is_some() || keep_deleted {
+            f(Step::New(key, loc))?;
+        }
+    }
+    if count > lo {
+        f(Step::Old(lo, count))?;
+    }
+    Ok(Ok(()))
+}
+
+/// The first row of `t` at or after `from` whose key is not less than
+/// `key` (`t.count` if none), every row before `from` being less: a
+/// galloping search (rows `from`, `from + 1`, `from + 3`, ... then a
+/// binary search in the last gap). `None`: a row names bytes outside it.
+fn lower_bound(t: &Level, from: u64, key: &[u8]) -> Option<u64> {
+    let count = t.count;
+    let (mut a, mut b, mut step) = (from, from, 1u64);
+    loop {
+        if b >= count {
+            b = count;
+            break;
+        }
+        if t.raw_entry(b)?.0 >= key {
+            break;
+        }
+        a = b + 1;
+        b = b.saturating_add(step);
+        step = step.saturating_mul(2);
+    }
+    while a < b {
+        let mid = a + (b - a) / 2;
+        if t.raw_entry(mid)?.0 < key {
+            a = mid + 1;
+        } else {
+            b = mid;
+        }
+    }
+    Some(a)
 }
 
 /// Writes the level of `t` (checked whole) with `change(0..n)` appended:
