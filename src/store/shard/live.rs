@@ -18,7 +18,7 @@ use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::Loc;
 use crate::store::shard::layout::{decode_idx, idx_name, IdxRecord, Manifest, PUT};
-use crate::store::shard::table::{self, Change, Damaged, Sizes, Table};
+use crate::store::shard::table::{self, Damaged, Sizes, Table};
 
 /// Live keys as a writer sees them.
 pub(super) struct LiveKeys {
@@ -186,8 +186,9 @@ impl LiveKeys {
         if let Some(why) = &self.damaged {
             return Ok(Err(Damaged(why.clone())));
         }
-        let mut changes: Vec<Change<'_>> =
-            self.delta.iter().map(|(k, v)| (&**k, v.clone())).collect();
+        // References, not copies: the delta can hold millions of keys.
+        let mut changes: Vec<(&[u8], Option<&Loc>)> =
+            self.delta.iter().map(|(k, v)| (&**k, v.as_ref())).collect();
         changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let written = table::flush(
             dir,

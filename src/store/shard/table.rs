@@ -1161,7 +1161,7 @@ pub(crate) fn flush(
     cover: &[(u64, u64)],
     sizes: &Sizes,
     table: Option<&Table>,
-    delta: &[Change<'_>],
+    delta: &[(&[u8], Option<&Loc>)],
     finish: Finish<'_>,
 ) -> Result<std::result::Result<(), Damaged>> {
     let Finish {
@@ -1169,7 +1169,7 @@ pub(crate) fn flush(
         before_rename,
     } = finish;
     let d = delta.len() as u64;
-    let from_delta = |c: usize| delta.get(c).cloned();
+    let from_delta = |c: usize| delta.get(c).map(|&(k, l)| (k, l.cloned()));
     let Some(t) = table else {
         return write_merged(
             dir,
