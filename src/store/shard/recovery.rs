@@ -404,13 +404,16 @@ fn matching_table(dir: &Path, manifest: &Manifest) -> Result<Option<Table>> {
     let Some(t) = Table::open(dir).ok().flatten() else {
         return Ok(None);
     };
+    let had_top = t.has_top();
     let Ok(t) = t.matching(dir, manifest) else {
         return Ok(None);
     };
-    // A damaged second level is dropped (the records it covered are read
-    // from the sidecars, and the next table write covers them again).
+    // A damaged second level, or one that covers more than the sidecars
+    // hold (cut back after a crash: recovery may write other bytes
+    // there), is dropped: the records it covered are read from the
+    // sidecars, and the next table write covers them again.
     let (t, bad_top) = t.check_top();
-    if bad_top.is_some() {
+    if bad_top.is_some() || (had_top && !t.has_top()) {
         table::remove_file(dir, table::TOP)?;
     }
     for c in &t.shards {

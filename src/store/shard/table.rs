@@ -520,6 +520,11 @@ impl Table {
         Ok(self.base.find(key)?.flatten())
     }
 
+    /// Whether a second level is in use.
+    pub fn has_top(&self) -> bool {
+        self.top.is_some()
+    }
+
     /// This table with its second level checked whole (O(its size), what
     /// a writer does at open): a damaged one is dropped, leaving the base
     /// alone, and the second value says why.
