@@ -1487,3 +1487,59 @@ fn random_gets_and_scans_across_processes_keep_the_cap() {
         "{replay}: the running total {total} < {disk}"
     );
 }
+
+/// A store whose key table has a second level (`keys2.tbl`) publishes
+/// it, and a remote reader fetches and uses it: nothing is read from the
+/// sidecars' tails, and the overwrite and the deletion it holds show.
+#[test]
+fn a_second_table_level_is_published_and_used_remotely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let mut want = make_store(&local, 300, 40_000);
+    {
+        let store = Store::open(&local, &StoreOptions::default()).unwrap();
+        let t = Tensor::new("x", ndarray::arr1(&[7.5f32]).into_dyn()).unwrap();
+        store.put(b"s00005", &[t]).unwrap();
+        store.delete_exact(&[b"s00006"]).unwrap();
+        want.remove(&b"s00006"[..]);
+    }
+    assert!(local.join("keys2.tbl").exists());
+    let fresh = Store::open(
+        &local,
+        &StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    want.insert(
+        b"s00005".to_vec(),
+        encode(&fresh.reader().unwrap(), b"s00005"),
+    );
+    drop(fresh);
+    let dest = format!("file://{}", tmp.path().join("pub").display());
+    let opts = RemoteOptions {
+        cache_dir: Some(tmp.path().join("cache")),
+        ..Default::default()
+    };
+    let report = remote::publish(&local, &dest, false, &opts).unwrap();
+    assert!(report
+        .published
+        .objects
+        .iter()
+        .any(|o| o.name == "keys2.tbl"));
+    let store = Store::open_remote(&dest, &opts, &StoreOptions::default()).unwrap();
+    let r = store.reader().unwrap();
+    let tenstore::store::Reader::Shard(shard) = &r else {
+        panic!("a remote store is a shard store")
+    };
+    assert_eq!(
+        shard.load_report().key_table,
+        tenstore::store::shard::KeyTable::Used { tail_records: 0 }
+    );
+    assert_eq!(r.len().unwrap(), 299);
+    for (k, v) in &want {
+        assert_eq!(&encode(&r, k), v, "key {}", String::from_utf8_lossy(k));
+    }
+    assert!(r.get(b"s00006").unwrap().is_none());
+}

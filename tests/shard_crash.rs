@@ -22,6 +22,7 @@ const CHILD_TABLE_WRITES: &str = "TENSTORE_CRASH_TABLE_WRITES";
 const TABLE_EXIT: i32 = 86;
 /// The key table's temporary file, while a writer writes one.
 const TABLE_TMP: &str = ".keys.tbl.tmp";
+const TOP_TMP: &str = ".keys2.tbl.tmp";
 
 /// Sample `i`, a size that varies so records straddle pages and shards.
 fn sample(i: u64) -> Vec<Tensor> {
@@ -212,7 +213,12 @@ fn every_acknowledged_sample_survives_sigkill() {
 #[test]
 fn a_writer_killed_between_writing_a_table_and_renaming_it_loses_nothing() {
     let exe = std::env::current_exe().unwrap();
-    for completed in [0u64, 2] {
+    // Table writes of the child (every 16 records): a new base at 16, 32
+    // and 48 records; the first second level at 64; at 80 the second
+    // level merged into a new base (then a new second level). So kills
+    // land in a base write (0, 2), a second-level write (3) and a merge
+    // (4).
+    for completed in [0u64, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(&exe)
             .args([
@@ -238,7 +244,8 @@ fn a_writer_killed_between_writing_a_table_and_renaming_it_loses_nothing() {
         // but not acknowledged.
         let committed = 16 * (completed + 1);
         assert_eq!(acked, committed - 1, "{completed}");
-        assert!(dir.path().join(TABLE_TMP).exists(), "{completed}");
+        let tmp = if completed == 3 { TOP_TMP } else { TABLE_TMP };
+        assert!(dir.path().join(tmp).exists(), "{completed}");
         assert_eq!(check_all(dir.path(), acked), committed);
         let r = ShardStore::open(
             dir.path(),
@@ -258,7 +265,7 @@ fn a_writer_killed_between_writing_a_table_and_renaming_it_loses_nothing() {
         );
         drop(r);
         let store = ShardStore::open(dir.path(), &shard_options()).unwrap();
-        assert!(!dir.path().join(TABLE_TMP).exists(), "{completed}");
+        assert!(!dir.path().join(tmp).exists(), "{completed}");
         drop(store);
         let r = ShardStore::open(
             dir.path(),

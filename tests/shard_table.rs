@@ -16,6 +16,7 @@ use tenstore::store::{ShardOptions, ShardReader, ShardStore};
 use tenstore::Tensor;
 
 const TABLE: &str = "keys.tbl";
+const TOP: &str = "keys2.tbl";
 
 fn options() -> ShardOptions {
     ShardOptions {
@@ -178,6 +179,8 @@ fn store_with_tail(dir: &Path) -> BTreeMap<Vec<u8>, u32> {
     model.insert(key(400), 400);
     drop(s);
     fs::write(dir.join(TABLE), table).unwrap();
+    // The second level the close wrote over it is gone too.
+    fs::remove_file(dir.join(TOP)).unwrap();
     model
 }
 
@@ -398,7 +401,6 @@ fn a_table_appended_in_key_order_is_the_one_rebuilt_from_the_sidecars() {
     // rewrite every 150 records.
     let n = 2000u32;
     drop(import_in_order(dir.path(), 0..n, 150));
-    let appended = fs::read(dir.path().join(TABLE)).unwrap();
     let r = read_only(dir.path());
     assert_eq!(
         r.load_report().key_table,
@@ -409,6 +411,15 @@ fn a_table_appended_in_key_order_is_the_one_rebuilt_from_the_sidecars() {
     agrees(&r, &model, &probe);
     assert!(r.verify().unwrap().is_empty(), "{:?}", r.verify());
     drop(r);
+    // Merge the second level into the base (a writer whose delta is as
+    // large as the base writes one base): the base it leaves was
+    // appended to at every merge.
+    if dir.path().join(TOP).exists() {
+        let s = import_in_order(dir.path(), n..2 * n, 1 << 30);
+        drop(s);
+    }
+    assert!(!dir.path().join(TOP).exists());
+    let appended = fs::read(dir.path().join(TABLE)).unwrap();
     fs::remove_file(dir.path().join(TABLE)).unwrap();
     drop(ShardStore::open(dir.path(), &options()).unwrap());
     let rebuilt = fs::read(dir.path().join(TABLE)).unwrap();
@@ -481,4 +492,183 @@ fn a_failed_compaction_publish_stops_the_writer_and_loses_nothing() {
     s.flush().unwrap();
     drop(s);
     agrees(&read_only(dir.path()), &model, &probe);
+}
+
+/// A store written by a writer of one table file (`keys.tbl`, the format
+/// before the second level) opens as it is; the next writer leaves that
+/// file byte for byte and writes what came after it as a second level
+/// (`keys2.tbl`) over it, which readers use.
+#[test]
+fn a_store_of_one_table_file_opens_and_gets_a_second_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    {
+        let s = ShardStore::open(dir.path(), &options()).unwrap();
+        for i in 0..300u16 {
+            s.put(&key(i), &sample(u32::from(i))).unwrap();
+            model.insert(key(i), u32::from(i));
+        }
+    }
+    assert!(!dir.path().join(TOP).exists());
+    let base = fs::read(dir.path().join(TABLE)).unwrap();
+    let probe: Vec<Vec<u8>> = (0..420).map(key).collect();
+    let r = read_only(dir.path());
+    assert_eq!(
+        r.load_report().key_table,
+        KeyTable::Used { tail_records: 0 }
+    );
+    agrees(&r, &model, &probe);
+    drop(r);
+    {
+        let s = ShardStore::open(dir.path(), &options()).unwrap();
+        s.put(&key(5), &sample(1005)).unwrap();
+        s.delete_exact(&[key(6)]).unwrap();
+        s.put(&key(400), &sample(400)).unwrap();
+        model.insert(key(5), 1005);
+        model.remove(&key(6));
+        model.insert(key(400), 400);
+    }
+    assert_eq!(fs::read(dir.path().join(TABLE)).unwrap(), base);
+    assert!(dir.path().join(TOP).exists());
+    let r = read_only(dir.path());
+    assert_eq!(
+        r.load_report().key_table,
+        KeyTable::Used { tail_records: 0 }
+    );
+    agrees(&r, &model, &probe);
+    assert!(r.verify().unwrap().is_empty(), "{:?}", r.verify());
+}
+
+/// A store with both table levels: 300 samples in the base, three
+/// changes (an overwrite, a deletion, a new key) in the second level.
+fn store_with_top(dir: &Path) -> BTreeMap<Vec<u8>, u32> {
+    let model = store_with_tail(dir);
+    // A writer covers the tail with a second level at close.
+    drop(ShardStore::open(dir, &options()).unwrap());
+    assert!(dir.join(TOP).exists());
+    model
+}
+
+/// A damaged second level is not trusted: readers use the base and read
+/// what came after it from the sidecars, `verify` reports it, and the
+/// next writer writes a good one.
+fn damaged_top_is_not_trusted(damage: impl Fn(&Path), at_open: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = store_with_top(dir.path());
+    damage(&dir.path().join(TOP));
+    let r = read_only(dir.path());
+    let probe: Vec<Vec<u8>> = (0..420).map(key).collect();
+    agrees(&r, &model, &probe);
+    if at_open {
+        // The base alone, and the three records after it.
+        assert_eq!(
+            r.load_report().key_table,
+            KeyTable::Used { tail_records: 3 }
+        );
+    }
+    let problems = r.verify().unwrap();
+    assert!(
+        problems
+            .problems
+            .iter()
+            .any(|p| p.to_string().contains("key table")),
+        "{problems:?}"
+    );
+    drop(r);
+    drop(ShardStore::open(dir.path(), &options()).unwrap());
+    let r = read_only(dir.path());
+    assert_eq!(
+        r.load_report().key_table,
+        KeyTable::Used { tail_records: 0 }
+    );
+    agrees(&r, &model, &probe);
+    assert!(r.verify().unwrap().is_empty(), "{:?}", r.verify());
+}
+
+#[test]
+fn a_damaged_second_level_header_is_detected_and_rewritten() {
+    damaged_top_is_not_trusted(
+        |p| {
+            let mut b = fs::read(p).unwrap();
+            b[64] ^= 1; // the totals' count
+            fs::write(p, b).unwrap();
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_damaged_second_level_row_is_detected_and_rewritten() {
+    damaged_top_is_not_trusted(
+        |p| {
+            let mut b = fs::read(p).unwrap();
+            let n = b.len();
+            // The three keys are the last 3 × 6 bytes; the rows before
+            // them: flip the second row's record offset.
+            b[n - 18 - 2 * 40 + 9] ^= 0x10;
+            fs::write(p, b).unwrap();
+        },
+        false,
+    );
+}
+
+/// A second level that covers more of a sidecar than is there (the
+/// sidecar lost its tail in a crash) is dropped by the next writer at
+/// open, before it writes anything there: readers then use the base and
+/// the sidecar records that are left.
+#[test]
+fn a_second_level_past_a_cut_sidecar_is_dropped_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let sidecars = |d: &Path| -> BTreeMap<String, u64> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                (name, e.metadata().unwrap().len())
+            })
+            .collect()
+    };
+    let mut model = BTreeMap::new();
+    {
+        let s = ShardStore::open(dir.path(), &options()).unwrap();
+        for i in 0..300u16 {
+            s.put(&key(i), &sample(u32::from(i))).unwrap();
+            model.insert(key(i), u32::from(i));
+        }
+    }
+    {
+        let s = ShardStore::open(dir.path(), &options()).unwrap();
+        for i in 500..503u16 {
+            s.put(&key(i), &sample(u32::from(i))).unwrap();
+            model.insert(key(i), u32::from(i));
+        }
+    }
+    assert!(dir.path().join(TOP).exists());
+    // The last record is the last sidecar's last: 32 bytes and the
+    // 6-byte key padded to 8. Cut it off.
+    let (name, len) = sidecars(dir.path()).into_iter().next_back().unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(&name))
+        .unwrap();
+    f.set_len(len - 40).unwrap();
+    drop(f);
+    model.remove(&key(502));
+    let probe: Vec<Vec<u8>> = (0..520).map(key).collect();
+    let s = ShardStore::open(dir.path(), &options()).unwrap();
+    assert!(!dir.path().join(TOP).exists());
+    let r = read_only(dir.path());
+    assert!(
+        matches!(r.load_report().key_table, KeyTable::Used { .. }),
+        "{:?}",
+        r.load_report()
+    );
+    agrees(&r, &model, &probe);
+    drop(r);
+    drop(s);
+    let r = read_only(dir.path());
+    agrees(&r, &model, &probe);
+    assert!(r.verify().unwrap().is_empty(), "{:?}", r.verify());
 }

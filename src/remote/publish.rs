@@ -106,9 +106,15 @@ pub fn publish(
         plan.push((shard_name(no), len_of(&shard_name(no))?));
     }
     plan.extend(sidecars);
-    let table = crate::store::shard::table::TABLE;
-    if dir.join(table).is_file() {
-        plan.push((table.to_owned(), len_of(table)?));
+    // Both levels of the key table (a second level over another base is
+    // ignored by readers, and fetched as any other file).
+    for table in [
+        crate::store::shard::table::TABLE,
+        crate::store::shard::table::TOP,
+    ] {
+        if dir.join(table).is_file() {
+            plan.push((table.to_owned(), len_of(table)?));
+        }
     }
     plan.push((META_FILE.to_owned(), len_of(META_FILE)?));
     plan.push((MANIFEST.to_owned(), len_of(MANIFEST)?));

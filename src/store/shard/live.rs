@@ -18,7 +18,7 @@ use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
 use crate::store::shard::index::Loc;
 use crate::store::shard::layout::{decode_idx, idx_name, IdxRecord, Manifest, PUT};
-use crate::store::shard::table::{self, Change, Damaged, Sizes, Table};
+use crate::store::shard::table::{self, Damaged, Sizes, Table};
 
 /// Live keys as a writer sees them.
 pub(super) struct LiveKeys {
@@ -54,12 +54,8 @@ impl LiveKeys {
 
     /// The keys of a checked table, nothing since.
     pub(super) fn from_table(t: Table) -> LiveKeys {
-        let key = |i: u64| t.entry(i).ok().map(|(k, _)| Box::<[u8]>::from(k));
         // A damaged first or last entry: no shortcut; lookups find it.
-        let bounds = match t.count {
-            0 => None,
-            n => key(0).zip(key(n - 1)).map(|(a, b)| [a, b]),
-        };
+        let bounds = t.bounds();
         LiveKeys {
             bounds,
             sizes: Sizes {
@@ -175,10 +171,10 @@ impl LiveKeys {
         self.delta.reserve(more.clamp(1, len.max(1 << 20)));
     }
 
-    /// Writes the table of these keys (the old table merged with the
-    /// delta), covering `manifest`'s sidecars as `cover` says; see
-    /// [`table::write_rows`]. On success the new table is mapped and the
-    /// delta emptied. `Ok(Err(_))`: the old table turned out damaged;
+    /// Writes the table of these keys (the old table's levels merged with
+    /// the delta as [`table::flush`] decides), covering `manifest`'s
+    /// sidecars as `cover` says. On success the new table is mapped and
+    /// the delta emptied. `Ok(Err(_))`: the old table turned out damaged;
     /// nothing changed.
     pub(super) fn write(
         &mut self,
@@ -190,10 +186,11 @@ impl LiveKeys {
         if let Some(why) = &self.damaged {
             return Ok(Err(Damaged(why.clone())));
         }
-        let mut changes: Vec<Change<'_>> =
+        // References, not copies: the delta can hold millions of keys.
+        let mut changes: Vec<(&[u8], Option<&Loc>)> =
             self.delta.iter().map(|(k, v)| (&**k, v.as_ref())).collect();
         changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let written = table::write_merged(
+        let written = table::flush(
             dir,
             manifest,
             cover,
@@ -221,6 +218,10 @@ impl LiveKeys {
                 ))
             }
         };
+        let mut t = t;
+        if let Some(old) = self.table.take() {
+            t.keep_base(old);
+        }
         *self = LiveKeys::from_table(t);
         Ok(Ok(()))
     }

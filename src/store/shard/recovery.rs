@@ -397,15 +397,24 @@ fn read_sidecar_from(path: &Path, start: u64) -> Result<Vec<u8>> {
 
 /// The key table of the store in `dir`, if there is one the writer can
 /// trust: its header checks, it describes `manifest`'s sidecars and
-/// shards as they are (see [`Table::matches`]), and the sidecar prefixes
+/// shards as they are (see [`Table::matching`]), and the sidecar prefixes
 /// it covers are still whole (read through, in bounded memory: a damaged
 /// sidecar makes recovery look at every record, as without a table).
 fn matching_table(dir: &Path, manifest: &Manifest) -> Result<Option<Table>> {
     let Some(t) = Table::open(dir).ok().flatten() else {
         return Ok(None);
     };
-    if t.matches(dir, manifest).is_err() {
+    let had_top = t.has_top();
+    let Ok(t) = t.matching(dir, manifest) else {
         return Ok(None);
+    };
+    // A damaged second level, or one that covers more than the sidecars
+    // hold (cut back after a crash: recovery may write other bytes
+    // there), is dropped: the records it covered are read from the
+    // sidecars, and the next table write covers them again.
+    let (t, bad_top) = t.check_top();
+    if bad_top.is_some() || (had_top && !t.has_top()) {
+        table::remove_file(dir, table::TOP)?;
     }
     for c in &t.shards {
         let shard_len = fs::metadata(dir.join(shard_name(c.no))).map_or(0, |m| m.len());

@@ -483,9 +483,10 @@ impl Snapshot {
             Ok(None) => return Ok(Ok(None)),
             Err(why) => return Ok(Err(format!("{name}: {why}"))),
         };
-        if let Err(why) = t.matches(&self.dir, manifest) {
-            return Ok(Err(format!("{name} is stale: {why}")));
-        }
+        let t = match t.matching(&self.dir, manifest) {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(format!("{name} is stale: {why}"))),
+        };
         let mut views = Vec::with_capacity(t.shards.len());
         for c in &t.shards {
             let (map, len) = match &self.source {

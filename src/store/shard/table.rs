@@ -26,11 +26,25 @@ use crate::store::shard::layout::{idx_name, shard_name, IdxRecord, Manifest, PUT
 /// File name of the key table.
 pub const TABLE: &str = "keys.tbl";
 
+/// File name of the key table's second level: the keys committed since
+/// `keys.tbl` was written, deletions included, over that base.
+pub const TOP: &str = "keys2.tbl";
+
 /// First bytes of the key table.
 const MAGIC: &[u8; 16] = b"tenstore-tbl-v1\n";
 
+/// First bytes of the second level.
+const MAGIC_TOP: &[u8; 16] = b"tenstore-tb2-v1\n";
+
 /// Bytes of the fixed header, before the shard list.
 const FIXED: usize = 64;
+
+/// Bytes of the second level's fixed header: the base's, then the totals
+/// of the live keys of both levels together and the base it lies over.
+const FIXED_TOP: usize = 104;
+
+/// Row flag of the second level: the key is deleted.
+const DELETED: u32 = 1;
 
 /// Bytes of one shard entry of the header.
 const SHARD: usize = 24;
@@ -77,19 +91,34 @@ pub(crate) struct Covered {
 #[derive(Clone, Debug)]
 pub(crate) struct Damaged(pub String);
 
-/// An opened, header-checked key table.
-pub(crate) struct Table {
+/// What a second level's header says of the table it belongs to.
+#[derive(Clone, Debug)]
+pub(crate) struct TopHead {
+    /// Totals of the live keys, both levels together.
+    pub totals: Sizes,
+    /// The base it lies over: its length and header checksum.
+    pub base: (u64, u32),
+}
+
+/// One opened, header-checked level of the key table: the base
+/// (`keys.tbl`) or the second level (`keys2.tbl`).
+pub(crate) struct Level {
     map: Mmap,
     /// The manifest generation it was written at.
     pub generation: u64,
-    /// Live keys it holds.
+    /// Rows it holds (for the base: live keys; for the second level:
+    /// puts and deletions).
     pub count: u64,
-    /// Bytes of their records.
+    /// Bytes of the records of its rows.
     pub live_bytes: u64,
     /// Bytes of their keys.
     pub keys_len: u64,
     /// The sidecar prefixes it covers, one per manifest position.
     pub shards: Vec<Covered>,
+    /// Its length and header checksum (what a second level names).
+    id: (u64, u32),
+    /// For a second level: what its header says of the table.
+    top: Option<TopHead>,
     crcs_at: usize,
     body_at: usize,
     keys_at: usize,
@@ -130,14 +159,13 @@ fn tail_crc(path: &Path, len: u64) -> std::io::Result<u32> {
     Ok(crc32c::crc32c(&buf))
 }
 
-impl Table {
-    /// Opens the table of the store in `dir` and checks its header and
-    /// block checksums' checksum: O(1) in the number of keys but for the
-    /// block checksums (4 bytes per 16 KiB of table). `Ok(None)`: there
-    /// is none. `Err(why)`: it is damaged.
-    pub fn open(dir: &Path) -> std::result::Result<Option<Table>, String> {
-        let path = dir.join(TABLE);
-        let file = match File::open(&path) {
+impl Level {
+    /// Opens the level at `path` and checks its header and block
+    /// checksums' checksum: O(1) in the number of keys but for the block
+    /// checksums (4 bytes per 16 KiB of table). `Ok(None)`: there is
+    /// none. `Err(why)`: it is damaged.
+    fn open(path: &Path) -> std::result::Result<Option<Level>, String> {
+        let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot open it: {e}")),
@@ -152,10 +180,15 @@ impl Table {
         Self::parse(map).map(Some)
     }
 
-    fn parse(map: Mmap) -> std::result::Result<Table, String> {
+    fn parse(map: Mmap) -> std::result::Result<Level, String> {
         let b = &map[..];
-        if b.len() < FIXED + 8 || &b[..16] != MAGIC {
-            return Err("it does not start with a key table header".into());
+        let fixed = match b.get(..16) {
+            Some(m) if m == MAGIC => FIXED,
+            Some(m) if m == MAGIC_TOP => FIXED_TOP,
+            _ => return Err("it does not start with a key table header".into()),
+        };
+        if b.len() < fixed + 8 {
+            return Err("its header is cut short".into());
         }
         let nshards = u32_at(b, 48) as usize;
         let block = u32_at(b, 52) as usize;
@@ -164,7 +197,7 @@ impl Table {
         }
         let head_end = nshards
             .checked_mul(SHARD)
-            .and_then(|s| s.checked_add(FIXED))
+            .and_then(|s| s.checked_add(fixed))
             .filter(|&e| e + 8 <= b.len())
             .ok_or("its header is cut short")?;
         if crc32c::crc32c(&b[..head_end]) != u32_at(b, head_end) {
@@ -192,7 +225,7 @@ impl Table {
         }
         let shards = (0..nshards)
             .map(|i| {
-                let at = FIXED + i * SHARD;
+                let at = fixed + i * SHARD;
                 Covered {
                     no: u32_at(b, at),
                     tail_crc: u32_at(b, at + 4),
@@ -201,7 +234,18 @@ impl Table {
                 }
             })
             .collect();
-        Ok(Table {
+        let top = (fixed == FIXED_TOP).then(|| TopHead {
+            totals: Sizes {
+                count: u64_at(b, 64),
+                live_bytes: u64_at(b, 72),
+                keys_len: u64_at(b, 80),
+            },
+            base: (u64_at(b, 88), u32_at(b, 96)),
+        });
+        let id = (b.len() as u64, u32_at(b, head_end));
+        Ok(Level {
+            id,
+            top,
             generation: u64_at(b, 16),
             count,
             live_bytes: u64_at(b, 32),
@@ -291,8 +335,17 @@ impl Table {
         Ok(())
     }
 
-    /// Key and location of entry `i` (in key order).
-    pub fn entry(&self, i: u64) -> std::result::Result<(&[u8], Loc), Damaged> {
+    /// The record a row `e` names: `None` for a deletion (rows of a
+    /// second level only; the base holds live keys).
+    fn row_loc(&self, e: &[u8]) -> Option<Loc> {
+        match self.top {
+            Some(_) if u32_at(e, 36) & DELETED != 0 => None,
+            _ => Some(loc_of(e)),
+        }
+    }
+
+    /// Key and record of entry `i` (in key order); `None`: deleted.
+    pub fn entry(&self, i: u64) -> std::result::Result<(&[u8], Option<Loc>), Damaged> {
         let e = self.body(self.body_at + i as usize * ENTRY, ENTRY)?;
         let key_off = u64_at(e, 0);
         let key_len = u32_at(e, 24) as usize;
@@ -301,13 +354,13 @@ impl Table {
             .and_then(|o| self.keys_at.checked_add(o))
             .ok_or_else(|| Damaged(format!("entry {i} names a key outside it")))?;
         let key = self.body(key, key_len)?;
-        Ok((key, loc_of(e)))
+        Ok((key, self.row_loc(e)))
     }
 
-    /// Key and location of entry `i` without checking its blocks (the
+    /// Key and record of entry `i` without checking its blocks (the
     /// caller checked them all): `None` if it names bytes outside the
     /// table.
-    fn raw_entry(&self, i: u64) -> Option<(&[u8], Loc)> {
+    fn raw_entry(&self, i: u64) -> Option<(&[u8], Option<Loc>)> {
         let at = self.body_at + usize::try_from(i).ok()? * ENTRY;
         let e = self.map.get(at..at + ENTRY)?;
         let key_at = self
@@ -316,12 +369,12 @@ impl Table {
         let key = self
             .map
             .get(key_at..key_at.checked_add(u32_at(e, 24) as usize)?)?;
-        Some((key, loc_of(e)))
+        Some((key, self.row_loc(e)))
     }
 
-    /// The location of `key`, by binary search (O(log n) entries and
-    /// blocks touched).
-    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
+    /// The row of `key`, by binary search (O(log n) entries and blocks
+    /// touched): `Some(None)` is a deletion.
+    fn find(&self, key: &[u8]) -> std::result::Result<Option<Option<Loc>>, Damaged> {
         let (mut lo, mut hi) = (0u64, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -335,20 +388,203 @@ impl Table {
         Ok(None)
     }
 
-    /// Checks every block (what `verify` does): O(table size).
-    pub fn check_all(&self) -> std::result::Result<(), Damaged> {
+    /// Checks every block: O(level size).
+    fn check_all(&self) -> std::result::Result<(), Damaged> {
         let blocks = (self.map.len() - self.body_at).div_ceil(BLOCK);
         (0..blocks).try_for_each(|b| self.check_block(b))
+    }
+
+    /// Whether this is a second level over `base`.
+    fn lies_over(&self, base: &Level) -> bool {
+        self.top.as_ref().is_some_and(|t| t.base == base.id)
+            && self.generation == base.generation
+            && base.top.is_none()
+    }
+}
+
+/// An opened, header-checked key table: the base level (`keys.tbl`) and,
+/// when there is one that lies over it, the second level (`keys2.tbl`),
+/// which holds the keys written or deleted since the base and wins on
+/// lookup. A writer rewrites only the second level until it reaches a
+/// fixed fraction of the base, then merges it into a new base
+/// ([`flush`]); so a row is rewritten O(1) times on average, not once per
+/// table write.
+pub(crate) struct Table {
+    base: Level,
+    top: Option<Level>,
+    /// Why a second level that is there was not used, when it is damaged
+    /// (not merely stale: one left by a merge that died before removing
+    /// it names another base and is ignored).
+    top_damaged: Option<String>,
+    /// Live keys it holds.
+    pub count: u64,
+    /// Bytes of their records.
+    pub live_bytes: u64,
+    /// Bytes of their keys.
+    pub keys_len: u64,
+    /// The sidecar prefixes it covers, one per manifest position.
+    pub shards: Vec<Covered>,
+}
+
+impl Table {
+    /// Opens the key table of the store in `dir`: its base, checked as
+    /// [`Level::open`] does, and the second level when there is one, good
+    /// and lying over this base (else the base alone: the records after
+    /// it are read from the sidecars). `Ok(None)`: there is no base.
+    /// `Err(why)`: the base is damaged.
+    pub fn open(dir: &Path) -> std::result::Result<Option<Table>, String> {
+        let Some(base) = Level::open(&dir.join(TABLE))? else {
+            return Ok(None);
+        };
+        if base.top.is_some() {
+            return Err("it is a second level, not a base".into());
+        }
+        let (top, top_damaged) = match Level::open(&dir.join(TOP)) {
+            Ok(Some(t)) if t.lies_over(&base) => (Some(t), None),
+            // Left by a merge that died before removing it, or a second
+            // level of no table.
+            Ok(_) => (None, None),
+            Err(why) => (None, Some(format!("{TOP}: {why}"))),
+        };
+        Ok(Some(Table::of(base, top, top_damaged)))
+    }
+
+    fn of(base: Level, top: Option<Level>, top_damaged: Option<String>) -> Table {
+        let shards = top.as_ref().unwrap_or(&base).shards.clone();
+        let totals = match top.as_ref().and_then(|t| t.top.as_ref()) {
+            Some(h) => h.totals.clone(),
+            None => Sizes {
+                count: base.count,
+                live_bytes: base.live_bytes,
+                keys_len: base.keys_len,
+            },
+        };
+        Table {
+            base,
+            top,
+            top_damaged,
+            count: totals.count,
+            live_bytes: totals.live_bytes,
+            keys_len: totals.keys_len,
+            shards,
+        }
+    }
+
+    /// This table if it describes the sidecars of `manifest` in `dir` as
+    /// they are (see [`Level::matches`]); when only the second level does
+    /// not (the sidecars it covers were cut back after a crash), the base
+    /// alone. `Err(why)`: the base does not match either.
+    pub fn matching(self, dir: &Path, manifest: &Manifest) -> std::result::Result<Table, String> {
+        let Some(top) = &self.top else {
+            self.base.matches(dir, manifest)?;
+            return Ok(self);
+        };
+        if top.matches(dir, manifest).is_ok() {
+            return Ok(self);
+        }
+        self.base.matches(dir, manifest)?;
+        Ok(Table::of(self.base, None, self.top_damaged))
+    }
+
+    /// The first and last key of either level (a key outside them is in
+    /// neither): `None` when both are empty or an end is damaged.
+    pub fn bounds(&self) -> Option<[Box<[u8]>; 2]> {
+        let mut out: Option<[Box<[u8]>; 2]> = None;
+        for l in std::iter::once(&self.base).chain(&self.top) {
+            let Some(n) = l.count.checked_sub(1) else {
+                continue;
+            };
+            let (first, last) = (l.entry(0).ok()?.0, l.entry(n).ok()?.0);
+            out = Some(match out {
+                None => [first.into(), last.into()],
+                Some([a, b]) => [
+                    if *first < *a { first.into() } else { a },
+                    if *last > *b { last.into() } else { b },
+                ],
+            });
+        }
+        out
+    }
+
+    /// The location of `key`: the second level, then the base (O(log n)
+    /// entries and blocks touched).
+    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Loc>, Damaged> {
+        if let Some(top) = &self.top {
+            let row = top
+                .find(key)
+                .map_err(|Damaged(why)| Damaged(format!("{TOP}: {why}")))?;
+            if let Some(row) = row {
+                return Ok(row);
+            }
+        }
+        Ok(self.base.find(key)?.flatten())
+    }
+
+    /// Whether a second level is in use.
+    pub fn has_top(&self) -> bool {
+        self.top.is_some()
+    }
+
+    /// This table with its second level checked whole (O(its size), what
+    /// a writer does at open): a damaged one is dropped, leaving the base
+    /// alone, and the second value says why.
+    pub fn check_top(self) -> (Table, Option<String>) {
+        match self.top.as_ref().map(Level::check_all) {
+            Some(Err(Damaged(why))) => {
+                let why = format!("{TOP}: {why}");
+                (Table::of(self.base, None, Some(why.clone())), Some(why))
+            }
+            _ => {
+                let why = self.top_damaged.clone();
+                (self, why)
+            }
+        }
+    }
+
+    /// Takes the base of `old` (with the blocks it checked) when this
+    /// table's base is the same file's bytes: a writer that wrote only a
+    /// second level does not check the base again.
+    pub fn keep_base(&mut self, old: Table) {
+        if old.base.id == self.base.id && old.base.generation == self.base.generation {
+            self.base = old.base;
+        }
+    }
+
+    /// Checks every block of both levels (what `verify` does): O(table
+    /// size). A second level that is there but damaged is reported too.
+    pub fn check_all(&self) -> std::result::Result<(), Damaged> {
+        if let Some(why) = &self.top_damaged {
+            return Err(Damaged(why.clone()));
+        }
+        self.base.check_all()?;
+        match self.top.as_ref().map(Level::check_all) {
+            Some(Err(Damaged(why))) => Err(Damaged(format!("{TOP}: {why}"))),
+            _ => Ok(()),
+        }
     }
 
     /// The live entries in write order (shard position, offset), as an
     /// index: what iterating a snapshot needs.
     pub fn to_index(&self) -> std::result::Result<Index, Damaged> {
+        let mut newer = std::collections::HashSet::new();
         let mut all = Vec::with_capacity(self.count as usize);
-        for i in 0..self.count {
-            let (key, loc) = self.entry(i)?;
-            all.push((loc, std::sync::Arc::<[u8]>::from(key)));
+        if let Some(top) = &self.top {
+            for i in 0..top.count {
+                let (key, loc) = top.entry(i)?;
+                let key = std::sync::Arc::<[u8]>::from(key);
+                newer.insert(key.clone());
+                if let Some(loc) = loc {
+                    all.push((loc, key));
+                }
+            }
         }
+        for i in 0..self.base.count {
+            let (key, loc) = self.base.entry(i)?;
+            if let (Some(loc), false) = (loc, newer.contains(key)) {
+                all.push((loc, std::sync::Arc::<[u8]>::from(key)));
+            }
+        }
+        drop(newer);
         all.sort_unstable_by_key(|(l, _)| (l.shard, l.offset));
         let mut index = Index::default();
         index.reserve(all.len());
@@ -527,216 +763,352 @@ where
     F: Fn() -> I,
     I: Iterator<Item = Row<'k>>,
 {
-    write_file(dir, manifest, cover, sizes, finish, |body| {
-        let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
-        for row in rows() {
-            let (key, loc) = match row {
-                Ok(r) => r,
-                Err(d) => return Ok(Err(d)),
-            };
-            body.put(&entry_bytes(key_off, key.len(), &loc))?;
-            key_off += key.len() as u64;
-            live_bytes += loc.len;
-            count += 1;
-        }
-        if (count, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
-            return Ok(Err(Damaged("its rows disagree with its totals".into())));
-        }
-        let mut keys = 0u64;
-        for row in rows() {
-            let (key, _) = match row {
-                Ok(r) => r,
-                Err(d) => return Ok(Err(d)),
-            };
-            keys += key.len() as u64;
-            if keys > sizes.keys_len {
-                break;
+    write_file(
+        dir,
+        manifest,
+        cover,
+        Make::Base(sizes),
+        sizes,
+        finish,
+        |body| {
+            let (mut count, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+            for row in rows() {
+                let (key, loc) = match row {
+                    Ok(r) => r,
+                    Err(d) => return Ok(Err(d)),
+                };
+                body.put(&entry_bytes(key_off, key.len(), Some(&loc)))?;
+                key_off += key.len() as u64;
+                live_bytes += loc.len;
+                count += 1;
             }
-            body.put(key)?;
-        }
-        if keys != sizes.keys_len {
-            return Ok(Err(Damaged("its rows disagree with its key bytes".into())));
-        }
-        Ok(Ok(()))
-    })
+            if (count, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+                return Ok(Err(Damaged("its rows disagree with its totals".into())));
+            }
+            let mut keys = 0u64;
+            for row in rows() {
+                let (key, _) = match row {
+                    Ok(r) => r,
+                    Err(d) => return Ok(Err(d)),
+                };
+                keys += key.len() as u64;
+                if keys > sizes.keys_len {
+                    break;
+                }
+                body.put(key)?;
+            }
+            if keys != sizes.keys_len {
+                return Ok(Err(Damaged("its rows disagree with its key bytes".into())));
+            }
+            Ok(Ok(()))
+        },
+    )
 }
 
-/// The bytes of a table entry.
-fn entry_bytes(key_off: u64, key_len: usize, loc: &Loc) -> [u8; ENTRY] {
+/// The bytes of a table entry: a key's record, or its deletion (`None`,
+/// second level only).
+fn entry_bytes(key_off: u64, key_len: usize, loc: Option<&Loc>) -> [u8; ENTRY] {
     let mut e = [0u8; ENTRY];
     e[..8].copy_from_slice(&key_off.to_le_bytes());
-    e[8..16].copy_from_slice(&loc.offset.to_le_bytes());
-    e[16..24].copy_from_slice(&loc.len.to_le_bytes());
     e[24..28].copy_from_slice(&(key_len as u32).to_le_bytes());
-    e[28..32].copy_from_slice(&(loc.shard as u32).to_le_bytes());
-    e[32..36].copy_from_slice(&loc.crc.to_le_bytes());
+    match loc {
+        Some(loc) => {
+            e[8..16].copy_from_slice(&loc.offset.to_le_bytes());
+            e[16..24].copy_from_slice(&loc.len.to_le_bytes());
+            e[28..32].copy_from_slice(&(loc.shard as u32).to_le_bytes());
+            e[32..36].copy_from_slice(&loc.crc.to_le_bytes());
+        }
+        None => e[36..40].copy_from_slice(&DELETED.to_le_bytes()),
+    }
     e
 }
 
 /// A change to merge into a table: a key and its new record, or `None`
 /// (deleted).
-pub(crate) type Change<'k> = (&'k [u8], Option<&'k Loc>);
+pub(crate) type Change<'k> = (&'k [u8], Option<Loc>);
 
-/// A stretch of a merged table: rows `from..to` of the old table, or a
-/// change.
-enum Seg {
-    Old(u64, u64),
-    New(usize),
+/// Which level a table write makes.
+#[derive(Clone, Copy)]
+pub(crate) enum Make<'s> {
+    /// A base (`keys.tbl`) of live keys whose totals are these.
+    Base(&'s Sizes),
+    /// A second level (`keys2.tbl`), deletions kept as rows, over the base
+    /// `base` (length and header checksum), the live keys of both levels
+    /// together totalling `totals`.
+    Top { totals: &'s Sizes, base: (u64, u32) },
 }
 
-/// Writes the key table of `base` (checked whole first) with `changes`
-/// (sorted by key, each key once) merged in, `sizes` the merged totals;
-/// see [`write_file`]. The old table's rows between changes are copied
-/// in runs, not row by row: O(table bytes) of copying and checksumming
-/// plus O(changes × log rows) of searching.
-pub(crate) fn write_merged(
+/// Writes the level `make` from `old` (checked whole first; a base for a
+/// base, the old second level or none for a second level) with the `n`
+/// changes `change(0..n)` (sorted by key, each key once) merged in; see
+/// [`write_file`]. The old level's rows between changes are copied in
+/// runs, not row by row: O(old level bytes) of copying and checksumming
+/// plus O(changes × log rows) of searching. `change(i) == None`: the
+/// change's source is damaged.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_merged<'a>(
     dir: &Path,
     manifest: &Manifest,
     cover: &[(u64, u64)],
-    sizes: &Sizes,
-    base: Option<&Table>,
-    changes: &[Change<'_>],
+    make: Make<'_>,
+    old: Option<&'a Level>,
+    n: usize,
+    change: &dyn Fn(usize) -> Option<Change<'a>>,
     finish: Finish<'_>,
 ) -> Result<std::result::Result<(), Damaged>> {
-    if let Some(Err(d)) = base.map(Table::check_all) {
+    if let Some(Err(d)) = old.map(Level::check_all) {
         return Ok(Err(d));
     }
-    if let Some(t) = base.filter(|t| appends(t, changes, sizes)) {
-        return write_appended(dir, manifest, cover, sizes, t, changes, finish);
-    }
-    let count = base.map_or(0, |t| t.count);
+    let keep_deleted = matches!(make, Make::Top { .. });
     let damaged = |what: &str| Damaged(format!("{TABLE}: {what}"));
-    // Where each change goes among the old rows.
-    let mut segs = Vec::with_capacity(changes.len() * 2 + 1);
-    let mut lo = 0u64;
-    for (c, &(key, loc)) in changes.iter().enumerate() {
-        let (mut a, mut b) = (lo, count);
-        let mut same = false;
-        if let Some(t) = base {
-            while a < b {
-                let mid = a + (b - a) / 2;
-                let (k, _) = match t.raw_entry(mid) {
-                    Some(e) => e,
-                    None => return Ok(Err(damaged("an entry names a key outside it"))),
-                };
-                match k.cmp(key) {
-                    std::cmp::Ordering::Less => a = mid + 1,
-                    _ => b = mid,
-                }
+    let outside = || damaged("an entry names a key outside it");
+    // The new level's own totals, and whether it only appends.
+    let mut own = old.map_or_else(Sizes::default, |t| Sizes {
+        count: t.count,
+        live_bytes: t.live_bytes,
+        keys_len: t.keys_len,
+    });
+    let (mut in_order, mut saw_new) = (true, false);
+    let walked = walk(old, n, change, keep_deleted, |step| {
+        match step {
+            Step::Old(..) => in_order &= !saw_new,
+            Step::Replaced(key, was) => {
+                in_order = false;
+                own.count -= 1;
+                own.keys_len -= key.len() as u64;
+                own.live_bytes -= was.map_or(0, |l| l.len);
             }
-            same = a < count && t.raw_entry(a).is_some_and(|(k, _)| k == key);
+            Step::New(key, loc) => {
+                saw_new = true;
+                in_order &= loc.is_some();
+                own.count += 1;
+                own.keys_len += key.len() as u64;
+                own.live_bytes += loc.map_or(0, |l| l.len);
+            }
         }
-        if a > lo {
-            segs.push(Seg::Old(lo, a));
-        }
-        if loc.is_some() {
-            segs.push(Seg::New(c));
-        }
-        lo = a + u64::from(same);
+        Ok::<_, std::convert::Infallible>(())
+    });
+    match walked {
+        Ok(Ok(())) => {}
+        Ok(Err(d)) => return Ok(Err(d)),
+        Err(never) => match never {},
     }
-    if count > lo {
-        segs.push(Seg::Old(lo, count));
+    if let Make::Base(sizes) = make {
+        if own != *sizes {
+            return Ok(Err(damaged("its rows disagree with its totals")));
+        }
     }
-    write_file(dir, manifest, cover, sizes, finish, |body| {
-        let (mut n, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
+    if let (Some(t), true, true) = (old, in_order, n > 0 && old.is_some_and(|t| t.count > 0)) {
+        return write_appended(dir, manifest, cover, make, &own, t, n, change, finish);
+    }
+    write_file(dir, manifest, cover, make, &own, finish, |body| {
+        let (mut rows, mut live_bytes, mut key_off) = (0u64, 0u64, 0u64);
         let mut buf = Vec::with_capacity(64 << 10);
-        for seg in &segs {
-            match *seg {
-                Seg::New(c) => {
-                    let (key, loc) = changes[c];
-                    let loc = loc.expect("only puts are segments");
-                    body.put(&entry_bytes(key_off, key.len(), loc))?;
-                    key_off += key.len() as u64;
-                    live_bytes += loc.len;
-                    n += 1;
-                }
-                Seg::Old(from, to) => {
-                    let t = base.expect("old rows come from a table");
-                    let entries =
-                        &t.map[t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
-                    let mut at = u64_at(entries, 0);
-                    for e in entries.chunks_exact(ENTRY) {
-                        // The keys of a run lie end to end, so they are
-                        // copied as one slice below.
-                        if u64_at(e, 0) != at {
-                            return Ok(Err(damaged("its keys are not in entry order")));
-                        }
-                        at += u64::from(u32_at(e, 24));
-                        live_bytes += u64_at(e, 16);
+        let mut bad = None;
+        let entries = walk(
+            old,
+            n,
+            change,
+            keep_deleted,
+            |step| -> std::io::Result<()> {
+                match step {
+                    Step::Replaced(..) => {}
+                    Step::New(key, loc) => {
                         if buf.len() + ENTRY > buf.capacity() {
                             body.put(&buf)?;
                             buf.clear();
                         }
-                        let new_off = u64_at(e, 0) - u64_at(entries, 0) + key_off;
-                        buf.extend_from_slice(&new_off.to_le_bytes());
-                        buf.extend_from_slice(&e[8..]);
+                        buf.extend_from_slice(&entry_bytes(key_off, key.len(), loc.as_ref()));
+                        key_off += key.len() as u64;
+                        live_bytes += loc.map_or(0, |l| l.len);
+                        rows += 1;
                     }
-                    body.put(&buf)?;
-                    buf.clear();
-                    key_off += at - u64_at(entries, 0);
-                    n += to - from;
+                    Step::Old(from, to) => {
+                        let t = old.expect("old rows come from a table");
+                        let entries = &t.map
+                            [t.body_at + from as usize * ENTRY..t.body_at + to as usize * ENTRY];
+                        let mut at = u64_at(entries, 0);
+                        for e in entries.chunks_exact(ENTRY) {
+                            // The keys of a run lie end to end, so they are
+                            // copied as one slice below.
+                            if u64_at(e, 0) != at {
+                                bad.get_or_insert_with(|| {
+                                    damaged("its keys are not in entry order")
+                                });
+                            }
+                            at += u64::from(u32_at(e, 24));
+                            live_bytes += u64_at(e, 16);
+                            if buf.len() + ENTRY > buf.capacity() {
+                                body.put(&buf)?;
+                                buf.clear();
+                            }
+                            let new_off = u64_at(e, 0).wrapping_sub(u64_at(entries, 0)) + key_off;
+                            buf.extend_from_slice(&new_off.to_le_bytes());
+                            buf.extend_from_slice(&e[8..]);
+                        }
+                        key_off += at - u64_at(entries, 0);
+                        rows += to - from;
+                    }
                 }
-            }
+                Ok(())
+            },
+        )?;
+        body.put(&buf)?;
+        if let Err(d) = entries {
+            return Ok(Err(d));
         }
-        if (n, live_bytes, key_off) != (sizes.count, sizes.live_bytes, sizes.keys_len) {
+        if let Some(d) = bad {
+            return Ok(Err(d));
+        }
+        if (rows, live_bytes, key_off) != (own.count, own.live_bytes, own.keys_len) {
             return Ok(Err(damaged("its rows disagree with its totals")));
         }
-        for seg in &segs {
-            match *seg {
-                Seg::New(c) => body.put(changes[c].0)?,
-                Seg::Old(from, to) => {
-                    let t = base.expect("old rows come from a table");
-                    let first = t.body_at + from as usize * ENTRY;
-                    let last = t.body_at + (to as usize - 1) * ENTRY;
-                    let start = u64_at(&t.map, first) as usize;
-                    let end = u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
-                    match t.map.get(t.keys_at + start..t.keys_at + end) {
-                        Some(keys) => body.put(keys)?,
-                        None => return Ok(Err(damaged("an entry names a key outside it"))),
+        let keys = walk(
+            old,
+            n,
+            change,
+            keep_deleted,
+            |step| -> std::io::Result<()> {
+                match step {
+                    Step::Replaced(..) => {}
+                    Step::New(key, _) => body.put(key)?,
+                    Step::Old(from, to) => {
+                        let t = old.expect("old rows come from a table");
+                        let first = t.body_at + from as usize * ENTRY;
+                        let last = t.body_at + (to as usize - 1) * ENTRY;
+                        let start = u64_at(&t.map, first) as usize;
+                        let end =
+                            u64_at(&t.map, last) as usize + u32_at(&t.map, last + 24) as usize;
+                        match t.map.get(t.keys_at + start..t.keys_at + end) {
+                            Some(keys) => body.put(keys)?,
+                            None => {
+                                bad.get_or_insert_with(outside);
+                            }
+                        }
                     }
                 }
-            }
+                Ok(())
+            },
+        )?;
+        if let Err(d) = keys {
+            return Ok(Err(d));
         }
-        Ok(Ok(()))
+        Ok(bad.map_or(Ok(()), Err))
     })
 }
 
-/// Whether `changes` only add keys that sort after every key of `t` (an
-/// import in key order), and `sizes` are `t`'s totals plus theirs: then
-/// the new table is the old one's entries and keys with the new ones
-/// after each ([`write_appended`]).
-fn appends(t: &Table, changes: &[Change<'_>], sizes: &Sizes) -> bool {
-    let (Some(first), Some(n)) = (changes.first(), t.count.checked_sub(1)) else {
-        return false;
-    };
-    let after = t.raw_entry(n).is_some_and(|(last, _)| first.0 > last);
-    let (mut count, mut live_bytes, mut keys_len) = (t.count, t.live_bytes, t.keys_len);
-    for &(key, loc) in changes {
-        let Some(loc) = loc else { return false };
-        count += 1;
-        live_bytes += loc.len;
-        keys_len += key.len() as u64;
-    }
-    after && (count, live_bytes, keys_len) == (sizes.count, sizes.live_bytes, sizes.keys_len)
+/// A stretch of a merge of a level's rows with changes, in key order.
+enum Step<'a> {
+    /// Rows `from..to` of the old level.
+    Old(u64, u64),
+    /// An old row a change replaces: its key and record (dropped).
+    Replaced(&'a [u8], Option<Loc>),
+    /// A change that becomes a row.
+    New(&'a [u8], Option<Loc>),
 }
 
-/// Writes the table of `t` (checked whole) with `changes` appended (see
-/// [`appends`]): the old entries' whole blocks are written as they are,
-/// with their checksums (same bytes at the same body offsets: their key
-/// offsets do not move), the rest checksummed as written; the old keys
-/// are copied as one slice.
-fn write_appended(
+/// Calls `f` with each stretch of the merge of `old`'s rows with
+/// `change(0..n)` (sorted by key, each key once), in key order; a
+/// deletion becomes a row only when `keep_deleted`. Each change is
+/// placed by a galloping search from the previous one: O(log gap) rows
+/// looked at, so walking costs O(changes × log(rows / changes)), and
+/// holds nothing: a writer walks a merge once per pass instead of
+/// keeping a plan of it. The caller checked `old` whole.
+/// `Ok(Err(_))`: a row or change names bytes outside its level.
+fn walk<'a, E>(
+    old: Option<&'a Level>,
+    n: usize,
+    change: &dyn Fn(usize) -> Option<Change<'a>>,
+    keep_deleted: bool,
+    mut f: impl FnMut(Step<'a>) -> std::result::Result<(), E>,
+) -> std::result::Result<std::result::Result<(), Damaged>, E> {
+    let outside = || Damaged(format!("{TABLE}: an entry names a key outside it"));
+    let count = old.map_or(0, |t| t.count);
+    let mut lo = 0u64;
+    for c in 0..n {
+        let Some((key, loc)) = change(c) else {
+            return Ok(Err(outside()));
+        };
+        if let Some(t) = old {
+            let Some(a) = lower_bound(t, lo, key) else {
+                return Ok(Err(outside()));
+            };
+            if a > lo {
+                f(Step::Old(lo, a))?;
+            }
+            lo = a;
+            if a < count {
+                let Some((k, was)) = t.raw_entry(a) else {
+                    return Ok(Err(outside()));
+                };
+                if k == key {
+                    f(Step::Replaced(key, was))?;
+                    lo = a + 1;
+                }
+            }
+        }
+        if loc.is_some() || keep_deleted {
+            f(Step::New(key, loc))?;
+        }
+    }
+    if count > lo {
+        f(Step::Old(lo, count))?;
+    }
+    Ok(Ok(()))
+}
+
+/// The first row of `t` at or after `from` whose key is not less than
+/// `key` (`t.count` if none), every row before `from` being less: a
+/// galloping search (rows `from`, `from + 1`, `from + 3`, ... then a
+/// binary search in the last gap). `None`: a row names bytes outside it.
+fn lower_bound(t: &Level, from: u64, key: &[u8]) -> Option<u64> {
+    let count = t.count;
+    let (mut a, mut b, mut step) = (from, from, 1u64);
+    loop {
+        if b >= count {
+            b = count;
+            break;
+        }
+        if t.raw_entry(b)?.0 >= key {
+            break;
+        }
+        a = b + 1;
+        b = b.saturating_add(step);
+        step = step.saturating_mul(2);
+    }
+    while a < b {
+        let mid = a + (b - a) / 2;
+        if t.raw_entry(mid)?.0 < key {
+            a = mid + 1;
+        } else {
+            b = mid;
+        }
+    }
+    Some(a)
+}
+
+/// Writes the level of `t` (checked whole) with `change(0..n)` appended:
+/// puts of keys that sort after every key of `t` (an import in key
+/// order), `own` the new level's totals. The old entries' whole blocks
+/// are written as they are, with their checksums (same bytes at the same
+/// body offsets: their key offsets do not move), the rest checksummed as
+/// written; the old keys are copied as one slice.
+#[allow(clippy::too_many_arguments)]
+fn write_appended<'a>(
     dir: &Path,
     manifest: &Manifest,
     cover: &[(u64, u64)],
-    sizes: &Sizes,
-    t: &Table,
-    changes: &[Change<'_>],
+    make: Make<'_>,
+    own: &Sizes,
+    t: &'a Level,
+    n: usize,
+    change: &dyn Fn(usize) -> Option<Change<'a>>,
     finish: Finish<'_>,
 ) -> Result<std::result::Result<(), Damaged>> {
     let entries_len = t.count as usize * ENTRY;
     let whole = entries_len / BLOCK;
-    write_file(dir, manifest, cover, sizes, finish, |body| {
+    let outside = || Damaged(format!("{TABLE}: a change is outside it"));
+    write_file(dir, manifest, cover, make, own, finish, |body| {
         let old = &t.map[t.body_at..];
         body.put_blocks(
             &old[..whole * BLOCK],
@@ -745,40 +1117,175 @@ fn write_appended(
         body.put(&old[whole * BLOCK..entries_len])?;
         let mut key_off = t.keys_len;
         let mut buf = Vec::with_capacity(64 << 10);
-        for &(key, loc) in changes {
-            let loc = loc.expect("appends() admits puts only");
+        for c in 0..n {
+            let Some((key, loc)) = change(c) else {
+                return Ok(Err(outside()));
+            };
             if buf.len() + ENTRY > buf.capacity() {
                 body.put(&buf)?;
                 buf.clear();
             }
-            buf.extend_from_slice(&entry_bytes(key_off, key.len(), loc));
+            buf.extend_from_slice(&entry_bytes(key_off, key.len(), loc.as_ref()));
             key_off += key.len() as u64;
         }
         body.put(&buf)?;
         body.put(&old[entries_len..])?;
-        for &(key, _) in changes {
-            body.put(key)?;
+        for c in 0..n {
+            match change(c) {
+                Some((key, _)) => body.put(key)?,
+                None => return Ok(Err(outside())),
+            }
         }
         Ok(Ok(()))
     })
 }
 
-/// Writes a key table: the header for `sizes`, covering the sidecars of
-/// `manifest` in `dir` as `cover` says (per manifest position: sidecar
-/// length, end of the last committed record), and the body `body` writes
-/// (entries, then keys), to a temporary file, streamed (O(1) memory but
-/// for one checksum per 16 KiB block); synced if `finish.durable`; then
-/// `finish.before_rename` (a test hook); renamed over `keys.tbl`; the
-/// directory synced if durable. The caller holds the writer lock (and for
-/// a durable table has synced the sidecars it covers).
+/// The fraction of the base a second level may reach before a table
+/// write merges it into a new base: 1/`TOP_SHARE`.
+const TOP_SHARE: u64 = 2;
+
+/// Writes the key table after a writer committed `delta` (sorted by key,
+/// each key once) since `table` (`None`: there is none), the live keys
+/// then totalling `sizes`, covering the sidecars of `manifest` in `dir`
+/// as `cover` says:
 ///
-/// `Ok(Err(damaged))`: `body` found its source damaged, or disagreeing
-/// with `sizes`; nothing was renamed.
-fn write_file(
+/// - no table, or no second level and a delta of at least half the base:
+///   a new base (the old one merged with the delta);
+/// - a second level that would reach half the base: first it is merged
+///   into a new base (covering what it covers), then
+/// - a new second level: the old one (if still there) merged with the
+///   delta.
+///
+/// So the base is rewritten once per half of its size written, and the
+/// second level holds at most half the base: every row is copied O(1)
+/// times on average. `Ok(Err(_))`: a level turned out damaged.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flush(
     dir: &Path,
     manifest: &Manifest,
     cover: &[(u64, u64)],
     sizes: &Sizes,
+    table: Option<&Table>,
+    delta: &[(&[u8], Option<&Loc>)],
+    finish: Finish<'_>,
+) -> Result<std::result::Result<(), Damaged>> {
+    let Finish {
+        durable,
+        before_rename,
+    } = finish;
+    let d = delta.len() as u64;
+    let from_delta = |c: usize| delta.get(c).map(|&(k, l)| (k, l.cloned()));
+    let Some(t) = table else {
+        return write_merged(
+            dir,
+            manifest,
+            cover,
+            Make::Base(sizes),
+            None,
+            delta.len(),
+            &from_delta,
+            Finish {
+                durable,
+                before_rename,
+            },
+        );
+    };
+    let merged;
+    let (mut base, mut top) = (&t.base, t.top.as_ref());
+    if let Some(l) = top.filter(|l| (l.count + d) * TOP_SHARE >= base.count) {
+        // The second level into the base first, covering what it covers.
+        let totals = l.top.as_ref().map(|h| h.totals.clone()).unwrap_or_default();
+        let top_cover: Vec<(u64, u64)> =
+            l.shards.iter().map(|c| (c.idx_len, c.record_end)).collect();
+        if let Err(d) = l.check_all() {
+            return Ok(Err(d));
+        }
+        let rows = |i: usize| l.raw_entry(i as u64);
+        let written = write_merged(
+            dir,
+            manifest,
+            &top_cover,
+            Make::Base(&totals),
+            Some(base),
+            l.count as usize,
+            &rows,
+            Finish {
+                durable,
+                before_rename: &mut *before_rename,
+            },
+        )?;
+        if let Err(d) = written {
+            return Ok(Err(d));
+        }
+        merged = match Level::open(&dir.join(TABLE)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(gone(TABLE, "the table just written is gone".into())),
+            Err(why) => return Err(gone(TABLE, why)),
+        };
+        (base, top) = (&merged, None);
+    }
+    // Checked whole once per writer (checks are remembered per block):
+    // a damaged base is rebuilt, not carried on under a second level.
+    if let Err(d) = base.check_all() {
+        return Ok(Err(d));
+    }
+    if top.is_none() && d * TOP_SHARE >= base.count {
+        return write_merged(
+            dir,
+            manifest,
+            cover,
+            Make::Base(sizes),
+            Some(base),
+            delta.len(),
+            &from_delta,
+            Finish {
+                durable,
+                before_rename,
+            },
+        );
+    }
+    write_merged(
+        dir,
+        manifest,
+        cover,
+        Make::Top {
+            totals: sizes,
+            base: base.id,
+        },
+        top,
+        delta.len(),
+        &from_delta,
+        Finish {
+            durable,
+            before_rename,
+        },
+    )
+}
+
+/// The error of a table file that cannot be opened right after writing.
+fn gone(name: &str, why: String) -> StoreError {
+    StoreError::io(format!("opening {name}"), std::io::Error::other(why))
+}
+
+/// Writes a key table level: the header of `make` with the level's own
+/// totals `own`, covering the sidecars of `manifest` in `dir` as `cover`
+/// says (per manifest position: sidecar length, end of the last committed
+/// record), and the body `body` writes (entries, then keys), to a
+/// temporary file, streamed (O(1) memory but for one checksum per 16 KiB
+/// block); synced if `finish.durable`; then `finish.before_rename` (a
+/// test hook); renamed over `keys.tbl` (or `keys2.tbl`); the directory
+/// synced if durable. A new base makes the second level stale, so it is
+/// then removed. The caller holds the writer lock (and for a durable
+/// table has synced the sidecars it covers).
+///
+/// `Ok(Err(damaged))`: `body` found its source damaged, or disagreeing
+/// with `own`; nothing was renamed.
+fn write_file(
+    dir: &Path,
+    manifest: &Manifest,
+    cover: &[(u64, u64)],
+    make: Make<'_>,
+    own: &Sizes,
     finish: Finish<'_>,
     body_of: impl FnOnce(
         &mut Body<std::io::BufWriter<File>>,
@@ -786,6 +1293,10 @@ fn write_file(
 ) -> Result<std::result::Result<(), Damaged>> {
     use std::io::{BufWriter, Seek, SeekFrom};
     let io = |what: String| move |e| StoreError::io(what, e);
+    let name = match make {
+        Make::Base(_) => TABLE,
+        Make::Top { .. } => TOP,
+    };
     let mut covered = Vec::with_capacity(manifest.shards.len());
     for (&no, &(idx_len, record_end)) in manifest.shards.iter().zip(cover) {
         let idx = dir.join(idx_name(no));
@@ -796,29 +1307,40 @@ fn write_file(
             record_end,
         });
     }
-    let mut head = Vec::with_capacity(FIXED + covered.len() * SHARD + 8);
-    head.extend_from_slice(MAGIC);
+    let mut head = Vec::with_capacity(FIXED_TOP + covered.len() * SHARD + 8);
+    head.extend_from_slice(match make {
+        Make::Base(_) => MAGIC,
+        Make::Top { .. } => MAGIC_TOP,
+    });
     head.extend_from_slice(&manifest.generation.to_le_bytes());
-    head.extend_from_slice(&sizes.count.to_le_bytes());
-    head.extend_from_slice(&sizes.live_bytes.to_le_bytes());
-    head.extend_from_slice(&sizes.keys_len.to_le_bytes());
+    head.extend_from_slice(&own.count.to_le_bytes());
+    head.extend_from_slice(&own.live_bytes.to_le_bytes());
+    head.extend_from_slice(&own.keys_len.to_le_bytes());
     head.extend_from_slice(&(covered.len() as u32).to_le_bytes());
     head.extend_from_slice(&(BLOCK as u32).to_le_bytes());
     let crcs_crc_at = head.len();
     head.extend_from_slice(&[0; 8]);
+    if let Make::Top { totals, base } = make {
+        head.extend_from_slice(&totals.count.to_le_bytes());
+        head.extend_from_slice(&totals.live_bytes.to_le_bytes());
+        head.extend_from_slice(&totals.keys_len.to_le_bytes());
+        head.extend_from_slice(&base.0.to_le_bytes());
+        head.extend_from_slice(&base.1.to_le_bytes());
+        head.extend_from_slice(&[0; 4]);
+    }
     for c in &covered {
         head.extend_from_slice(&c.no.to_le_bytes());
         head.extend_from_slice(&c.tail_crc.to_le_bytes());
         head.extend_from_slice(&c.idx_len.to_le_bytes());
         head.extend_from_slice(&c.record_end.to_le_bytes());
     }
-    let body_len = sizes
+    let body_len = own
         .count
         .checked_mul(ENTRY as u64)
-        .and_then(|e| e.checked_add(sizes.keys_len))
+        .and_then(|e| e.checked_add(own.keys_len))
         .ok_or_else(|| {
             StoreError::io(
-                format!("writing {TABLE}"),
+                format!("writing {name}"),
                 std::io::Error::other("its sizes overflow"),
             )
         })?;
@@ -826,7 +1348,7 @@ fn write_file(
     // Header, its checksum and padding, block checksums, padding.
     let body_at = (head.len() + 8 + nblocks * 4).next_multiple_of(8);
 
-    let tmp = dir.join(format!(".{TABLE}.tmp"));
+    let tmp = dir.join(format!(".{name}.tmp"));
     let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let mut body = Body {
         out: BufWriter::with_capacity(1 << 20, file),
@@ -874,7 +1396,11 @@ fn write_file(
         }
     }
     (finish.before_rename)().map_err(io(format!("renaming {}", tmp.display())))?;
-    std::fs::rename(&tmp, dir.join(TABLE)).map_err(io(format!("renaming {}", tmp.display())))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(io(format!("renaming {}", tmp.display())))?;
+    if let Make::Base(_) = make {
+        // The second level names the old base: stale from here on.
+        remove_file(dir, TOP)?;
+    }
     if finish.durable {
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -883,23 +1409,27 @@ fn write_file(
     Ok(Ok(()))
 }
 
-/// Removes a temporary table a writer left when it died while writing one.
-pub(crate) fn remove_temporary(dir: &Path) -> Result<()> {
-    let tmp = dir.join(format!(".{TABLE}.tmp"));
-    match std::fs::remove_file(&tmp) {
+/// Removes `name` from `dir`, if it is there.
+pub(crate) fn remove_file(dir: &Path, name: &str) -> Result<()> {
+    match std::fs::remove_file(dir.join(name)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(format!("removing {}", tmp.display()), e)),
+        Err(e) => Err(StoreError::io(format!("removing {name}"), e)),
     }
 }
 
-/// Removes the key table (before the sidecars change under it).
+/// Removes the temporary tables a writer left when it died while writing
+/// one.
+pub(crate) fn remove_temporary(dir: &Path) -> Result<()> {
+    remove_file(dir, &format!(".{TABLE}.tmp"))?;
+    remove_file(dir, &format!(".{TOP}.tmp"))
+}
+
+/// Removes the key table, both levels (before the sidecars change under
+/// it). The second level first: a base without one is a whole table.
 pub(crate) fn remove(dir: &Path) -> Result<()> {
-    match std::fs::remove_file(dir.join(TABLE)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(format!("removing {TABLE}"), e)),
-    }
+    remove_file(dir, TOP)?;
+    remove_file(dir, TABLE)
 }
 
 /// Whether the writer should rewrite the table at a flush: `since` puts
