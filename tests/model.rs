@@ -101,6 +101,25 @@ fn check_all(store: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
         seen += 1;
     }
     assert_eq!(seen, model.len());
+    // The keys of every order come without reading the samples, in the
+    // order the samples come.
+    for order in [Order::Key, Order::Written, Order::Shuffled(7)] {
+        let want: Vec<Vec<u8>> = r
+            .samples(order)
+            .unwrap()
+            .map(|s| s.unwrap().key().to_vec())
+            .collect();
+        let got: Vec<Vec<u8>> = r
+            .keys_in(order)
+            .unwrap()
+            .map(|k| k.unwrap().to_vec())
+            .collect();
+        assert_eq!(got, want, "{order:?}");
+    }
+    for (k, v) in model {
+        assert_eq!(r.get_checked(k).unwrap().unwrap().as_bytes(), &v[..]);
+    }
+    assert!(r.get_checked(b"zz-not-there").unwrap().is_none());
     assert!(r.verify().unwrap().is_empty());
 }
 

@@ -741,6 +741,16 @@ fn scans_check_every_records_crc32c_without_verify_reads() {
     // flipped bit shows); with it, the get is refused too.
     let got = r.require(key(3).as_bytes()).unwrap();
     assert_ne!(got.get(1).unwrap().data(), &logits[..]);
+    // `get_checked` (what a loader walking its own key list uses) checks
+    // like a scan, without verify_reads.
+    assert!(matches!(
+        r.get_checked(key(3).as_bytes()),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        r.get_checked(key(4).as_bytes()).unwrap().unwrap().key(),
+        key(4).as_bytes()
+    );
     let store = ShardStore::open(
         dir.path(),
         &ShardOptions {

@@ -180,7 +180,7 @@ impl Inner {
 
     fn sample(&self, py: Python<'_>, i: u64) -> PyResult<PySample> {
         let key = self.key(py, i)?;
-        sample_of(py, &self.snap, &key)?.ok_or_else(|| missing(i))
+        sample_of(py, &self.snap, &key, crate::store::Read::Scan)?.ok_or_else(|| missing(i))
     }
 }
 

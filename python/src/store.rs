@@ -660,16 +660,10 @@ impl PyReader {
         let snap = self.snap(py)?;
         let keys = {
             let reader = lock(&snap.reader);
-            match order {
-                Order::Key => reader
-                    .keys(b"", None)
-                    .and_then(|it| it.map(|k| k.map(<[u8]>::to_vec)).collect())
-                    .map_err(store_err)?,
-                _ => reader
-                    .samples(order)
-                    .and_then(|it| it.map(|s| s.map(|s| s.key().to_vec())).collect())
-                    .map_err(store_err)?,
-            }
+            reader
+                .keys_in(order)
+                .and_then(|it| it.map(|k| k.map(<[u8]>::to_vec)).collect())
+                .map_err(store_err)?
         };
         Ok((snap, keys))
     }
@@ -684,14 +678,28 @@ struct Located {
     len: usize,
 }
 
+/// How a sample is read: a random get (a shard record's crc32c checked
+/// only with `verify_reads`) or as part of a scan (always checked, as the
+/// library's iterators check it).
+#[derive(Clone, Copy)]
+pub(crate) enum Read {
+    Get,
+    Scan,
+}
+
 pub(crate) fn sample_of(
     py: Python<'_>,
     snap: &Arc<Snap>,
     key: &[u8],
+    read: Read,
 ) -> PyResult<Option<PySample>> {
     let located: Vec<Located> = {
         let reader = lock(&snap.reader);
-        let Some(sample) = reader.get(key).map_err(store_err)? else {
+        let got = match read {
+            Read::Get => reader.get(key),
+            Read::Scan => reader.get_checked(key),
+        };
+        let Some(sample) = got.map_err(store_err)? else {
             return Ok(None);
         };
         sample
@@ -739,20 +747,26 @@ impl PyReader {
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PySample> {
         let k = key_bytes(key)?;
         let snap = self.snap(py)?;
-        sample_of(py, &snap, &k)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+        sample_of(py, &snap, &k, Read::Get)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
-    /// The sample under `key`, or `default`.
-    #[pyo3(signature = (key, default=None))]
+    /// The sample under `key`, or `default`. `verify=True` checks a
+    /// shard record's crc32c as the iterators and plans do (a damaged
+    /// record raises `FormatError`); without it a random get does not, for
+    /// speed. LMDB stores keep no checksums.
+    #[pyo3(signature = (key, default=None, verify=false))]
     fn get(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
+        verify: bool,
     ) -> PyResult<Py<PyAny>> {
         let k = key_bytes(key)?;
         let snap = self.snap(py)?;
-        Ok(match sample_of(py, &snap, &k)? {
+        let read = if verify { Read::Scan } else { Read::Get };
+        Ok(match sample_of(py, &snap, &k, read)? {
             Some(s) => Py::new(py, s)?.into_any(),
             None => default.unwrap_or_else(|| py.None()),
         })
@@ -922,7 +936,7 @@ impl SampleIter {
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PySample>> {
         for key in self.keys.by_ref() {
-            if let Some(s) = sample_of(py, &self.snap, &key)? {
+            if let Some(s) = sample_of(py, &self.snap, &key, Read::Scan)? {
                 return Ok(Some(s));
             }
         }

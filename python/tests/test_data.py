@@ -61,3 +61,45 @@ def test_torch_dataloader(tmp_path, backend, method):
     loader = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=method)
     got = sorted(int(s["label"][0]) for s in loader)
     assert got == list(range(16))
+
+
+def test_a_damaged_record_never_reaches_an_epoch(tmp_path):
+    """Shard stores: one flipped data byte is refused by every epoch path
+    (map-style Dataset, IterableDataset, reader iteration, plans,
+    get(verify=True)); a plain random get hands it out unchecked."""
+    path = tmp_path / "s"
+    fill(path, "ten", n=6)
+    logits = (np.arange(10, dtype=np.float32) + 3).tobytes()  # sample k0003
+    [shard] = sorted(path.glob("*.ten"))
+    data = bytearray(shard.read_bytes())
+    at = data.find(logits)
+    assert at >= 0 and data.find(logits, at + 1) < 0
+    data[at + 5] ^= 0x10
+    shard.write_bytes(bytes(data))
+
+    ds = Dataset(path)
+    labels = []
+    for i in range(len(ds)):
+        if ds.key(i) == b"k0003":
+            with pytest.raises(tenstore.FormatError, match="checksum"):
+                ds[i]
+        else:
+            labels.append(int(ds[i]["label"][0]))
+    assert labels == [0, 1, 2, 4, 5]
+    with pytest.raises(tenstore.FormatError, match="checksum"):
+        list(IterableDataset(path, seed=1))
+
+    with tenstore.Store(path) as s:
+        r = s.reader()
+        with pytest.raises(tenstore.FormatError, match="checksum"):
+            list(r.samples("write"))
+        with pytest.raises(tenstore.FormatError, match="checksum"):
+            list(r.plan(seed=2, shuffle=True).samples())
+        with pytest.raises(tenstore.FormatError, match="checksum"):
+            r.get("k0003", verify=True)
+        # Listing keys reads no record, so it is not refused.
+        assert r.ordered_keys("write") == [f"k{i:04d}".encode() for i in range(6)]
+        assert len(r.ordered_keys("shuffle", seed=3)) == 6
+        damaged = r["k0003"]["logits"].tobytes()
+        assert damaged != logits and len(damaged) == len(logits)
+        assert int(r.get("k0004", verify=True)["label"][0]) == 4

@@ -285,6 +285,17 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// Like [`get`](Self::get), with a scan's check: a shard record's
+    /// crc32c is checked whatever `verify_reads` says
+    /// ([`ShardReader::get_checked`]). LMDB stores keep no checksums, so
+    /// for them this is `get`.
+    pub fn get_checked<'r>(&'r self, key: &'r [u8]) -> Result<Option<Sample<'r>>> {
+        match self {
+            Reader::Lmdb(r) => r.get(key),
+            Reader::Shard(r) => r.get_checked(key),
+        }
+    }
+
     /// Like [`get`](Self::get), but a missing key is an error.
     pub fn require<'r>(&'r self, key: &'r [u8]) -> Result<Sample<'r>> {
         self.get(key)?.ok_or_else(|| StoreError::NotFound {
@@ -337,6 +348,23 @@ impl<'s> Reader<'s> {
                     .take_while(move |k| k.starts_with(prefix))
                     .map(Ok),
             ),
+        })
+    }
+
+    /// The keys of [`samples`](Self::samples)`(order)`, in the same
+    /// order, without reading (or checking) the samples.
+    pub fn keys_in(&self, order: Order) -> Result<BoxIter<'_, &[u8]>> {
+        Ok(match (self, order) {
+            (_, Order::Key) | (Reader::Lmdb(_), Order::Written) => self.keys(b"", None)?,
+            (Reader::Lmdb(r), Order::Shuffled(seed)) => {
+                let mut keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
+                super::key::shuffle(&mut keys, seed);
+                Box::new(keys.into_iter().map(Ok))
+            }
+            (Reader::Shard(r), Order::Written) => Box::new(r.iter()?.keys().map(Ok)),
+            (Reader::Shard(r), Order::Shuffled(seed)) => {
+                Box::new(r.iter_shuffled(seed)?.keys().map(Ok))
+            }
         })
     }
 

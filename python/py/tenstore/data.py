@@ -40,7 +40,9 @@ def _as_dict(sample, copy):
 class Dataset(_MapBase):
     """Map-style dataset: ``ds[i]`` is the ``i``-th sample in key order as a
     dict name -> array (read-only views unless ``copy=True``; torch's
-    default collate copies them into tensors)."""
+    default collate copies them into tensors). An epoch reads every sample,
+    so each is checked as a scan is: a damaged shard record raises
+    ``FormatError`` instead of reaching the model."""
 
     def __init__(self, path, copy=False, cache_dir=None, cache_size=None):
         self.path = str(path)
@@ -62,7 +64,11 @@ class Dataset(_MapBase):
 
     def __getitem__(self, i):
         reader = self._open()
-        return _as_dict(reader[self._keys[i]], self.copy)
+        key = self._keys[i]
+        sample = reader.get(key, verify=True)
+        if sample is None:
+            raise KeyError(key)
+        return _as_dict(sample, self.copy)
 
     def key(self, i):
         """The key of sample ``i``."""

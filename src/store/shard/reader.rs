@@ -24,6 +24,15 @@ impl ShardReader {
         self.snap.get(key)
     }
 
+    /// Like [`get`](Self::get), but the record's crc32c is checked
+    /// whatever [`verify_reads`](super::ShardOptions::verify_reads) says,
+    /// as the reader's iterators check it: for a caller that walks its
+    /// own list of keys (an epoch plan, a data loader) and wants a scan's
+    /// guarantee.
+    pub fn get_checked(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
+        self.snap.get_checked(key)
+    }
+
     /// Like [`get`](Self::get), but a missing key is an error.
     pub fn require(&self, key: &[u8]) -> Result<Sample<'_>> {
         self.get(key)?.ok_or_else(|| StoreError::NotFound {

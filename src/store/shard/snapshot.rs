@@ -864,6 +864,15 @@ impl Snapshot {
         }
     }
 
+    /// The sample under `key`, its record's crc32c checked whatever
+    /// `verify_reads` says: what a scan reads through.
+    pub fn get_checked(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
+        match self.locate(key) {
+            None => Ok(None),
+            Some(loc) => self.sample_at(key, &loc, true, false).map(Some),
+        }
+    }
+
     /// Live entries in write order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.full().live()
