@@ -452,12 +452,17 @@ fn get(req: &zmq::Socket, keys: &[Vec<u8>]) -> usize {
     n
 }
 
-/// `clients` REQ clients each doing gets of `per_request` random keys for
-/// `secs`; returns samples per second.
 /// CPU seconds (user + system, all threads) that process `pid` has used,
-/// from `/proc` (`None` where there is no `/proc`).
+/// from `/proc` (`None` where there is no `/proc`). The source (schedstat
+/// nanoseconds where this kernel keeps them, else `stat` ticks) is chosen
+/// once, so two readings of one window never mix sources.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    schedstat_secs(pid).or_else(|| stat_secs(pid))
+    static SCHEDSTAT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *SCHEDSTAT.get_or_init(|| schedstat_secs(std::process::id()).is_some()) {
+        schedstat_secs(pid)
+    } else {
+        stat_secs(pid)
+    }
 }
 
 /// CPU seconds of all threads of process `pid` from
@@ -510,6 +515,8 @@ fn load_measured(
     (rate, cpu)
 }
 
+/// `clients` REQ clients each doing gets of `per_request` random keys for
+/// `secs`; returns samples per second.
 fn load(ctx: &zmq::Context, endpoint: &str, clients: usize, per_request: usize, secs: f64) -> f64 {
     let barrier = Barrier::new(clients + 1);
     let stop = AtomicBool::new(false);

@@ -117,11 +117,19 @@ impl ReplyBudget {
     }
 
     /// An empty heap block with room for `bytes` (under
-    /// [`MAP_THRESHOLD`]): a spare one when there is one.
+    /// [`MAP_THRESHOLD`]): a spare one that fits (room for `bytes`, at most
+    /// twice that, so a small reply charged its size never holds a much
+    /// larger block), else a new one of exactly that size.
     fn heap_block(&self, bytes: usize) -> Vec<u8> {
-        let mut v = self.lock().spare.pop().unwrap_or_default();
-        v.reserve(bytes);
-        v
+        let fits = |v: &Vec<u8>| (bytes..=bytes.saturating_mul(2)).contains(&v.capacity());
+        let mut st = self.lock();
+        match st.spare.iter().rposition(fits) {
+            Some(i) => st.spare.swap_remove(i),
+            None => {
+                drop(st);
+                Vec::with_capacity(bytes)
+            }
+        }
     }
 
     /// Keeps an emptied heap block for [`heap_block`](Self::heap_block),
@@ -439,15 +447,38 @@ mod tests {
         let rx = ctx.socket(zmq::PAIR).unwrap();
         rx.bind("inproc://budget-reuse").unwrap();
         tx.connect("inproc://budget-reuse").unwrap();
-        let mut f = frames(&b, b"p", &[&b"ab"[..], &[3u8; 100][..]]).unwrap();
+        let mut f = frames(&b, b"p", &[&b"ab"[..], &[3u8; 4000][..]]).unwrap();
+        assert_eq!(b.lock().spare.len(), 0, "the spare block was taken");
         let last = f.pop().unwrap();
         f.pop().unwrap().send(&mut tx, zmq::SNDMORE).unwrap();
         last.send(&mut tx, 0).unwrap();
         assert_eq!(
             rx.recv_multipart(0).unwrap(),
-            [b"ab".to_vec(), vec![3u8; 100]]
+            [b"ab".to_vec(), vec![3u8; 4000]]
         );
         assert_eq!(b.lock().spare.len(), 1);
+    }
+
+    #[test]
+    fn a_small_reply_does_not_take_a_much_larger_block() {
+        let b = ReplyBudget::new(1 << 20, 1 << 20);
+        drop(frames(&b, b"p", &[&[7u8; 40_000][..]]).unwrap());
+        assert_eq!(b.lock().spare.len(), 1);
+        // 100 bytes charged must not hold 40 KB: a new block is made, and
+        // the large spare stays for a reply it fits.
+        let small = frames(&b, b"p", &[&[1u8; 100][..]]).unwrap();
+        assert_eq!(b.lock().spare.len(), 1);
+        assert_eq!(b.lock().spare[0].capacity(), 40_000);
+        drop(small);
+        let fits = frames(&b, b"p", &[&[2u8; 30_000][..]]).unwrap();
+        assert!(b.lock().spare.iter().all(|v| v.capacity() < 1000));
+        drop(fits);
+        // A block of MAP_THRESHOLD bytes or more is never kept.
+        let before = b.lock().spare.len();
+        b.give_back(Vec::with_capacity(MAP_THRESHOLD));
+        assert_eq!(b.lock().spare.len(), before);
+        b.give_back(Vec::with_capacity(MAP_THRESHOLD - 1));
+        assert_eq!(b.lock().spare.len(), before + 1);
     }
 
     #[test]

@@ -1044,3 +1044,43 @@ impl std::fmt::Display for RecordFault {
         }
     }
 }
+
+#[cfg(test)]
+mod crc_tests {
+    use super::{crc_streaming, CRC_AHEAD, CRC_BLOCK};
+
+    #[test]
+    fn the_streaming_crc_equals_one_call_over_any_range() {
+        let map: Vec<u8> = (0..3 * CRC_BLOCK + CRC_AHEAD + 77)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let n = map.len();
+        // Ranges inside one block, across block edges, ending at the end
+        // of the map (where the prefetch is clamped), and empty ones.
+        let edges = [
+            0,
+            1,
+            CRC_BLOCK - 1,
+            CRC_BLOCK,
+            CRC_BLOCK + 1,
+            2 * CRC_BLOCK + 5,
+        ];
+        for &start in &edges {
+            for end in [
+                start,
+                start + 1,
+                start + CRC_BLOCK,
+                start + 2 * CRC_BLOCK + 3,
+                n,
+            ] {
+                let end = end.min(n);
+                assert_eq!(
+                    crc_streaming(&map, start, end),
+                    crc32c::crc32c(&map[start..end]),
+                    "{start}..{end}"
+                );
+            }
+        }
+        assert_eq!(crc_streaming(&map, n, n), 0);
+    }
+}
