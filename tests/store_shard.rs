@@ -751,6 +751,20 @@ fn scans_check_every_records_crc32c_without_verify_reads() {
         r.get_checked(key(4).as_bytes()).unwrap().unwrap().key(),
         key(4).as_bytes()
     );
+    // serve hands samples to other processes, which cannot check them:
+    // its gets are checked too.
+    let any = tenstore::store::Reader::Shard(r.clone());
+    let limits = tenstore::serve::Limits::default();
+    for cmd in [&b"get"[..], b"getm"] {
+        match tenstore::serve::handle(&any, &[cmd, key(3).as_bytes()], &limits) {
+            tenstore::serve::Reply::Err(msg) => assert!(msg.contains("checksum"), "{msg}"),
+            tenstore::serve::Reply::Ok(_) => panic!("serve handed out the damaged sample"),
+        }
+        assert!(matches!(
+            tenstore::serve::handle(&any, &[cmd, key(4).as_bytes()], &limits),
+            tenstore::serve::Reply::Ok(_)
+        ));
+    }
     let store = ShardStore::open(
         dir.path(),
         &ShardOptions {

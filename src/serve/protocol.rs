@@ -134,7 +134,7 @@ fn respond<'r>(
             for &key in args {
                 let key = check_key(key, limits)?;
                 let sample = reader
-                    .get(key)
+                    .get_checked(key)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("no sample with key \"{}\"", text(key)))?;
                 total = total.saturating_add(sample.as_bytes().len());
@@ -154,7 +154,7 @@ fn respond<'r>(
             };
             let key = check_key(key, limits)?;
             let sample = reader
-                .get(key)
+                .get_checked(key)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no sample with key \"{}\"", text(key)))?;
             if sample.as_bytes().len() > limits.max_reply_bytes {

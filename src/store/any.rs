@@ -296,6 +296,14 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// Like [`get_checked`](Self::get_checked), but a missing key is an
+    /// error.
+    pub fn require_checked<'r>(&'r self, key: &'r [u8]) -> Result<Sample<'r>> {
+        self.get_checked(key)?.ok_or_else(|| StoreError::NotFound {
+            key: crate::error::escape(key),
+        })
+    }
+
     /// Like [`get`](Self::get), but a missing key is an error.
     pub fn require<'r>(&'r self, key: &'r [u8]) -> Result<Sample<'r>> {
         self.get(key)?.ok_or_else(|| StoreError::NotFound {

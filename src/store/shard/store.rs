@@ -59,7 +59,9 @@ pub struct ShardOptions {
     /// over its bytes, which for a small read of a large sample is most of
     /// the read). Default `false`. Scans check every record's crc32c
     /// whatever this says: the reader's iterators (write order, key order,
-    /// shuffled, epoch plans), and so `export`, `push` and `verify`.
+    /// shuffled, epoch plans), and so `export`, `push` and `verify`;
+    /// so do [`get_checked`](super::ShardReader::get_checked), `serve` and
+    /// the CLI's `get`, which hand samples to other processes.
     pub verify_reads: bool,
 }
 
