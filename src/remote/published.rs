@@ -25,7 +25,7 @@ pub struct Object {
 /// The published manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
-    /// [`FORMAT`].
+    /// The layout's name and version: `tenstore-published-v1`.
     pub format: String,
     /// Every object, shards first.
     pub objects: Vec<Object>,
