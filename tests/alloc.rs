@@ -186,8 +186,9 @@ fn a_store_get_with_all_three_views_allocates_nothing() {
     let image = Array3::<u8>::from_elem((3, 64, 64), 9);
     let logits = Array1::<f32>::from_elem(10, 0.5);
     let label = Array1::<i64>::from_elem(1, 3);
-    // Two samples of one layout: the second get (and the third) reuses
-    // the layout the first one learned.
+    // Two samples of one layout, so the gets below take both the path
+    // that learns a layout and the one that reuses it (the reuse itself is
+    // counted by the codec's unit tests; it cannot be seen from here).
     for key in [b"k", b"j"] {
         store
             .put(

@@ -538,12 +538,15 @@ fn a_value_like_the_last_one_but_for_one_checked_byte_is_checked_in_full() {
     bad_length[8] ^= 0x40;
     let mut bad_dtype = good.clone();
     bad_dtype[16] = b'#';
+    // Each bad value comes right after a good one of the same layout (a,
+    // then f on the second pass), so it differs from the learned layout in
+    // its one byte only; the renamed one comes last.
     let values: [(&[u8], &[u8]); 6] = [
         (b"a", &good),
-        (b"b", &renamed),
         (b"c", &bad_padding),
         (b"d", &bad_length),
         (b"e", &bad_dtype),
+        (b"b", &renamed),
         (b"f", &tenstore::encode_buffer(&sample(1)).unwrap()),
     ];
     // Written with plain heed: the store's own writes refuse bad values.
