@@ -91,6 +91,16 @@ impl ShardStore {
             w.manifest = staged.manifest;
             w.cur = staged.cur;
             w.keys = staged.keys;
+            // The key table on disk may be the compacted store's (written
+            // before the failure); the writer's next table write rebuilds
+            // from the sidecars instead of writing over a base it does
+            // not hold.
+            w.keys.damaged.get_or_insert_with(|| {
+                format!(
+                    "{}: a compaction failed after writing it",
+                    super::table::TABLE
+                )
+            });
             w.published = true;
             // Nothing of the new shards was visible.
             w.failed = None;

@@ -218,6 +218,28 @@ impl LiveKeys {
                 ))
             }
         };
+        // Adopt it only if it is what was just written: the cover asked
+        // for and the keys this writer holds. `Table::open` falls back to
+        // the base alone when the second level cannot be opened now, or
+        // lies over another base (one a failed compaction left on disk);
+        // adopting that would forget the records of the level just
+        // written, and the next second level, covering the sidecars to
+        // their ends without them, would hide them from every reader. The
+        // table is then not trusted by this writer: its next table write
+        // rebuilds from the sidecars.
+        let covers: Vec<(u64, u64)> = t.shards.iter().map(|c| (c.idx_len, c.record_end)).collect();
+        if covers != cover || t.count != self.len() {
+            let why = format!(
+                "{}: the table read back after writing it is not the one written (it covers {} shards and holds {} keys; {} shards and {} keys were written)",
+                table::TABLE,
+                covers.len(),
+                t.count,
+                cover.len(),
+                self.len()
+            );
+            self.damaged = Some(why.clone());
+            return Ok(Err(Damaged(why)));
+        }
         let mut t = t;
         if let Some(old) = self.table.take() {
             t.keep_base(old);

@@ -415,6 +415,9 @@ fn matching_table(dir: &Path, manifest: &Manifest) -> Result<Option<Table>> {
     let (t, bad_top) = t.check_top();
     if bad_top.is_some() || (had_top && !t.has_top()) {
         table::remove_file(dir, table::TOP)?;
+        // Before recovery cuts or appends to sidecars: a power loss must
+        // not bring back a level covering bytes rewritten since.
+        sync_dir(dir)?;
     }
     for c in &t.shards {
         let shard_len = fs::metadata(dir.join(shard_name(c.no))).map_or(0, |m| m.len());
