@@ -428,7 +428,7 @@ impl Delta {
                 while self.buckets[at].0 != 0 {
                     at = (at + 1) & mask;
                 }
-                let id = u32::try_from(slot + 1).expect("under 2^31 keys in a delta");
+                let id = u32::try_from(slot + 1).expect("fewer than 2^32 keys in a delta");
                 self.buckets[at] = (id, hash);
             }
             Place::Found(_) => unreachable!("insert of a key the delta holds"),
