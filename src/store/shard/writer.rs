@@ -10,7 +10,7 @@ use super::files::*;
 use super::store::*;
 use crate::store::error::{Result, StoreError};
 use crate::store::shard::layout::{
-    encode_idx, idx_name, shard_name, write_record, IdxRecord, Manifest, DEL, PUT,
+    encode_idx, idx_name, shard_name, write_record, Manifest, DEL, PUT,
 };
 use crate::store::shard::live::LiveKeys;
 use crate::store::shard::table;
@@ -362,7 +362,7 @@ impl Writer {
     ) -> Result<()> {
         let per_sample = options.durability == Durability::Sample;
         let mut pending: Vec<u8> = Vec::new();
-        let mut applied: Vec<IdxRecord> = Vec::new();
+        let mut applied = Applied::default();
         let mut scratch: Vec<u8> = Vec::new();
         let result = (|| -> Result<()> {
             for item in items {
@@ -405,13 +405,7 @@ impl Writer {
                     ));
                 }
                 pending.extend_from_slice(&encode_idx(kind, key, offset, len, crc));
-                applied.push(IdxRecord {
-                    kind,
-                    key: key.into(),
-                    offset,
-                    len,
-                    crc,
-                });
+                applied.push(kind, key, offset, len, crc);
                 if per_sample {
                     self.commit(&mut pending, &mut applied, true)?;
                 }
@@ -456,7 +450,7 @@ impl Writer {
     pub(super) fn commit(
         &mut self,
         pending: &mut Vec<u8>,
-        applied: &mut Vec<IdxRecord>,
+        applied: &mut Applied,
         sync: bool,
     ) -> Result<()> {
         if pending.is_empty() {
@@ -492,9 +486,55 @@ impl Writer {
         self.cur.committed = self.cur.shard_len;
         pending.clear();
         let pos = self.manifest.shards.len() - 1;
-        for r in applied.drain(..) {
-            self.keys.apply(pos, r);
+        for (r, key) in applied.records.iter().zip(applied.key_ranges()) {
+            self.keys
+                .apply_parts(pos, r.kind, &applied.keys[key], r.offset, r.len, r.crc);
         }
+        applied.records.clear();
+        applied.keys.clear();
         Ok(())
+    }
+}
+
+/// Records appended but not yet committed, to apply to the live keys once
+/// they are: their keys back to back in one buffer, not one allocation
+/// per key.
+#[derive(Default)]
+pub(super) struct Applied {
+    /// Every record's key, in order.
+    keys: Vec<u8>,
+    /// The records, with the length of their key in `keys`.
+    records: Vec<AppliedRecord>,
+}
+
+/// One record of [`Applied`].
+struct AppliedRecord {
+    kind: [u8; 4],
+    key_len: usize,
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+impl Applied {
+    /// Adds a record.
+    fn push(&mut self, kind: [u8; 4], key: &[u8], offset: u64, len: u64, crc: u32) {
+        self.keys.extend_from_slice(key);
+        self.records.push(AppliedRecord {
+            kind,
+            key_len: key.len(),
+            offset,
+            len,
+            crc,
+        });
+    }
+
+    /// Where each record's key is in `keys`, in order.
+    fn key_ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.records.iter().scan(0, |at, r| {
+            let start = *at;
+            *at += r.key_len;
+            Some(start..*at)
+        })
     }
 }
