@@ -148,7 +148,8 @@ fn locked_disk_bytes(cache: &Path) -> u64 {
 }
 
 /// The running total of the cache's bytes that its lock file records, if
-/// any (read under the lock). It may overcount, never undercount.
+/// the record is one the cache trusts: its magic and this boot's id (read
+/// under the lock). It may overcount, never undercount.
 fn running_total(cache: &Path) -> Option<u64> {
     let lock = std::fs::OpenOptions::new()
         .read(true)
@@ -158,9 +159,15 @@ fn running_total(cache: &Path) -> Option<u64> {
     lock.lock().unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut &lock, &mut text).unwrap();
-    text.split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("total="))
-        .and_then(|t| t.parse().ok())
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let mut words = text.split_ascii_whitespace();
+    if words.next()? != "tenstore-cache-total-v1" {
+        return None;
+    }
+    if words.next()? != format!("boot={}", boot.trim()) || boot.trim().is_empty() {
+        return None;
+    }
+    words.next()?.strip_prefix("total=")?.parse().ok()
 }
 
 #[test]

@@ -57,8 +57,9 @@ pub fn disk_size(len: u64) -> u64 {
 /// The lock file's name in the cache root.
 const LOCK: &str = ".lock";
 
-/// Length of the state record kept in the lock file (see [`State`]).
-const STATE_LEN: usize = 80;
+/// Length of the state record kept in the lock file (see [`State`]): room
+/// for the magic, a 36-character boot id and any `u64` total.
+const STATE_LEN: usize = 128;
 
 /// First word of the state record.
 const STATE_MAGIC: &str = "tenstore-cache-total-v1";
@@ -520,6 +521,35 @@ mod tests {
         let lock = cache.lock().unwrap();
         let disk = cache.walk().unwrap().iter().map(|f| f.disk).sum();
         (disk, lock.total())
+    }
+
+    #[test]
+    fn a_total_of_any_size_is_recorded_and_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), u64::MAX).unwrap();
+        let lock = cache.lock().unwrap();
+        for total in [0, 9_999_999, 10_000_000, 10 << 30, u64::MAX] {
+            lock.set_total(total).unwrap();
+            assert_eq!(lock.total(), Some(total));
+        }
+    }
+
+    /// Entries counted at 20 MB each (sparse files, so the test writes
+    /// little): totals past 10^7 are trusted like small ones.
+    #[test]
+    fn reservations_with_room_in_a_large_cache_do_not_count_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 30).unwrap();
+        let size = 20_000_000;
+        for i in 0..10 {
+            let entry = cache.root.join("s").join(format!("{i}.ten"));
+            // Reserving sets the file's length: a sparse entry.
+            cache.ensure(&entry, size, false, |_| Ok(())).unwrap();
+        }
+        assert_eq!(cache.walks(), 1);
+        let (disk, total) = counted(&cache);
+        assert_eq!(total, Some(disk));
+        assert!(disk > 10 * size, "{disk}");
     }
 
     #[test]
