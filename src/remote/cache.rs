@@ -99,7 +99,7 @@ fn boot_id() -> &'static str {
 /// before evicting. A total that is missing, unreadable or written in
 /// another boot is not trusted: it is counted again.
 struct State {
-    file: File,
+    file: Locked,
     path: PathBuf,
 }
 
@@ -137,6 +137,35 @@ impl State {
     }
 }
 
+/// A file this process holds a `flock` lock on, released explicitly when
+/// dropped.
+///
+/// Closing a descriptor releases its lock only when it is the last one
+/// open on the file description: a child forked (Python's DataLoader
+/// workers) while the lock is held keeps a copy and would hold the lock
+/// for as long as it lives. An explicit unlock releases it for every copy.
+#[derive(Debug)]
+pub(crate) struct Locked(File);
+
+impl std::ops::Deref for Locked {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut File {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// What a file in the cache is, for eviction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -162,14 +191,20 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> RemoteError {
 /// Whether a process has the store cached in `dir` open.
 fn in_use(dir: &Path) -> bool {
     match File::open(dir.join(IN_USE)) {
-        Ok(f) => f.try_lock().is_err(),
+        Ok(f) => match f.try_lock() {
+            Ok(()) => {
+                drop(Locked(f));
+                false
+            }
+            Err(_) => true,
+        },
         Err(_) => false,
     }
 }
 
 /// Marks the store cached in `dir` as open for as long as the returned
 /// file lives (a shared lock on its [`IN_USE`] file).
-pub(crate) fn hold(dir: &Path) -> Result<File, RemoteError> {
+pub(crate) fn hold(dir: &Path) -> Result<Locked, RemoteError> {
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let path = dir.join(IN_USE);
     let f = OpenOptions::new()
@@ -180,7 +215,7 @@ pub(crate) fn hold(dir: &Path) -> Result<File, RemoteError> {
         .map_err(io(format!("opening {}", path.display())))?;
     f.lock_shared()
         .map_err(io(format!("locking {}", path.display())))?;
-    Ok(f)
+    Ok(Locked(f))
 }
 
 /// Whether `file` is still the file at `path` (not unlinked or replaced
@@ -238,7 +273,10 @@ impl Cache {
             .map_err(io(format!("opening {}", path.display())))?;
         file.lock()
             .map_err(io(format!("locking {}", path.display())))?;
-        Ok(State { file, path })
+        Ok(State {
+            file: Locked(file),
+            path,
+        })
     }
 
     /// Every file in the cache (the cache lock held).
@@ -370,7 +408,11 @@ impl Cache {
             let Ok(file) = File::open(&v.path) else {
                 continue;
             };
-            if file.try_lock().is_err() || !same_file(&file, &v.path) {
+            if file.try_lock().is_err() {
+                continue;
+            }
+            let file = Locked(file);
+            if !same_file(&file, &v.path) {
                 continue;
             }
             if fs::remove_file(&v.path).is_ok() {
@@ -422,6 +464,8 @@ impl Cache {
                 .map_err(io(format!("opening {}", temp_path.display())))?;
             f.lock()
                 .map_err(io(format!("locking {}", temp_path.display())))?;
+            // Unlocked on every way out of this function.
+            let f = Locked(f);
             if same_file(&f, &temp_path) {
                 break f;
             }
@@ -460,10 +504,10 @@ impl Cache {
 /// A cache entry mapped by a reader: the shared lock held on the file
 /// keeps eviction away from it while the map lives.
 pub(crate) struct Pinned {
-    /// Holds the shared lock.
-    _file: File,
-    /// The entry's bytes.
+    /// The entry's bytes (dropped before the lock is released).
     pub map: Mmap,
+    /// Holds the shared lock.
+    _file: Locked,
 }
 
 /// Maps the entry at `path` holding a shared lock, if it is there with
@@ -477,6 +521,7 @@ pub(crate) fn pin(path: &Path, size: u64) -> Result<Option<Pinned>, RemoteError>
         };
         file.lock_shared()
             .map_err(io(format!("locking {}", path.display())))?;
+        let file = Locked(file);
         if !same_file(&file, path) {
             // Evicted (or replaced) between the open and the lock.
             continue;
@@ -496,8 +541,9 @@ pub(crate) fn pin(path: &Path, size: u64) -> Result<Option<Pinned>, RemoteError>
         // are kept together in `Pinned`). The cache directory belongs to
         // tenstore: files changed there by anything else break this, as for
         // a store's own files (crate docs, "Memory maps").
-        let map = unsafe { Mmap::map(&file) }.map_err(io(format!("mapping {}", path.display())))?;
-        return Ok(Some(Pinned { _file: file, map }));
+        let map =
+            unsafe { Mmap::map(&*file) }.map_err(io(format!("mapping {}", path.display())))?;
+        return Ok(Some(Pinned { map, _file: file }));
     }
 }
 
@@ -521,6 +567,65 @@ mod tests {
         let lock = cache.lock().unwrap();
         let disk = cache.walk().unwrap().iter().map(|f| f.disk).sum();
         (disk, lock.total())
+    }
+
+    /// Whether a fresh open of `path` can take an exclusive lock (retried
+    /// a while: another handle's release is not awaited by a clock).
+    fn lockable(path: &Path) -> bool {
+        (0..200).any(|_| {
+            let ok = File::open(path).is_ok_and(|f| f.try_lock().is_ok());
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            ok
+        })
+    }
+
+    /// A descriptor duplicated while a lock is held (as a forked child
+    /// inherits it) must not keep the lock once the holder lets it go.
+    #[test]
+    fn locks_are_released_for_copies_of_the_descriptor_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 20).unwrap();
+        let mut copies = Vec::new();
+
+        // The cache lock.
+        let state = cache.lock().unwrap();
+        copies.push(state.file.try_clone().unwrap());
+        drop(state);
+        assert!(lockable(&tmp.path().join(LOCK)), "cache lock kept");
+
+        // A download's temporary file, finished (the entry keeps its
+        // inode) and failed.
+        let entry = tmp.path().join("s/0.ten");
+        cache
+            .ensure(&entry, 10, false, |f| {
+                copies.push(f.try_clone().unwrap());
+                f.write_all(&[1; 10]).map_err(|e| RemoteError::io("t", e))
+            })
+            .unwrap();
+        assert!(lockable(&entry), "finished download's lock kept");
+        let failed = tmp.path().join("s/1.ten");
+        let err = cache.ensure(&failed, 10, false, |f| {
+            copies.push(f.try_clone().unwrap());
+            Err(RemoteError::io("failed", std::io::Error::other("x")))
+        });
+        assert!(err.is_err());
+        assert!(lockable(&tmp.path().join("s").join(TMP).join("1.ten")));
+
+        // A mapped entry.
+        let pinned = pin(&entry, 10).unwrap().unwrap();
+        copies.push(pinned._file.try_clone().unwrap());
+        drop(pinned);
+        assert!(lockable(&entry), "pin kept");
+
+        // A store held open.
+        let held = hold(&tmp.path().join("s")).unwrap();
+        copies.push(held.try_clone().unwrap());
+        assert!(in_use(&tmp.path().join("s")));
+        drop(held);
+        assert!(!in_use(&tmp.path().join("s")), "store kept in use");
+        assert_eq!(copies.len(), 5);
     }
 
     #[test]

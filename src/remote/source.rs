@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// Shards being prefetched.
     inflight: Mutex<HashSet<u32>>,
     /// Keeps the store's metadata in the cache while it is open.
-    _held: std::fs::File,
+    _held: super::cache::Locked,
     /// Ranged records to write to the cache, off the reader's path.
     writes: Mutex<std::sync::mpsc::SyncSender<(PathBuf, bytes::Bytes)>>,
     /// Bytes of ranged records queued for the writer thread.
@@ -63,7 +63,7 @@ impl Shared {
         shards: HashMap<u32, (u64, u32)>,
         order: Vec<u32>,
         options: &super::RemoteOptions,
-        held: std::fs::File,
+        held: super::cache::Locked,
     ) -> Shared {
         let (tx, rx) =
             std::sync::mpsc::sync_channel::<(PathBuf, bytes::Bytes)>(WRITE_QUEUE_RECORDS);
