@@ -108,16 +108,7 @@ impl State {
     fn total(&self) -> Option<u64> {
         let mut buf = [0u8; STATE_LEN];
         let n = self.file.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
-        let mut words = text.split_ascii_whitespace();
-        if words.next()? != STATE_MAGIC {
-            return None;
-        }
-        let boot = words.next()?;
-        if boot != format!("boot={}", boot_id()) {
-            return None;
-        }
-        words.next()?.strip_prefix("total=")?.parse().ok()
+        parse_total(std::str::from_utf8(&buf[..n]).ok()?, boot_id())
     }
 
     /// Records `total` as the running total (one fixed-length write, so
@@ -164,6 +155,23 @@ impl Drop for Locked {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
+}
+
+/// The total a state record gives, if it was written in boot `boot`: never
+/// when the boot id is unknown (empty), since then a record written before
+/// a reboot could not be told from one written since.
+fn parse_total(text: &str, boot: &str) -> Option<u64> {
+    if boot.is_empty() {
+        return None;
+    }
+    let mut words = text.split_ascii_whitespace();
+    if words.next()? != STATE_MAGIC {
+        return None;
+    }
+    if words.next()?.strip_prefix("boot=")? != boot {
+        return None;
+    }
+    words.next()?.strip_prefix("total=")?.parse().ok()
 }
 
 /// What a file in the cache is, for eviction.
@@ -626,6 +634,16 @@ mod tests {
         drop(held);
         assert!(!in_use(&tmp.path().join("s")), "store kept in use");
         assert_eq!(copies.len(), 5);
+    }
+
+    #[test]
+    fn a_total_is_trusted_only_in_the_boot_that_wrote_it() {
+        let rec = |boot: &str| format!("{STATE_MAGIC} boot={boot} total=5");
+        assert_eq!(parse_total(&rec("b1"), "b1"), Some(5));
+        assert_eq!(parse_total(&rec("b1"), "b2"), None);
+        // No boot id to compare: a record from before a reboot would
+        // look the same.
+        assert_eq!(parse_total(&rec(""), ""), None);
     }
 
     #[test]
