@@ -137,11 +137,12 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// [`disk_bytes`] counted under the cache's lock (which evictions and
 /// renames into place take), so no file is counted twice or missed.
 fn locked_disk_bytes(cache: &Path) -> u64 {
+    std::fs::create_dir_all(cache.join("v2")).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(cache.join(".lock"))
+        .open(cache.join("v2/.lock"))
         .unwrap();
     lock.lock().unwrap();
     disk_bytes(cache)
@@ -154,7 +155,7 @@ fn running_total(cache: &Path) -> Option<u64> {
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(cache.join(".lock"))
+        .open(cache.join("v2/.lock"))
         .ok()?;
     lock.lock().unwrap();
     let mut text = String::new();
@@ -618,7 +619,11 @@ fn options_at(opts: &RemoteOptions, cache: &Path) -> RemoteOptions {
 /// Every cache entry is a correct copy: whole shards and ranged records
 /// match the published bytes.
 fn check_entries(cache: &Path, local: &Path) {
-    for store_dir in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+    for store_dir in std::fs::read_dir(cache.join("v2"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if !store_dir.path().is_dir() {
             continue;
         }
@@ -677,7 +682,7 @@ fn kill_during_a_download_leaves_no_bad_entry() {
     }
     // What a kill mid-download leaves: a partial temporary file. Reopening
     // reads every sample right and never takes it for an entry.
-    let store_dir = std::fs::read_dir(&cache)
+    let store_dir = std::fs::read_dir(cache.join("v2"))
         .unwrap()
         .flatten()
         .map(|e| e.path())

@@ -1,7 +1,14 @@
 //! The local cache: a directory shared by every process that reads remote
 //! stores, whose files never add up to more than its cap.
 //!
-//! Layout: `ROOT/.lock` (taken while space is counted and reserved; it
+//! Layout: everything lives in `DIR/v2/` (ROOT below) of the cache
+//! directory DIR the user names, so that versions that kept no running
+//! total (files directly in DIR) never share this accounting: each keeps
+//! its own files and cap. ROOT's own `.inuse` is locked (shared) by every
+//! process with the cache open, which keeps those versions from evicting
+//! the lock file.
+//!
+//! `ROOT/.lock` (taken while space is counted and reserved; it
 //! holds the running total of the bytes the cache's files take, see
 //! [`Cache::reserve`]);
 //! `ROOT/ID/` per published store (ID: the URL's hash and the published
@@ -54,6 +61,9 @@ pub fn disk_size(len: u64) -> u64 {
     len.div_ceil(BLOCK) * BLOCK
 }
 
+/// The directory of this cache layout in the directory the user names.
+pub(crate) const LAYOUT: &str = "v2";
+
 /// The lock file's name in the cache root.
 const LOCK: &str = ".lock";
 
@@ -67,8 +77,13 @@ const STATE_MAGIC: &str = "tenstore-cache-total-v1";
 /// The cache: its root and cap.
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
+    /// `DIR/v2`.
     root: PathBuf,
     cap: u64,
+    /// A shared lock on `ROOT/.inuse` while a handle lives: versions that
+    /// keep their files in DIR see ROOT as a store directory in use, and
+    /// evict nothing in it.
+    _open: Arc<Locked>,
     /// Walks of the whole cache this handle made (recounts).
     walks: Arc<AtomicU64>,
 }
@@ -236,14 +251,23 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl Cache {
-    /// The cache in `root` (made if missing), holding at most `cap` bytes.
-    pub fn open(root: &Path, cap: u64) -> Result<Cache, RemoteError> {
-        fs::create_dir_all(root).map_err(io(format!("creating cache {}", root.display())))?;
+    /// The cache in directory `dir` (its files in `dir/v2`, made if
+    /// missing), holding at most `cap` bytes.
+    pub fn open(dir: &Path, cap: u64) -> Result<Cache, RemoteError> {
+        let root = dir.join(LAYOUT);
+        fs::create_dir_all(&root).map_err(io(format!("creating cache {}", root.display())))?;
+        let open = hold(&root)?;
         Ok(Cache {
-            root: root.to_owned(),
+            root,
             cap,
+            _open: Arc::new(open),
             walks: Arc::default(),
         })
+    }
+
+    /// The directory the cache's files are in (`DIR/v2`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// How many times this handle counted the whole cache.
@@ -571,7 +595,7 @@ mod tests {
     /// (bytes the files take, the running total), under the cache lock
     /// (counted by a handle of its own, so `cache.walks()` is unchanged).
     fn counted(cache: &Cache) -> (u64, Option<u64>) {
-        let cache = Cache::open(&cache.root, cache.cap).unwrap();
+        let cache = Cache::open(cache.root.parent().unwrap(), cache.cap).unwrap();
         let lock = cache.lock().unwrap();
         let disk = cache.walk().unwrap().iter().map(|f| f.disk).sum();
         (disk, lock.total())
@@ -601,11 +625,11 @@ mod tests {
         let state = cache.lock().unwrap();
         copies.push(state.file.try_clone().unwrap());
         drop(state);
-        assert!(lockable(&tmp.path().join(LOCK)), "cache lock kept");
+        assert!(lockable(&cache.root.join(LOCK)), "cache lock kept");
 
         // A download's temporary file, finished (the entry keeps its
         // inode) and failed.
-        let entry = tmp.path().join("s/0.ten");
+        let entry = cache.root.join("s/0.ten");
         cache
             .ensure(&entry, 10, false, |f| {
                 copies.push(f.try_clone().unwrap());
@@ -613,13 +637,13 @@ mod tests {
             })
             .unwrap();
         assert!(lockable(&entry), "finished download's lock kept");
-        let failed = tmp.path().join("s/1.ten");
+        let failed = cache.root.join("s/1.ten");
         let err = cache.ensure(&failed, 10, false, |f| {
             copies.push(f.try_clone().unwrap());
             Err(RemoteError::io("failed", std::io::Error::other("x")))
         });
         assert!(err.is_err());
-        assert!(lockable(&tmp.path().join("s").join(TMP).join("1.ten")));
+        assert!(lockable(&cache.root.join("s").join(TMP).join("1.ten")));
 
         // A mapped entry.
         let pinned = pin(&entry, 10).unwrap().unwrap();
@@ -628,11 +652,11 @@ mod tests {
         assert!(lockable(&entry), "pin kept");
 
         // A store held open.
-        let held = hold(&tmp.path().join("s")).unwrap();
+        let held = hold(&cache.root.join("s")).unwrap();
         copies.push(held.try_clone().unwrap());
-        assert!(in_use(&tmp.path().join("s")));
+        assert!(in_use(&cache.root.join("s")));
         drop(held);
-        assert!(!in_use(&tmp.path().join("s")), "store kept in use");
+        assert!(!in_use(&cache.root.join("s")), "store kept in use");
         assert_eq!(copies.len(), 5);
     }
 
@@ -644,6 +668,24 @@ mod tests {
         // No boot id to compare: a record from before a reboot would
         // look the same.
         assert_eq!(parse_total(&rec(""), ""), None);
+    }
+
+    /// Files of a version that kept them directly in the cache directory
+    /// (and no running total) are neither counted nor evicted.
+    #[test]
+    fn files_of_the_older_layout_are_not_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join("0123-old");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("000000.ten"), [7; 3 * 4096]).unwrap();
+        fs::write(tmp.path().join(LOCK), "").unwrap();
+        let cap = 4 * 4096;
+        let cache = Cache::open(tmp.path(), cap).unwrap();
+        // Fits only if the older files are not counted against the cap.
+        put(&cache, "s", "0.ten", &[1; 2 * 4096]).unwrap();
+        assert_eq!(cache.usage().unwrap(), 3 * 4096);
+        assert_eq!(fs::read(old.join("000000.ten")).unwrap(), [7; 3 * 4096]);
+        assert!(cache.root.join("s/0.ten").is_file());
     }
 
     #[test]
@@ -700,7 +742,7 @@ mod tests {
         let forged = |text: &str| {
             let mut line = text.as_bytes().to_vec();
             line.resize(STATE_LEN, b' ');
-            fs::write(tmp.path().join(LOCK), line).unwrap();
+            fs::write(cache.root.join(LOCK), line).unwrap();
         };
         let boot = boot_id();
         // A total of 0 trusted would let 60 more blocks in beside the 16.
@@ -716,7 +758,7 @@ mod tests {
             let (disk, total) = counted(&cache);
             assert!(disk <= cap, "{disk} > {cap} after {bad:?}");
             assert_eq!(total, Some(disk));
-            fs::remove_file(tmp.path().join("s/big.ten")).unwrap();
+            fs::remove_file(cache.root.join("s/big.ten")).unwrap();
         }
     }
 
@@ -773,7 +815,7 @@ mod tests {
                         rng ^= rng << 17;
                         let len = 1 + (rng % 20_000) as usize;
                         let name = format!("{}.ten", rng % 50);
-                        let entry = root.join(format!("st{}", rng % 2)).join(&name);
+                        let entry = root.join(LAYOUT).join(format!("st{}", rng % 2)).join(&name);
                         let fate = (rng >> 20) % 4;
                         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             cache.ensure(&entry, len as u64, false, |f| match fate {

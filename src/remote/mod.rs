@@ -170,7 +170,7 @@ pub fn open(
         crc32c::crc32c(format!("{}/", fetch.loc.url).as_bytes()),
         crc32c::crc32c(&raw)
     );
-    let dir = root.join(id);
+    let dir = cache.root().join(id);
     // Before the metadata is checked: from here on it is not evicted.
     let held = cache::hold(&dir)?;
     let mut shards = HashMap::new();
