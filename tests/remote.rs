@@ -567,6 +567,79 @@ fn wrong_bytes_from_a_ranged_get_are_caught_and_retried() {
     assert_eq!(encode(&r, b"s00011"), want[&b"s00011"[..]]);
 }
 
+/// The ranged record files in `cache` (waiting, boundedly, for the cache
+/// writer thread to place `n` of them).
+fn ranged_files(cache: &Path, n: usize) -> Vec<std::path::PathBuf> {
+    let list = || -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for d in std::fs::read_dir(cache.join("v2"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = d.path().join(".ranges");
+            v.extend(
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+        v
+    };
+    for _ in 0..1000 {
+        let v = list();
+        if v.len() >= n {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    list()
+}
+
+/// A cached ranged record whose bytes went bad in place (same length, a
+/// power loss before they reached the disk) is refused, removed and
+/// downloaded again once, not fetched by every read after.
+#[test]
+fn a_damaged_cached_record_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 50, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("d"), false, &opts).unwrap();
+    let store = Store::open_remote(&url("d"), &opts, &StoreOptions::default()).unwrap();
+    let gets = || server.faults.range_gets.load(Ordering::SeqCst);
+    let key = b"s00007";
+    let g0 = gets();
+    // Fresh readers: a reader keeps the records it read in memory.
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 1);
+    let files = ranged_files(&cache, 1);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let good = std::fs::read(&files[0]).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    std::fs::write(&files[0], &bad).unwrap();
+
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 2, "the damaged record is fetched again");
+    // The record is cached again, right.
+    let mut replaced = false;
+    for _ in 0..1000 {
+        if std::fs::read(&files[0]).is_ok_and(|b| b == good) {
+            replaced = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(replaced, "the damaged record file was never replaced");
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 2, "served from the replaced entry");
+}
+
 #[test]
 fn slow_down_answers_are_backed_off_and_a_dead_server_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
