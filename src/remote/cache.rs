@@ -254,6 +254,12 @@ impl Cache {
     /// The cache in directory `dir` (its files in `dir/v2`, made if
     /// missing), holding at most `cap` bytes.
     pub fn open(dir: &Path, cap: u64) -> Result<Cache, RemoteError> {
+        if dir.as_os_str().is_empty() {
+            return Err(RemoteError::io(
+                "the cache directory is an empty path: name a directory (--cache DIR)",
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        }
         let root = dir.join(LAYOUT);
         fs::create_dir_all(&root).map_err(io(format!("creating cache {}", root.display())))?;
         let open = hold(&root)?;
@@ -686,6 +692,12 @@ mod tests {
         assert_eq!(cache.usage().unwrap(), 3 * 4096);
         assert_eq!(fs::read(old.join("000000.ten")).unwrap(), [7; 3 * 4096]);
         assert!(cache.root.join("s/0.ten").is_file());
+    }
+
+    #[test]
+    fn an_empty_cache_directory_is_refused() {
+        let e = Cache::open(Path::new(""), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("empty path"), "{e}");
     }
 
     #[test]
