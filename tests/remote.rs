@@ -292,6 +292,20 @@ fn large_shards_are_published_in_parts_and_arrive_whole() {
         part_size: PART,
         ..options(&server, &cache, 1 << 30)
     };
+    // Parts S3 would refuse only at completion are refused up front.
+    let small = RemoteOptions {
+        part_size: PART - 1,
+        ..opts.clone()
+    };
+    let e = remote::publish(&local, &url("parts"), false, &small).unwrap_err();
+    assert!(
+        matches!(e, RemoteError::PartSize { part_size, .. } if part_size == PART - 1),
+        "{e}"
+    );
+    let e = Store::open_remote(&url("parts"), &opts, &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no published tenstore"), "{e}");
     let report = remote::publish(&local, &url("parts"), false, &opts).unwrap();
     // A shard of n bytes goes up in ceil(n / part) parts when n > part.
     let big: Vec<_> = (report.published.objects.iter())

@@ -126,6 +126,21 @@ impl State {
         parse_total(std::str::from_utf8(&buf[..n]).ok()?, boot_id())
     }
 
+    /// Cuts the lock file back to its state record's length (it is
+    /// counted at its length: garbage written past the record would take
+    /// room forever). Called when the cache is counted again.
+    fn trim(&self) -> Result<(), RemoteError> {
+        let len = (self.file.metadata())
+            .map_err(io(format!("reading {}", self.path.display())))?
+            .len();
+        if len > STATE_LEN as u64 {
+            self.file
+                .set_len(STATE_LEN as u64)
+                .map_err(io(format!("truncating {}", self.path.display())))?;
+        }
+        Ok(())
+    }
+
     /// Records `total` as the running total (one fixed-length write, so
     /// the lock file's length never changes once written).
     fn set_total(&self, total: u64) -> Result<(), RemoteError> {
@@ -292,6 +307,7 @@ impl Cache {
     /// total is set to the count).
     pub fn usage(&self) -> Result<u64, RemoteError> {
         let lock = self.lock()?;
+        lock.trim()?;
         let total = self.walk()?.iter().map(|f| f.disk).sum();
         lock.set_total(total)?;
         Ok(total)
@@ -394,10 +410,15 @@ impl Cache {
         let need = disk_size(size);
         let mut total = match lock.total() {
             Some(t) if t.saturating_add(need) <= self.cap => t,
-            _ => self.make_room(need)?,
+            _ => {
+                lock.trim()?;
+                self.make_room(need)?
+            }
         };
         if total.saturating_add(need) > self.cap {
-            lock.set_total(total)?;
+            // The cache being full is the error to report; a total not
+            // recorded is only counted again next time.
+            let _ = lock.set_total(total);
             return Err(RemoteError::CacheFull {
                 dir: self.root.clone(),
                 cap: self.cap,
@@ -692,6 +713,19 @@ mod tests {
         assert_eq!(cache.usage().unwrap(), 3 * 4096);
         assert_eq!(fs::read(old.join("000000.ten")).unwrap(), [7; 3 * 4096]);
         assert!(cache.root.join("s/0.ten").is_file());
+    }
+
+    #[test]
+    fn garbage_past_the_state_record_is_cut_when_the_cache_is_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 20).unwrap();
+        fs::write(cache.root.join(LOCK), vec![b'x'; 10_000]).unwrap();
+        put(&cache, "s", "0.ten", &[1; 100]).unwrap();
+        assert_eq!(
+            fs::metadata(cache.root.join(LOCK)).unwrap().len(),
+            STATE_LEN as u64
+        );
+        assert_eq!(cache.usage().unwrap(), 2 * 4096);
     }
 
     #[test]
