@@ -1380,7 +1380,7 @@ fn remote_property_child() {
     let Ok(spec) = std::env::var("TENSTORE_REMOTE_CHILD") else {
         return;
     };
-    // seed, local store, URL, cache, cap, endpoint
+    // seed, local store, URL, cache, cap, endpoint, marker file
     let parts: Vec<&str> = spec.split('\n').collect();
     let seed: u64 = parts[0].parse().unwrap();
     let local = Path::new(parts[1]);
@@ -1398,6 +1398,8 @@ fn remote_property_child() {
         ..Default::default()
     };
     random_ops(seed, local, parts[2], &opts, 12);
+    // Proof for the parent that this child ran its rounds to the end.
+    std::fs::write(parts[6], seed.to_string()).unwrap();
 }
 
 /// `rounds` rounds of random gets and scans of the store at `url`, each
@@ -1528,15 +1530,20 @@ fn random_gets_and_scans_across_processes_keep_the_cap() {
         })
     };
     let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..3)
-        .map(|_| {
+    let markers: Vec<PathBuf> = (0..3)
+        .map(|i| tmp.path().join(format!("child{i}.done")))
+        .collect();
+    let children: Vec<_> = (markers.iter())
+        .map(|marker| {
+            let seed = rng.next();
             let spec = [
-                rng.next().to_string(),
+                seed.to_string(),
                 local.to_str().unwrap().to_owned(),
                 url("prop"),
                 cache.to_str().unwrap().to_owned(),
                 cap.to_string(),
                 server.endpoint(),
+                marker.to_str().unwrap().to_owned(),
             ]
             .join("\n");
             Command::new(&exe)
@@ -1569,6 +1576,15 @@ fn random_gets_and_scans_across_processes_keep_the_cap() {
     stop.store(true, Ordering::SeqCst);
     let (max, samples) = watcher.join().unwrap();
     assert!(mine.is_ok(), "this process's reads failed ({replay})");
+    // Each child ran its reads (a test filter matching nothing would exit
+    // successfully having run none).
+    for m in &markers {
+        assert!(
+            m.is_file(),
+            "{replay}: the child for {} did not run",
+            m.display()
+        );
+    }
     assert!(
         failures.is_empty(),
         "{replay}: {}",
