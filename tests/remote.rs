@@ -137,30 +137,38 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// [`disk_bytes`] counted under the cache's lock (which evictions and
 /// renames into place take), so no file is counted twice or missed.
 fn locked_disk_bytes(cache: &Path) -> u64 {
+    std::fs::create_dir_all(cache.join("v2")).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(cache.join(".lock"))
+        .open(cache.join("v2/.lock"))
         .unwrap();
     lock.lock().unwrap();
     disk_bytes(cache)
 }
 
 /// The running total of the cache's bytes that its lock file records, if
-/// any (read under the lock). It may overcount, never undercount.
+/// the record is one the cache trusts: its magic and this boot's id (read
+/// under the lock). It may overcount, never undercount.
 fn running_total(cache: &Path) -> Option<u64> {
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(cache.join(".lock"))
+        .open(cache.join("v2/.lock"))
         .ok()?;
     lock.lock().unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut &lock, &mut text).unwrap();
-    text.split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("total="))
-        .and_then(|t| t.parse().ok())
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let mut words = text.split_ascii_whitespace();
+    if words.next()? != "tenstore-cache-total-v1" {
+        return None;
+    }
+    if words.next()? != format!("boot={}", boot.trim()) || boot.trim().is_empty() {
+        return None;
+    }
+    words.next()?.strip_prefix("total=")?.parse().ok()
 }
 
 #[test]
@@ -284,6 +292,20 @@ fn large_shards_are_published_in_parts_and_arrive_whole() {
         part_size: PART,
         ..options(&server, &cache, 1 << 30)
     };
+    // Parts S3 would refuse only at completion are refused up front.
+    let small = RemoteOptions {
+        part_size: PART - 1,
+        ..opts.clone()
+    };
+    let e = remote::publish(&local, &url("parts"), false, &small).unwrap_err();
+    assert!(
+        matches!(e, RemoteError::PartSize { part_size, .. } if part_size == PART - 1),
+        "{e}"
+    );
+    let e = Store::open_remote(&url("parts"), &opts, &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no published tenstore"), "{e}");
     let report = remote::publish(&local, &url("parts"), false, &opts).unwrap();
     // A shard of n bytes goes up in ceil(n / part) parts when n > part.
     let big: Vec<_> = (report.published.objects.iter())
@@ -559,6 +581,79 @@ fn wrong_bytes_from_a_ranged_get_are_caught_and_retried() {
     assert_eq!(encode(&r, b"s00011"), want[&b"s00011"[..]]);
 }
 
+/// The ranged record files in `cache` (waiting, boundedly, for the cache
+/// writer thread to place `n` of them).
+fn ranged_files(cache: &Path, n: usize) -> Vec<std::path::PathBuf> {
+    let list = || -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for d in std::fs::read_dir(cache.join("v2"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = d.path().join(".ranges");
+            v.extend(
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+        v
+    };
+    for _ in 0..1000 {
+        let v = list();
+        if v.len() >= n {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    list()
+}
+
+/// A cached ranged record whose bytes went bad in place (same length, a
+/// power loss before they reached the disk) is refused, removed and
+/// downloaded again once, not fetched by every read after.
+#[test]
+fn a_damaged_cached_record_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let want = make_store(&local, 50, 1 << 20);
+    let server = s3server::start(&tmp.path().join("s3"));
+    let cache = tmp.path().join("cache");
+    let opts = options(&server, &cache, 1 << 30);
+    remote::publish(&local, &url("d"), false, &opts).unwrap();
+    let store = Store::open_remote(&url("d"), &opts, &StoreOptions::default()).unwrap();
+    let gets = || server.faults.range_gets.load(Ordering::SeqCst);
+    let key = b"s00007";
+    let g0 = gets();
+    // Fresh readers: a reader keeps the records it read in memory.
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 1);
+    let files = ranged_files(&cache, 1);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let good = std::fs::read(&files[0]).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    std::fs::write(&files[0], &bad).unwrap();
+
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 2, "the damaged record is fetched again");
+    // The record is cached again, right.
+    let mut replaced = false;
+    for _ in 0..1000 {
+        if std::fs::read(&files[0]).is_ok_and(|b| b == good) {
+            replaced = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(replaced, "the damaged record file was never replaced");
+    assert_eq!(encode(&store.reader().unwrap(), key), want[&key[..]]);
+    assert_eq!(gets() - g0, 2, "served from the replaced entry");
+}
+
 #[test]
 fn slow_down_answers_are_backed_off_and_a_dead_server_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -611,7 +706,11 @@ fn options_at(opts: &RemoteOptions, cache: &Path) -> RemoteOptions {
 /// Every cache entry is a correct copy: whole shards and ranged records
 /// match the published bytes.
 fn check_entries(cache: &Path, local: &Path) {
-    for store_dir in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+    for store_dir in std::fs::read_dir(cache.join("v2"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if !store_dir.path().is_dir() {
             continue;
         }
@@ -670,7 +769,7 @@ fn kill_during_a_download_leaves_no_bad_entry() {
     }
     // What a kill mid-download leaves: a partial temporary file. Reopening
     // reads every sample right and never takes it for an entry.
-    let store_dir = std::fs::read_dir(&cache)
+    let store_dir = std::fs::read_dir(cache.join("v2"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -1288,7 +1387,7 @@ fn remote_property_child() {
     let Ok(spec) = std::env::var("TENSTORE_REMOTE_CHILD") else {
         return;
     };
-    // seed, local store, URL, cache, cap, endpoint
+    // seed, local store, URL, cache, cap, endpoint, marker file
     let parts: Vec<&str> = spec.split('\n').collect();
     let seed: u64 = parts[0].parse().unwrap();
     let local = Path::new(parts[1]);
@@ -1306,6 +1405,8 @@ fn remote_property_child() {
         ..Default::default()
     };
     random_ops(seed, local, parts[2], &opts, 12);
+    // Proof for the parent that this child ran its rounds to the end.
+    std::fs::write(parts[6], seed.to_string()).unwrap();
 }
 
 /// `rounds` rounds of random gets and scans of the store at `url`, each
@@ -1436,15 +1537,20 @@ fn random_gets_and_scans_across_processes_keep_the_cap() {
         })
     };
     let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..3)
-        .map(|_| {
+    let markers: Vec<PathBuf> = (0..3)
+        .map(|i| tmp.path().join(format!("child{i}.done")))
+        .collect();
+    let children: Vec<_> = (markers.iter())
+        .map(|marker| {
+            let seed = rng.next();
             let spec = [
-                rng.next().to_string(),
+                seed.to_string(),
                 local.to_str().unwrap().to_owned(),
                 url("prop"),
                 cache.to_str().unwrap().to_owned(),
                 cap.to_string(),
                 server.endpoint(),
+                marker.to_str().unwrap().to_owned(),
             ]
             .join("\n");
             Command::new(&exe)
@@ -1477,6 +1583,15 @@ fn random_gets_and_scans_across_processes_keep_the_cap() {
     stop.store(true, Ordering::SeqCst);
     let (max, samples) = watcher.join().unwrap();
     assert!(mine.is_ok(), "this process's reads failed ({replay})");
+    // Each child ran its reads (a test filter matching nothing would exit
+    // successfully having run none).
+    for m in &markers {
+        assert!(
+            m.is_file(),
+            "{replay}: the child for {} did not run",
+            m.display()
+        );
+    }
     assert!(
         failures.is_empty(),
         "{replay}: {}",

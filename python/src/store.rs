@@ -190,23 +190,28 @@ pub(crate) struct CacheOptions {
 }
 
 impl CacheOptions {
-    /// From the keyword arguments: `cache_size` is a byte count or a
-    /// string such as `"10G"`.
+    /// From the keyword arguments: `cache_size` is a positive byte count
+    /// (an int, not a bool) or a string such as `"10G"`; `cache_dir` a
+    /// non-empty path, made absolute here so that a pickled copy opened in
+    /// another working directory names the same cache.
     fn new(dir: Option<PathBuf>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let size = match size {
             None => None,
             Some(s) if s.is_none() => None,
-            Some(s) => Some(if let Ok(n) = s.extract::<u64>() {
-                n
-            } else if let Ok(text) = s.extract::<String>() {
-                tenstore::remote::parse_size(&text).map_err(PyValueError::new_err)?
-            } else {
-                return Err(PyTypeError::new_err(format!(
-                    "cache_size is a byte count (int) or a string such as \"10G\", not {}",
-                    s.get_type()
-                )));
-            }),
+            Some(s) => Some(cache_size(s)?),
         };
+        let dir =
+            match dir {
+                None => None,
+                Some(d) if d.as_os_str().is_empty() => {
+                    return Err(PyValueError::new_err(
+                        "cache_dir is empty: name a directory (or leave it out for the default)",
+                    ))
+                }
+                Some(d) => Some(std::path::absolute(&d).map_err(|e| {
+                    PyValueError::new_err(format!("cache_dir {}: {e}", d.display()))
+                })?),
+            };
         Ok(CacheOptions { dir, size })
     }
 
@@ -228,6 +233,34 @@ impl CacheOptions {
     /// `(cache_dir, cache_size)`, for pickling.
     fn args(&self) -> (Option<PathBuf>, Option<u64>) {
         (self.dir.clone(), self.size)
+    }
+}
+
+/// A `cache_size=` argument: a positive byte count below 2^64 or a
+/// string such as `"10G"`.
+fn cache_size(s: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let n = if s.is_instance_of::<pyo3::types::PyBool>() {
+        None
+    } else if s.is_instance_of::<pyo3::types::PyInt>() {
+        Some(s.extract::<u64>().map_err(|_| {
+            PyValueError::new_err(format!(
+                "cache_size {s} is not a byte count: give 1 to 2**64 - 1 bytes"
+            ))
+        })?)
+    } else if let Ok(text) = s.extract::<String>() {
+        Some(tenstore::remote::parse_size(&text).map_err(PyValueError::new_err)?)
+    } else {
+        None
+    };
+    match n {
+        Some(0) => Err(PyValueError::new_err(
+            "cache_size 0 leaves no room for any download: give a positive byte count",
+        )),
+        Some(n) => Ok(n),
+        None => Err(PyTypeError::new_err(format!(
+            "cache_size is a byte count (int) or a string such as \"10G\", not {}",
+            s.get_type()
+        ))),
     }
 }
 
@@ -417,6 +450,23 @@ fn prepare<'py>(
 
 #[pymethods]
 impl PyStore {
+    /// Checks cache options for a store at `path` as `Store(path,
+    /// readonly=True, cache_dir=..., cache_size=...)` would, without
+    /// opening it; returns them as opening takes them (`cache_dir`
+    /// absolute, `cache_size` in bytes), for datasets that open the store
+    /// only in their loader workers.
+    #[staticmethod]
+    #[pyo3(signature = (path, cache_dir=None, cache_size=None))]
+    fn _check_cache(
+        path: PathBuf,
+        cache_dir: Option<PathBuf>,
+        cache_size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Option<PathBuf>, Option<u64>)> {
+        let cache = CacheOptions::new(cache_dir, cache_size)?;
+        check_target(&path, false, None, &cache)?;
+        Ok(cache.args())
+    }
+
     #[new]
     #[pyo3(signature = (path, create=false, backend=None, readonly=false, cache_dir=None, cache_size=None))]
     fn new(

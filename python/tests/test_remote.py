@@ -221,3 +221,35 @@ def test_bad_url_arguments_are_clear_errors(tmp_path):
         tenstore.Store(url, cache_size=1.5)
     with pytest.raises(tenstore.StoreError, match="publish"):
         tenstore.Store(url, cache_dir=str(tmp_path / "c"))
+
+
+def test_cache_arguments_are_checked_when_given(tmp_path, monkeypatch):
+    url = (tmp_path / "nothing").as_uri()
+    for bad in (-1, 0, 1 << 64, "0"):
+        with pytest.raises(ValueError, match="cache_size"):
+            tenstore.Store(url, cache_size=bad)
+        with pytest.raises(ValueError, match="cache_size"):
+            Dataset(url, cache_size=bad)
+        with pytest.raises(ValueError, match="cache_size"):
+            IterableDataset(url, cache_size=bad)
+    for bad in (True, 1.5):
+        with pytest.raises(TypeError, match="cache_size"):
+            tenstore.Store(url, cache_size=bad)
+        with pytest.raises(TypeError, match="cache_size"):
+            Dataset(url, cache_size=bad)
+    with pytest.raises(ValueError, match="cache_dir is empty"):
+        tenstore.Store(url, cache_dir="")
+    with pytest.raises(ValueError, match="cache_dir is empty"):
+        IterableDataset(url, cache_dir="")
+    # Cache options on a local store: refused when the dataset is made,
+    # not in its loader workers.
+    with pytest.raises(ValueError, match="for store URLs"):
+        Dataset(str(tmp_path / "local"), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="for store URLs"):
+        IterableDataset(str(tmp_path / "local"), cache_size="1G")
+    # A relative cache_dir names the same cache wherever the pickled copy
+    # is opened.
+    monkeypatch.chdir(tmp_path)
+    ds = Dataset(url, cache_dir="rel", cache_size="1M")
+    assert ds.cache_dir == str(tmp_path / "rel") and ds.cache_size == 1 << 20
+    assert pickle.loads(pickle.dumps(ds)).cache_dir == str(tmp_path / "rel")

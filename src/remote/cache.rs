@@ -1,7 +1,14 @@
 //! The local cache: a directory shared by every process that reads remote
 //! stores, whose files never add up to more than its cap.
 //!
-//! Layout: `ROOT/.lock` (taken while space is counted and reserved; it
+//! Layout: everything lives in `DIR/v2/` (ROOT below) of the cache
+//! directory DIR the user names, so that versions that kept no running
+//! total (files directly in DIR) never share this accounting: each keeps
+//! its own files and cap. ROOT's own `.inuse` is locked (shared) by every
+//! process with the cache open, which keeps those versions from evicting
+//! the lock file.
+//!
+//! `ROOT/.lock` (taken while space is counted and reserved; it
 //! holds the running total of the bytes the cache's files take, see
 //! [`Cache::reserve`]);
 //! `ROOT/ID/` per published store (ID: the URL's hash and the published
@@ -54,11 +61,15 @@ pub fn disk_size(len: u64) -> u64 {
     len.div_ceil(BLOCK) * BLOCK
 }
 
+/// The directory of this cache layout in the directory the user names.
+pub(crate) const LAYOUT: &str = "v2";
+
 /// The lock file's name in the cache root.
 const LOCK: &str = ".lock";
 
-/// Length of the state record kept in the lock file (see [`State`]).
-const STATE_LEN: usize = 80;
+/// Length of the state record kept in the lock file (see [`State`]): room
+/// for the magic, a 36-character boot id and any `u64` total.
+const STATE_LEN: usize = 128;
 
 /// First word of the state record.
 const STATE_MAGIC: &str = "tenstore-cache-total-v1";
@@ -66,8 +77,13 @@ const STATE_MAGIC: &str = "tenstore-cache-total-v1";
 /// The cache: its root and cap.
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
+    /// `DIR/v2`.
     root: PathBuf,
     cap: u64,
+    /// A shared lock on `ROOT/.inuse` while a handle lives: versions that
+    /// keep their files in DIR see ROOT as a store directory in use, and
+    /// evict nothing in it.
+    _open: Arc<Locked>,
     /// Walks of the whole cache this handle made (recounts).
     walks: Arc<AtomicU64>,
 }
@@ -98,7 +114,7 @@ fn boot_id() -> &'static str {
 /// before evicting. A total that is missing, unreadable or written in
 /// another boot is not trusted: it is counted again.
 struct State {
-    file: File,
+    file: Locked,
     path: PathBuf,
 }
 
@@ -107,16 +123,22 @@ impl State {
     fn total(&self) -> Option<u64> {
         let mut buf = [0u8; STATE_LEN];
         let n = self.file.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
-        let mut words = text.split_ascii_whitespace();
-        if words.next()? != STATE_MAGIC {
-            return None;
+        parse_total(std::str::from_utf8(&buf[..n]).ok()?, boot_id())
+    }
+
+    /// Cuts the lock file back to its state record's length (it is
+    /// counted at its length: garbage written past the record would take
+    /// room forever). Called when the cache is counted again.
+    fn trim(&self) -> Result<(), RemoteError> {
+        let len = (self.file.metadata())
+            .map_err(io(format!("reading {}", self.path.display())))?
+            .len();
+        if len > STATE_LEN as u64 {
+            self.file
+                .set_len(STATE_LEN as u64)
+                .map_err(io(format!("truncating {}", self.path.display())))?;
         }
-        let boot = words.next()?;
-        if boot != format!("boot={}", boot_id()) {
-            return None;
-        }
-        words.next()?.strip_prefix("total=")?.parse().ok()
+        Ok(())
     }
 
     /// Records `total` as the running total (one fixed-length write, so
@@ -134,6 +156,52 @@ impl State {
             .write_all_at(&buf, 0)
             .map_err(io(format!("writing {}", self.path.display())))
     }
+}
+
+/// A file this process holds a `flock` lock on, released explicitly when
+/// dropped.
+///
+/// Closing a descriptor releases its lock only when it is the last one
+/// open on the file description: a child forked (Python's DataLoader
+/// workers) while the lock is held keeps a copy and would hold the lock
+/// for as long as it lives. An explicit unlock releases it for every copy.
+#[derive(Debug)]
+pub(crate) struct Locked(File);
+
+impl std::ops::Deref for Locked {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut File {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// The total a state record gives, if it was written in boot `boot`: never
+/// when the boot id is unknown (empty), since then a record written before
+/// a reboot could not be told from one written since.
+fn parse_total(text: &str, boot: &str) -> Option<u64> {
+    if boot.is_empty() {
+        return None;
+    }
+    let mut words = text.split_ascii_whitespace();
+    if words.next()? != STATE_MAGIC {
+        return None;
+    }
+    if words.next()?.strip_prefix("boot=")? != boot {
+        return None;
+    }
+    words.next()?.strip_prefix("total=")?.parse().ok()
 }
 
 /// What a file in the cache is, for eviction.
@@ -161,14 +229,20 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> RemoteError {
 /// Whether a process has the store cached in `dir` open.
 fn in_use(dir: &Path) -> bool {
     match File::open(dir.join(IN_USE)) {
-        Ok(f) => f.try_lock().is_err(),
+        Ok(f) => match f.try_lock() {
+            Ok(()) => {
+                drop(Locked(f));
+                false
+            }
+            Err(_) => true,
+        },
         Err(_) => false,
     }
 }
 
 /// Marks the store cached in `dir` as open for as long as the returned
 /// file lives (a shared lock on its [`IN_USE`] file).
-pub(crate) fn hold(dir: &Path) -> Result<File, RemoteError> {
+pub(crate) fn hold(dir: &Path) -> Result<Locked, RemoteError> {
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let path = dir.join(IN_USE);
     let f = OpenOptions::new()
@@ -179,7 +253,7 @@ pub(crate) fn hold(dir: &Path) -> Result<File, RemoteError> {
         .map_err(io(format!("opening {}", path.display())))?;
     f.lock_shared()
         .map_err(io(format!("locking {}", path.display())))?;
-    Ok(f)
+    Ok(Locked(f))
 }
 
 /// Whether `file` is still the file at `path` (not unlinked or replaced
@@ -192,14 +266,29 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl Cache {
-    /// The cache in `root` (made if missing), holding at most `cap` bytes.
-    pub fn open(root: &Path, cap: u64) -> Result<Cache, RemoteError> {
-        fs::create_dir_all(root).map_err(io(format!("creating cache {}", root.display())))?;
+    /// The cache in directory `dir` (its files in `dir/v2`, made if
+    /// missing), holding at most `cap` bytes.
+    pub fn open(dir: &Path, cap: u64) -> Result<Cache, RemoteError> {
+        if dir.as_os_str().is_empty() {
+            return Err(RemoteError::io(
+                "the cache directory is an empty path: name a directory (--cache DIR)",
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        }
+        let root = dir.join(LAYOUT);
+        fs::create_dir_all(&root).map_err(io(format!("creating cache {}", root.display())))?;
+        let open = hold(&root)?;
         Ok(Cache {
-            root: root.to_owned(),
+            root,
             cap,
+            _open: Arc::new(open),
             walks: Arc::default(),
         })
+    }
+
+    /// The directory the cache's files are in (`DIR/v2`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// How many times this handle counted the whole cache.
@@ -218,6 +307,7 @@ impl Cache {
     /// total is set to the count).
     pub fn usage(&self) -> Result<u64, RemoteError> {
         let lock = self.lock()?;
+        lock.trim()?;
         let total = self.walk()?.iter().map(|f| f.disk).sum();
         lock.set_total(total)?;
         Ok(total)
@@ -237,7 +327,10 @@ impl Cache {
             .map_err(io(format!("opening {}", path.display())))?;
         file.lock()
             .map_err(io(format!("locking {}", path.display())))?;
-        Ok(State { file, path })
+        Ok(State {
+            file: Locked(file),
+            path,
+        })
     }
 
     /// Every file in the cache (the cache lock held).
@@ -317,10 +410,15 @@ impl Cache {
         let need = disk_size(size);
         let mut total = match lock.total() {
             Some(t) if t.saturating_add(need) <= self.cap => t,
-            _ => self.make_room(need)?,
+            _ => {
+                lock.trim()?;
+                self.make_room(need)?
+            }
         };
         if total.saturating_add(need) > self.cap {
-            lock.set_total(total)?;
+            // The cache being full is the error to report; a total not
+            // recorded is only counted again next time.
+            let _ = lock.set_total(total);
             return Err(RemoteError::CacheFull {
                 dir: self.root.clone(),
                 cap: self.cap,
@@ -369,7 +467,11 @@ impl Cache {
             let Ok(file) = File::open(&v.path) else {
                 continue;
             };
-            if file.try_lock().is_err() || !same_file(&file, &v.path) {
+            if file.try_lock().is_err() {
+                continue;
+            }
+            let file = Locked(file);
+            if !same_file(&file, &v.path) {
                 continue;
             }
             if fs::remove_file(&v.path).is_ok() {
@@ -421,6 +523,8 @@ impl Cache {
                 .map_err(io(format!("opening {}", temp_path.display())))?;
             f.lock()
                 .map_err(io(format!("locking {}", temp_path.display())))?;
+            // Unlocked on every way out of this function.
+            let f = Locked(f);
             if same_file(&f, &temp_path) {
                 break f;
             }
@@ -459,10 +563,10 @@ impl Cache {
 /// A cache entry mapped by a reader: the shared lock held on the file
 /// keeps eviction away from it while the map lives.
 pub(crate) struct Pinned {
-    /// Holds the shared lock.
-    _file: File,
-    /// The entry's bytes.
+    /// The entry's bytes (dropped before the lock is released).
     pub map: Mmap,
+    /// Holds the shared lock.
+    _file: Locked,
 }
 
 /// Maps the entry at `path` holding a shared lock, if it is there with
@@ -476,6 +580,7 @@ pub(crate) fn pin(path: &Path, size: u64) -> Result<Option<Pinned>, RemoteError>
         };
         file.lock_shared()
             .map_err(io(format!("locking {}", path.display())))?;
+        let file = Locked(file);
         if !same_file(&file, path) {
             // Evicted (or replaced) between the open and the lock.
             continue;
@@ -495,8 +600,9 @@ pub(crate) fn pin(path: &Path, size: u64) -> Result<Option<Pinned>, RemoteError>
         // are kept together in `Pinned`). The cache directory belongs to
         // tenstore: files changed there by anything else break this, as for
         // a store's own files (crate docs, "Memory maps").
-        let map = unsafe { Mmap::map(&file) }.map_err(io(format!("mapping {}", path.display())))?;
-        return Ok(Some(Pinned { _file: file, map }));
+        let map =
+            unsafe { Mmap::map(&*file) }.map_err(io(format!("mapping {}", path.display())))?;
+        return Ok(Some(Pinned { map, _file: file }));
     }
 }
 
@@ -516,10 +622,145 @@ mod tests {
     /// (bytes the files take, the running total), under the cache lock
     /// (counted by a handle of its own, so `cache.walks()` is unchanged).
     fn counted(cache: &Cache) -> (u64, Option<u64>) {
-        let cache = Cache::open(&cache.root, cache.cap).unwrap();
+        let cache = Cache::open(cache.root.parent().unwrap(), cache.cap).unwrap();
         let lock = cache.lock().unwrap();
         let disk = cache.walk().unwrap().iter().map(|f| f.disk).sum();
         (disk, lock.total())
+    }
+
+    /// Whether a fresh open of `path` can take an exclusive lock (retried
+    /// a while: another handle's release is not awaited by a clock).
+    fn lockable(path: &Path) -> bool {
+        (0..200).any(|_| {
+            let ok = File::open(path).is_ok_and(|f| f.try_lock().is_ok());
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            ok
+        })
+    }
+
+    /// A descriptor duplicated while a lock is held (as a forked child
+    /// inherits it) must not keep the lock once the holder lets it go.
+    #[test]
+    fn locks_are_released_for_copies_of_the_descriptor_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 20).unwrap();
+        let mut copies = Vec::new();
+
+        // The cache lock.
+        let state = cache.lock().unwrap();
+        copies.push(state.file.try_clone().unwrap());
+        drop(state);
+        assert!(lockable(&cache.root.join(LOCK)), "cache lock kept");
+
+        // A download's temporary file, finished (the entry keeps its
+        // inode) and failed.
+        let entry = cache.root.join("s/0.ten");
+        cache
+            .ensure(&entry, 10, false, |f| {
+                copies.push(f.try_clone().unwrap());
+                f.write_all(&[1; 10]).map_err(|e| RemoteError::io("t", e))
+            })
+            .unwrap();
+        assert!(lockable(&entry), "finished download's lock kept");
+        let failed = cache.root.join("s/1.ten");
+        let err = cache.ensure(&failed, 10, false, |f| {
+            copies.push(f.try_clone().unwrap());
+            Err(RemoteError::io("failed", std::io::Error::other("x")))
+        });
+        assert!(err.is_err());
+        assert!(lockable(&cache.root.join("s").join(TMP).join("1.ten")));
+
+        // A mapped entry.
+        let pinned = pin(&entry, 10).unwrap().unwrap();
+        copies.push(pinned._file.try_clone().unwrap());
+        drop(pinned);
+        assert!(lockable(&entry), "pin kept");
+
+        // A store held open.
+        let held = hold(&cache.root.join("s")).unwrap();
+        copies.push(held.try_clone().unwrap());
+        assert!(in_use(&cache.root.join("s")));
+        drop(held);
+        assert!(!in_use(&cache.root.join("s")), "store kept in use");
+        assert_eq!(copies.len(), 5);
+    }
+
+    #[test]
+    fn a_total_is_trusted_only_in_the_boot_that_wrote_it() {
+        let rec = |boot: &str| format!("{STATE_MAGIC} boot={boot} total=5");
+        assert_eq!(parse_total(&rec("b1"), "b1"), Some(5));
+        assert_eq!(parse_total(&rec("b1"), "b2"), None);
+        // No boot id to compare: a record from before a reboot would
+        // look the same.
+        assert_eq!(parse_total(&rec(""), ""), None);
+    }
+
+    /// Files of a version that kept them directly in the cache directory
+    /// (and no running total) are neither counted nor evicted.
+    #[test]
+    fn files_of_the_older_layout_are_not_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join("0123-old");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("000000.ten"), [7; 3 * 4096]).unwrap();
+        fs::write(tmp.path().join(LOCK), "").unwrap();
+        let cap = 4 * 4096;
+        let cache = Cache::open(tmp.path(), cap).unwrap();
+        // Fits only if the older files are not counted against the cap.
+        put(&cache, "s", "0.ten", &[1; 2 * 4096]).unwrap();
+        assert_eq!(cache.usage().unwrap(), 3 * 4096);
+        assert_eq!(fs::read(old.join("000000.ten")).unwrap(), [7; 3 * 4096]);
+        assert!(cache.root.join("s/0.ten").is_file());
+    }
+
+    #[test]
+    fn garbage_past_the_state_record_is_cut_when_the_cache_is_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 20).unwrap();
+        fs::write(cache.root.join(LOCK), vec![b'x'; 10_000]).unwrap();
+        put(&cache, "s", "0.ten", &[1; 100]).unwrap();
+        assert_eq!(
+            fs::metadata(cache.root.join(LOCK)).unwrap().len(),
+            STATE_LEN as u64
+        );
+        assert_eq!(cache.usage().unwrap(), 2 * 4096);
+    }
+
+    #[test]
+    fn an_empty_cache_directory_is_refused() {
+        let e = Cache::open(Path::new(""), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("empty path"), "{e}");
+    }
+
+    #[test]
+    fn a_total_of_any_size_is_recorded_and_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), u64::MAX).unwrap();
+        let lock = cache.lock().unwrap();
+        for total in [0, 9_999_999, 10_000_000, 10 << 30, u64::MAX] {
+            lock.set_total(total).unwrap();
+            assert_eq!(lock.total(), Some(total));
+        }
+    }
+
+    /// Entries counted at 20 MB each (sparse files, so the test writes
+    /// little): totals past 10^7 are trusted like small ones.
+    #[test]
+    fn reservations_with_room_in_a_large_cache_do_not_count_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path(), 1 << 30).unwrap();
+        let size = 20_000_000;
+        for i in 0..10 {
+            let entry = cache.root.join("s").join(format!("{i}.ten"));
+            // Reserving sets the file's length: a sparse entry.
+            cache.ensure(&entry, size, false, |_| Ok(())).unwrap();
+        }
+        assert_eq!(cache.walks(), 1);
+        let (disk, total) = counted(&cache);
+        assert_eq!(total, Some(disk));
+        assert!(disk > 10 * size, "{disk}");
     }
 
     #[test]
@@ -547,7 +788,7 @@ mod tests {
         let forged = |text: &str| {
             let mut line = text.as_bytes().to_vec();
             line.resize(STATE_LEN, b' ');
-            fs::write(tmp.path().join(LOCK), line).unwrap();
+            fs::write(cache.root.join(LOCK), line).unwrap();
         };
         let boot = boot_id();
         // A total of 0 trusted would let 60 more blocks in beside the 16.
@@ -563,7 +804,7 @@ mod tests {
             let (disk, total) = counted(&cache);
             assert!(disk <= cap, "{disk} > {cap} after {bad:?}");
             assert_eq!(total, Some(disk));
-            fs::remove_file(tmp.path().join("s/big.ten")).unwrap();
+            fs::remove_file(cache.root.join("s/big.ten")).unwrap();
         }
     }
 
@@ -620,7 +861,7 @@ mod tests {
                         rng ^= rng << 17;
                         let len = 1 + (rng % 20_000) as usize;
                         let name = format!("{}.ten", rng % 50);
-                        let entry = root.join(format!("st{}", rng % 2)).join(&name);
+                        let entry = root.join(LAYOUT).join(format!("st{}", rng % 2)).join(&name);
                         let fate = (rng >> 20) % 4;
                         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             cache.ensure(&entry, len as u64, false, |f| match fate {

@@ -26,6 +26,16 @@ pub enum RemoteError {
         object: &'static str,
     },
 
+    /// A multipart part size S3 would refuse (at completion, after every
+    /// part was uploaded).
+    #[error("{url}: parts of {part_size} bytes are too small for S3, which wants at least 5 MiB (5242880 bytes) a part; raise the part size")]
+    PartSize {
+        /// The URL.
+        url: String,
+        /// The part size given.
+        part_size: usize,
+    },
+
     /// A store is already published at the URL.
     #[error("{url}: a store is already published here; pass --replace to replace it")]
     AlreadyPublished {

@@ -71,8 +71,9 @@ pub struct RemoteOptions {
     /// ([`ShardReader::needs_renewal`](crate::store::shard::ShardReader::needs_renewal)).
     pub reader_memory: u64,
     /// Files larger than this are published by multipart upload, in
-    /// parts of this size (default 16 MiB; at least 1 byte). S3 itself
-    /// wants parts of at least 5 MiB (all but the last).
+    /// parts of this size (default 16 MiB; at least 1 byte). For `s3://`
+    /// URLs at least 5 MiB, which S3 wants (all but the last part):
+    /// smaller is refused before any upload.
     pub part_size: usize,
     /// S3 settings applied over the environment's, as object_store
     /// configuration keys (`aws_endpoint`, `aws_allow_http`, ...).
@@ -170,7 +171,7 @@ pub fn open(
         crc32c::crc32c(format!("{}/", fetch.loc.url).as_bytes()),
         crc32c::crc32c(&raw)
     );
-    let dir = root.join(id);
+    let dir = cache.root().join(id);
     // Before the metadata is checked: from here on it is not evicted.
     let held = cache::hold(&dir)?;
     let mut shards = HashMap::new();

@@ -20,6 +20,9 @@ use crate::store::{Backend, StoreError};
 /// [`RemoteOptions::part_size`] says otherwise.
 pub const PART_SIZE: usize = 16 << 20;
 
+/// The smallest part S3 accepts (all but an upload's last part).
+pub const MIN_S3_PART_SIZE: usize = 5 << 20;
+
 /// What [`publish`] uploaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishReport {
@@ -47,6 +50,17 @@ pub fn publish(
     replace: bool,
     options: &RemoteOptions,
 ) -> Result<PublishReport, RemoteError> {
+    // Refused before any upload: S3 refuses small parts only when the
+    // upload is completed.
+    let s3 = url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("s3://"));
+    if s3 && options.part_size < MIN_S3_PART_SIZE {
+        return Err(RemoteError::PartSize {
+            url: url.to_owned(),
+            part_size: options.part_size,
+        });
+    }
     match Backend::detect(dir) {
         Some(Backend::Shard) => {}
         Some(Backend::Lmdb) => {

@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// Shards being prefetched.
     inflight: Mutex<HashSet<u32>>,
     /// Keeps the store's metadata in the cache while it is open.
-    _held: std::fs::File,
+    _held: super::cache::Locked,
     /// Ranged records to write to the cache, off the reader's path.
     writes: Mutex<std::sync::mpsc::SyncSender<(PathBuf, bytes::Bytes)>>,
     /// Bytes of ranged records queued for the writer thread.
@@ -63,7 +63,7 @@ impl Shared {
         shards: HashMap<u32, (u64, u32)>,
         order: Vec<u32>,
         options: &super::RemoteOptions,
-        held: std::fs::File,
+        held: super::cache::Locked,
     ) -> Shared {
         let (tx, rx) =
             std::sync::mpsc::sync_channel::<(PathBuf, bytes::Bytes)>(WRITE_QUEUE_RECORDS);
@@ -509,14 +509,19 @@ impl ReaderSource {
     }
 }
 
-/// The bytes of a cached range, if it is there and still matches.
+/// The bytes of a cached range, if it is there and still matches. A file
+/// there that does not match (its bytes lost to a power loss) is removed,
+/// so that the record fetched instead replaces it: the cache would keep a
+/// file of the right length. Removed outside the cache lock, which makes
+/// the running total overcount, never undercount.
 fn read_checked(path: &Path, len: u64, crc: u32) -> Option<Vec<u8>> {
     let bytes = std::fs::read(path).ok()?;
-    (bytes.len() as u64 == len && crc32c::crc32c(&bytes) == crc).then(|| {
-        let _ =
-            std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        bytes
-    })
+    if bytes.len() as u64 != len || crc32c::crc32c(&bytes) != crc {
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    Some(bytes)
 }
 
 impl ShardSource for ReaderSource {

@@ -47,8 +47,7 @@ class Dataset(_MapBase):
     def __init__(self, path, copy=False, cache_dir=None, cache_size=None):
         self.path = str(path)
         self.copy = copy
-        self.cache_dir = None if cache_dir is None else str(cache_dir)
-        self.cache_size = cache_size
+        self.cache_dir, self.cache_size = _cache_args(self.path, cache_dir, cache_size)
         self._reader = None
         self._keys = None
 
@@ -90,6 +89,16 @@ class Dataset(_MapBase):
             cache_dir=state.get("cache_dir"),
             cache_size=state.get("cache_size"),
         )
+
+
+def _cache_args(path, cache_dir, cache_size):
+    """``(cache_dir, cache_size)`` checked here, where the dataset is made,
+    rather than in each loader worker: as ``Store`` takes them (the
+    directory absolute, the size in bytes)."""
+    if cache_dir is None and cache_size is None:
+        return None, None
+    d, size = Store._check_cache(path, cache_dir=cache_dir, cache_size=cache_size)
+    return (None if d is None else str(d)), size
 
 
 def _open_store(ds):
@@ -172,8 +181,7 @@ class IterableDataset(_IterBase):
         self.with_key = with_key
         self.uneven = uneven
         self.batch_size = int(batch_size)
-        self.cache_dir = None if cache_dir is None else str(cache_dir)
-        self.cache_size = cache_size
+        self.cache_dir, self.cache_size = _cache_args(self.path, cache_dir, cache_size)
         self._resume = None  # a loaded state of self.epoch
         self._plan = None  # the plan being iterated in this process
         self._yielded = 0  # samples it handed out
