@@ -365,9 +365,7 @@ impl<'s> Reader<'s> {
         Ok(match (self, order) {
             (_, Order::Key) | (Reader::Lmdb(_), Order::Written) => self.keys(b"", None)?,
             (Reader::Lmdb(r), Order::Shuffled(seed)) => {
-                let mut keys = r.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
-                super::key::shuffle(&mut keys, seed);
-                Box::new(keys.into_iter().map(Ok))
+                Box::new(r.keys_shuffled(seed)?.into_iter().map(Ok))
             }
             (Reader::Shard(r), Order::Written) => Box::new(r.iter()?.keys().map(Ok)),
             (Reader::Shard(r), Order::Shuffled(seed)) => {

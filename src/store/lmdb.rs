@@ -801,9 +801,16 @@ impl<'s> LmdbReader<'s> {
     /// same seed and snapshot. Lists the keys first (values are not
     /// touched), then reads each sample as it comes.
     pub fn iter_shuffled(&self, seed: u64) -> Result<impl Iterator<Item = Result<Sample<'_>>>> {
+        let keys = self.keys_shuffled(seed)?;
+        Ok(keys.into_iter().map(move |k| self.require(k)))
+    }
+
+    /// The keys of [`iter_shuffled`](Self::iter_shuffled)`(seed)`, in its
+    /// order, without reading the samples.
+    pub fn keys_shuffled(&self, seed: u64) -> Result<Vec<&[u8]>> {
         let mut keys = self.iter()?.keys().collect::<Result<Vec<&[u8]>>>()?;
         shuffle(&mut keys, seed);
-        Ok(keys.into_iter().map(move |k| self.require(k)))
+        Ok(keys)
     }
 
     /// Checks every sample's tenbin structure. Fails only when the

@@ -603,10 +603,7 @@ impl Grouper<'_, '_> {
             .current
             .get_or_insert_with(|| (key.to_owned(), Vec::new(), what.to_owned()));
         self.tally.tensors += tensors.len() as u64;
-        self.tally.bytes += tensors
-            .iter()
-            .map(|t| t.view().nbytes() as u64)
-            .sum::<u64>();
+        self.tally.bytes += sizes(&tensors).1;
         list.extend(tensors);
         Ok(())
     }

@@ -858,18 +858,19 @@ impl Snapshot {
 
     /// The sample under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
-        match self.locate(key) {
-            None => Ok(None),
-            Some(loc) => self.sample_at(key, &loc, self.verify, false).map(Some),
-        }
+        self.get_with(key, self.verify)
     }
 
     /// The sample under `key`, its record's crc32c checked whatever
     /// `verify_reads` says: what a scan reads through.
     pub fn get_checked(&self, key: &[u8]) -> Result<Option<Sample<'_>>> {
+        self.get_with(key, true)
+    }
+
+    fn get_with(&self, key: &[u8], check: bool) -> Result<Option<Sample<'_>>> {
         match self.locate(key) {
             None => Ok(None),
-            Some(loc) => self.sample_at(key, &loc, true, false).map(Some),
+            Some(loc) => self.sample_at(key, &loc, check, false).map(Some),
         }
     }
 
