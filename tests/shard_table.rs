@@ -60,9 +60,68 @@ fn agrees(r: &ShardReader, model: &BTreeMap<Vec<u8>, u32>, probe: &[Vec<u8>]) {
         .map(<[u8]>::to_vec)
         .collect();
     assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
-    let mut written: Vec<Vec<u8>> = r.iter().unwrap().keys().map(<[u8]>::to_vec).collect();
-    written.sort();
-    assert_eq!(written, keys);
+    let written: Vec<Vec<u8>> = r.iter().unwrap().keys().map(<[u8]>::to_vec).collect();
+    // What plans address: the `i`-th sample in write order.
+    let at: Vec<Vec<u8>> = (0..written.len() as u64)
+        .map(|i| r.key_at(i).unwrap().to_vec())
+        .collect();
+    assert_eq!(at, written);
+    assert_eq!(r.key_at(written.len() as u64), None);
+    let mut shuffled: Vec<Vec<u8>> = r
+        .iter_shuffled(7)
+        .unwrap()
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect();
+    shuffled.sort();
+    assert_eq!(shuffled, keys);
+    let mut sorted = written;
+    sorted.sort();
+    assert_eq!(sorted, keys);
+    // Key order from inside the key range, both bounds, and by prefix.
+    for from in [
+        key(0),
+        key(17),
+        b"key01".to_vec(),
+        b"key0175".to_vec(),
+        b"zzz".to_vec(),
+    ] {
+        let after: Vec<Vec<u8>> = r
+            .iter_from(std::ops::Bound::Excluded(&from))
+            .unwrap()
+            .keys()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let want: Vec<Vec<u8>> = model.keys().filter(|k| **k > from).cloned().collect();
+        assert_eq!(after, want, "after {from:?}");
+        let with: Vec<Vec<u8>> = r
+            .iter_prefix(&from)
+            .unwrap()
+            .keys()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let want: Vec<Vec<u8>> = model
+            .keys()
+            .filter(|k| k.starts_with(&from))
+            .cloned()
+            .collect();
+        assert_eq!(with, want, "prefix {from:?}");
+    }
+    // Every sample an order yields reads (its checksum checked).
+    for s in r.iter().unwrap() {
+        let s = s.unwrap();
+        assert_eq!(
+            Some(&s.get(0).unwrap().to_vec::<u32>().unwrap()[0]),
+            model.get(s.key())
+        );
+    }
+}
+
+/// Write order is the order of each live key's last put: a put moves its
+/// key to the end, a deletion drops it, compaction keeps the order.
+fn in_write_order(r: &ShardReader, order: &[Vec<u8>]) {
+    let written: Vec<Vec<u8>> = r.iter().unwrap().keys().map(<[u8]>::to_vec).collect();
+    assert_eq!(written, order);
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +171,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Some(open_writer(dir.path(), due));
         let mut model = BTreeMap::new();
+        let mut order: Vec<Vec<u8>> = Vec::new();
         let probe: Vec<Vec<u8>> = (0..42).map(key).collect();
         let mut live = store.as_ref().unwrap().reader().unwrap();
         for op in ops {
@@ -120,10 +180,13 @@ proptest! {
                 Op::Put(k, v) => {
                     s.put(&key(k), &sample(v)).unwrap();
                     model.insert(key(k), v);
+                    order.retain(|o| *o != key(k));
+                    order.push(key(k));
                 }
                 Op::Delete(k) => {
                     let r = s.delete_exact(&[key(k)]);
                     prop_assert_eq!(r.is_ok(), model.remove(&key(k)).is_some());
+                    order.retain(|o| *o != key(k));
                 }
                 Op::Flush => s.flush().unwrap(),
                 Op::Compact => {
@@ -142,8 +205,15 @@ proptest! {
             let used = matches!(fresh.load_report().key_table, KeyTable::Used { .. });
             prop_assert!(used, "{:?}", fresh.load_report());
             agrees(&fresh, &model, &probe);
+            in_write_order(&fresh, &order);
             live.refresh().unwrap();
             agrees(&live, &model, &probe);
+            in_write_order(&live, &order);
+            // Both read the same snapshot's samples: the same shuffle.
+            let shuffle = |r: &ShardReader| -> Vec<Vec<u8>> {
+                r.iter_shuffled(3).unwrap().keys().map(<[u8]>::to_vec).collect()
+            };
+            prop_assert_eq!(shuffle(&fresh), shuffle(&live));
         }
         drop(live);
         drop(store.take());
@@ -152,6 +222,7 @@ proptest! {
         let r = read_only(dir.path());
         prop_assert_eq!(&r.load_report().key_table, &KeyTable::Absent);
         agrees(&r, &model, &probe);
+        in_write_order(&r, &order);
     }
 }
 

@@ -64,7 +64,7 @@ impl ShardStore {
                     let record =
                         snap.checked_record(&e.loc)
                             .map_err(|fault| StoreError::Corrupt {
-                                key: crate::error::escape(&e.key),
+                                key: crate::error::escape(e.key),
                                 what: match fault {
                                     RecordFault::Outside | RecordFault::Unavailable(_) => {
                                         fault.to_string()
@@ -74,10 +74,7 @@ impl ShardStore {
                                     }
                                 },
                             })?;
-                    batch.push(Append::Copy {
-                        key: &e.key,
-                        record,
-                    });
+                    batch.push(Append::Copy { key: e.key, record });
                 }
                 w.append(dir, &options, batch.drain(..))?;
             }

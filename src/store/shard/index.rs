@@ -29,6 +29,24 @@ pub(crate) struct Entry {
     pub live: bool,
 }
 
+/// A live sample as an order yields it: its key (borrowed from the key
+/// table's map or the snapshot's index) and its record.
+#[derive(Clone, Debug)]
+pub(crate) struct EntryRef<'a> {
+    pub key: &'a [u8],
+    pub loc: Loc,
+}
+
+impl<'a> EntryRef<'a> {
+    /// The entry of an index.
+    pub fn of(e: &'a Entry) -> EntryRef<'a> {
+        EntryRef {
+            key: &e.key,
+            loc: e.loc.clone(),
+        }
+    }
+}
+
 /// Live keys and every put in write order.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Index {

@@ -13,13 +13,15 @@
 //! `compact` (compaction and reindexing); `snapshot` and `reader` (read
 //! snapshots), `table` (the key table readers map), `live` (the writer's
 //! live keys: the key table plus a delta), `layout` (record and sidecar
-//! formats), `index`, `scan`.
+//! formats), `index`, `order` (write and key order off the key table),
+//! `scan`.
 
 mod compact;
 mod files;
 mod index;
 pub(crate) mod layout;
 mod live;
+mod order;
 mod reader;
 mod recovery;
 mod scan;

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use crate::plan::{EpochPlan, PlanError, PlanIter, Shuffle};
 use crate::store::error::{Result, StoreError};
-use crate::store::shard::index::{Entry, Loc};
+use crate::store::shard::index::{EntryRef, Loc};
 use crate::store::shard::snapshot::{Hint, RecordFault, Snapshot};
 use crate::store::verify::{Problem, VerifyReport};
 use crate::store::Sample;
@@ -120,11 +120,12 @@ impl ShardReader {
     /// Every sample in an order shuffled by `seed` (the same seed gives the
     /// same order for the same snapshot).
     pub fn iter_shuffled(&self, seed: u64) -> Result<ShardEntries<'_>> {
-        let mut order: Vec<&Entry> = self.snap.entries().collect();
+        // Positions, not entries: 8 bytes a sample, the same order.
+        let mut order: Vec<u64> = (0..self.snap.len() as u64).collect();
         crate::store::key::shuffle(&mut order, seed);
         Ok(ShardEntries {
             snap: &self.snap,
-            inner: Box::new(order.into_iter()),
+            inner: Box::new(order.into_iter().map(move |i| self.live_entry(i))),
             in_order: false,
         })
     }
@@ -141,7 +142,7 @@ impl ShardReader {
     pub fn iter_plan<'r>(&'r self, plan: &'r EpochPlan) -> Result<ShardEntries<'r>> {
         check_plan(plan, self.len()?)?;
         let entries = plan.iter().map(move |i| self.live_entry(i));
-        let inner: Box<dyn Iterator<Item = &'r Entry> + 'r> = match plan.config().shuffle {
+        let inner: Box<dyn Iterator<Item = EntryRef<'r>> + 'r> = match plan.config().shuffle {
             Shuffle::None => Box::new(ReadAhead::new(&self.snap, entries)),
             Shuffle::Blocks { .. } => Box::new(Windows {
                 reader: self,
@@ -162,10 +163,10 @@ impl ShardReader {
     /// The key of the `i`-th sample in write order (`i` below
     /// [`len`](Self::len)).
     pub fn key_at(&self, i: u64) -> Option<&[u8]> {
-        self.snap.live_entry(i).map(|e| &*e.key)
+        self.snap.live_entry(i).map(|e| e.key)
     }
 
-    fn live_entry(&self, i: u64) -> &Entry {
+    fn live_entry(&self, i: u64) -> EntryRef<'_> {
         self.snap
             .live_entry(i)
             .expect("plans are checked against the snapshot's sample count")
@@ -226,7 +227,7 @@ impl ShardReader {
                     continue;
                 }
                 Err(RecordFault::Unavailable(err)) => {
-                    let key = crate::error::escape(&e.key);
+                    let key = crate::error::escape(e.key);
                     problems.push(Problem::Load(format!("sample {key}: {err}")));
                     continue;
                 }
@@ -239,7 +240,7 @@ impl ShardReader {
                     continue;
                 }
             };
-            if let Err(what) = super::snapshot::split_record(bytes, &e.key) {
+            if let Err(what) = super::snapshot::split_record(bytes, e.key) {
                 problems.push(Problem::Malformed {
                     key: e.key.to_vec(),
                     what: what.to_string(),
@@ -316,10 +317,10 @@ impl<'r, I> ReadAhead<'r, I> {
     }
 }
 
-impl<'r, I: Iterator<Item = &'r Entry>> Iterator for ReadAhead<'r, I> {
-    type Item = &'r Entry;
+impl<'r, I: Iterator<Item = EntryRef<'r>>> Iterator for ReadAhead<'r, I> {
+    type Item = EntryRef<'r>;
 
-    fn next(&mut self) -> Option<&'r Entry> {
+    fn next(&mut self) -> Option<EntryRef<'r>> {
         let e = self.inner.next()?;
         self.see(&e.loc);
         Some(e)
@@ -385,9 +386,9 @@ impl Windows<'_> {
 }
 
 impl<'r> Iterator for Windows<'r> {
-    type Item = &'r Entry;
+    type Item = EntryRef<'r>;
 
-    fn next(&mut self) -> Option<&'r Entry> {
+    fn next(&mut self) -> Option<EntryRef<'r>> {
         let p = self.it.next_position()?;
         let w = self.plan.window_index(p);
         if let Some(w) = w.filter(|&w| Some(w) != self.window) {
@@ -412,7 +413,7 @@ impl<'r> Iterator for Windows<'r> {
 /// Samples of a shard snapshot, in the order asked for.
 pub struct ShardEntries<'r> {
     snap: &'r Snapshot,
-    inner: Box<dyn Iterator<Item = &'r Entry> + 'r>,
+    inner: Box<dyn Iterator<Item = EntryRef<'r>> + 'r>,
     /// Whether the entries come in storage order (records one after
     /// another in each shard): what follows a record is prefetched.
     in_order: bool,
@@ -421,7 +422,7 @@ pub struct ShardEntries<'r> {
 impl<'r> ShardEntries<'r> {
     /// Only the keys.
     pub fn keys(self) -> impl Iterator<Item = &'r [u8]> + 'r {
-        self.inner.map(|e| &*e.key)
+        self.inner.map(|e| e.key)
     }
 }
 
@@ -432,9 +433,9 @@ impl<'r> Iterator for ShardEntries<'r> {
         let e = self.inner.next()?;
         // Every record's crc32c is checked, whatever `verify_reads` says.
         Some(if self.in_order {
-            self.snap.sample_in_order(e)
+            self.snap.sample_in_order(&e)
         } else {
-            self.snap.sample_of(e)
+            self.snap.sample_of(&e)
         })
     }
 }

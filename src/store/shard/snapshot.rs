@@ -13,10 +13,11 @@ use memmap2::Mmap;
 use crate::codec::Tensors;
 use crate::store::error::{Result, StoreError};
 use crate::store::key::MAX_KEY_LEN;
-use crate::store::shard::index::{Entry, Index, Loc};
+use crate::store::shard::index::{Entry, EntryRef, Index, Loc};
 use crate::store::shard::layout::{
     decode_idx, idx_name, key_array_len, shard_name, IdxStop, Manifest, KEY_NAME, LOCK, MANIFEST,
 };
+use crate::store::shard::order::{Delta, Merge};
 use crate::store::shard::scan::scan;
 use crate::store::shard::source::ShardSource;
 use crate::store::shard::table::{self, Damaged, Table};
@@ -153,8 +154,10 @@ struct Shadow {
 /// taken, none after.
 ///
 /// With a key table, `index` holds only the records after it (the delta)
-/// and `shadow` the table's keys they replace; the full index is built
-/// when something iterates. Without one, `index` is the full index.
+/// and `shadow` the table's keys they replace; orders are read off the
+/// table's rows ([`Table::write_order`]) and the delta, and a full index
+/// is built only when the table turns out damaged. Without one, `index`
+/// is the full index.
 #[derive(Clone)]
 pub(crate) struct Snapshot {
     dir: PathBuf,
@@ -163,17 +166,30 @@ pub(crate) struct Snapshot {
     index: Arc<Index>,
     table: Option<Arc<Table>>,
     shadow: Arc<Shadow>,
-    /// With a table: the full index, built on first iteration.
-    full: Arc<OnceLock<Index>>,
+    /// What orders are built from `index`, `shadow` and `table`, on
+    /// first use.
+    views: Arc<Views>,
     /// Why a lookup stopped trusting the table, if one did.
     damage: Arc<OnceLock<String>>,
-    sorted: Arc<OnceLock<Vec<u32>>>,
-    /// Positions of live entries in write order (epoch plans index it).
-    live: Arc<OnceLock<Vec<u32>>>,
     pub report: LoadReport,
     verify: bool,
     /// Where shard bytes come from when they are not local files.
     source: Option<Arc<dyn ShardSource>>,
+}
+
+/// What a snapshot builds on first use to read in order; shared by the
+/// refreshes that find nothing new.
+#[derive(Default)]
+struct Views {
+    /// With a table: the records after it as the orders need them
+    /// (`None`: the table is damaged).
+    delta: OnceLock<Option<Delta>>,
+    /// With a damaged table: the full index, from the sidecars.
+    full: OnceLock<Index>,
+    /// Positions in the full index of its live entries, in key order.
+    sorted: OnceLock<Vec<u32>>,
+    /// The same, in write order (epoch plans index it).
+    live: OnceLock<Vec<u32>>,
 }
 
 /// The bytes of a file from `start` on.
@@ -261,10 +277,8 @@ impl Snapshot {
             index: Arc::new(Index::default()),
             table: None,
             shadow: Arc::default(),
-            full: Arc::default(),
+            views: Arc::default(),
             damage: Arc::default(),
-            sorted: Arc::default(),
-            live: Arc::default(),
             report: LoadReport::default(),
             verify,
             source: None,
@@ -433,14 +447,9 @@ impl Snapshot {
             report.key_table = KeyTable::Used { tail_records };
         }
         let fresh = index.is_some();
-        let (index, full, sorted, live) = match index {
-            Some(i) => (Arc::new(i), Arc::default(), Arc::default(), Arc::default()),
-            None => (
-                self.index.clone(),
-                self.full.clone(),
-                self.sorted.clone(),
-                self.live.clone(),
-            ),
+        let (index, views) = match index {
+            Some(i) => (Arc::new(i), Arc::default()),
+            None => (self.index.clone(), self.views.clone()),
         };
         let shadow = match shadow {
             Some(s) => Arc::new(s),
@@ -459,10 +468,8 @@ impl Snapshot {
             index,
             table: tbl,
             shadow,
-            full,
+            views,
             damage,
-            sorted,
-            live,
             report,
             verify: self.verify,
             source: self.source.clone(),
@@ -605,12 +612,12 @@ impl Snapshot {
 
     /// The full index: with a key table, built on first use from the
     /// table and the records after it (from the sidecars if the table
-    /// turns out damaged).
+    /// turns out damaged). Orders use it only without a usable table.
     fn full(&self) -> &Index {
         let Some(t) = &self.table else {
             return &self.index;
         };
-        self.full.get_or_init(|| {
+        self.views.full.get_or_init(|| {
             let base = match self.damage.get() {
                 Some(_) => None,
                 None => match t.to_index() {
@@ -798,14 +805,14 @@ impl Snapshot {
 
     /// The sample of an index entry, as a scan reads it: its record's
     /// crc32c is always checked, whatever `verify_reads` says.
-    pub fn sample_of<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
-        self.sample_at(&e.key, &e.loc, true, false)
+    pub fn sample_of(&self, e: &EntryRef<'_>) -> Result<Sample<'_>> {
+        self.sample_at(e.key, &e.loc, true, false)
     }
 
     /// [`sample_of`](Self::sample_of) for a scan in storage order: the
     /// bytes after the record are prefetched as it is checked.
-    pub(crate) fn sample_in_order<'s>(&'s self, e: &'s Entry) -> Result<Sample<'s>> {
-        self.sample_at(&e.key, &e.loc, true, true)
+    pub(crate) fn sample_in_order(&self, e: &EntryRef<'_>) -> Result<Sample<'_>> {
+        self.sample_at(e.key, &e.loc, true, true)
     }
 
     /// The sample under `key`, whose record is at `loc`; its crc32c is
@@ -874,30 +881,116 @@ impl Snapshot {
         }
     }
 
+    /// The key table, its rows in write order and the delta over them,
+    /// when the orders read off the table: `None` without a table, or
+    /// once it turned out damaged (orders then use [`full`](Self::full)).
+    fn table_orders(&self) -> Option<(&Table, &[u32], &Delta)> {
+        let t = self.table.as_deref()?;
+        if self.damage.get().is_some() {
+            return None;
+        }
+        let order = match t.write_order() {
+            Ok(Some(order)) => order,
+            // Too many rows to number in 32 bits.
+            Ok(None) => return None,
+            Err(Damaged(why)) => {
+                let _ = self.damage.set(why);
+                return None;
+            }
+        };
+        let delta = self.views.delta.get_or_init(|| {
+            let shadow = self.shadow.keys.iter().map(|k| &**k);
+            match Delta::build(t, order, shadow, &self.index) {
+                Ok(d) => Some(d),
+                Err(Damaged(why)) => {
+                    let _ = self.damage.set(why);
+                    None
+                }
+            }
+        });
+        Some((t, order, delta.as_ref()?))
+    }
+
     /// Live entries in write order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.full().live()
+    pub fn entries(&self) -> Box<dyn Iterator<Item = EntryRef<'_>> + '_> {
+        match self.table_orders() {
+            Some((t, order, delta)) => {
+                let n = delta.table_live(order) + delta.live.len() as u64;
+                Box::new((0..n).map_while(move |i| self.entry_off_table(t, order, delta, i)))
+            }
+            None => Box::new(self.full().live().map(EntryRef::of)),
+        }
     }
 
     /// The `i`-th live entry in write order (storage order), if any.
-    pub fn live_entry(&self, i: u64) -> Option<&Entry> {
+    pub fn live_entry(&self, i: u64) -> Option<EntryRef<'_>> {
+        if let Some((t, order, delta)) = self.table_orders() {
+            return self.entry_off_table(t, order, delta, i);
+        }
         let full = self.full();
-        let live = self.live.get_or_init(|| full.live_positions());
+        let live = self.views.live.get_or_init(|| full.live_positions());
         let pos = *live.get(usize::try_from(i).ok()?)?;
-        full.entries.get(pos as usize)
+        full.entries.get(pos as usize).map(EntryRef::of)
+    }
+
+    /// The `i`-th live entry in write order, read off the table's rows
+    /// (whose blocks [`Table::write_order`] checked) and the delta.
+    fn entry_off_table<'s>(
+        &'s self,
+        t: &'s Table,
+        order: &[u32],
+        delta: &'s Delta,
+        i: u64,
+    ) -> Option<EntryRef<'s>> {
+        let in_table = delta.table_live(order);
+        if i < in_table {
+            let row = *order.get(usize::try_from(delta.select(i)).ok()?)?;
+            let (key, loc) = t.row(u64::from(row)).ok()?;
+            return Some(EntryRef { key, loc: loc? });
+        }
+        let pos = *delta.live.get(usize::try_from(i - in_table).ok()?)?;
+        self.index.entries.get(pos as usize).map(EntryRef::of)
     }
 
     /// Live entries in key order, from `start`.
-    pub fn sorted_from(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Entry> + '_ {
+    pub fn sorted_from(&self, start: Bound<&[u8]>) -> Box<dyn Iterator<Item = EntryRef<'_>> + '_> {
+        if let Some((t, _, delta)) = self.table_orders() {
+            // Every row was read once to build the write order: none
+            // fails to read now.
+            if let Ok(rows) = t.live_rows(start) {
+                let shadow = &self.shadow.keys;
+                let rows = rows
+                    .map_while(std::result::Result::ok)
+                    .filter(move |(_, key, _)| !shadow.contains(*key))
+                    .map(|(_, key, loc)| EntryRef { key, loc });
+                let entries = &self.index.entries;
+                let first = first_in(&delta.sorted, |i| &entries[i as usize].key, start);
+                let after =
+                    (delta.sorted[first..].iter()).map(|&i| EntryRef::of(&entries[i as usize]));
+                return Box::new(Merge {
+                    a: rows.peekable(),
+                    b: after.peekable(),
+                });
+            }
+        }
         let full = self.full();
-        let order = self.sorted.get_or_init(|| full.sorted());
-        let key_of = |i: &u32| &*full.entries[*i as usize].key;
-        let first = match start {
-            Bound::Unbounded => 0,
-            Bound::Included(k) => order.partition_point(|i| key_of(i) < k),
-            Bound::Excluded(k) => order.partition_point(|i| key_of(i) <= k),
-        };
-        order[first..].iter().map(|&i| &full.entries[i as usize])
+        let order = self.views.sorted.get_or_init(|| full.sorted());
+        let first = first_in(order, |i| &full.entries[i as usize].key, start);
+        Box::new(
+            order[first..]
+                .iter()
+                .map(|&i| EntryRef::of(&full.entries[i as usize])),
+        )
+    }
+}
+
+/// The first position of `order` (positions sorted by their keys) whose
+/// key is not before `start`.
+fn first_in<'a>(order: &[u32], key_of: impl Fn(u32) -> &'a [u8], start: Bound<&[u8]>) -> usize {
+    match start {
+        Bound::Unbounded => 0,
+        Bound::Included(k) => order.partition_point(|&i| key_of(i) < k),
+        Bound::Excluded(k) => order.partition_point(|&i| key_of(i) <= k),
     }
 }
 
